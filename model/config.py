@@ -1,0 +1,49 @@
+"""Hyperparameters and run settings of one Self2Self+ run."""
+
+import dataclasses
+from dataclasses import dataclass
+
+# Paper Table 1 and "Implementation Details"; λ_IQA and 500 passes for every dataset.
+PAPER_DEFAULTS = {
+    "cbsd68": {"p": 0.4, "steps": 4000},
+    "sidd": {"p": 0.9, "steps": 1000},
+    "polyu": {"p": 0.7, "steps": 5000},
+}
+
+
+@dataclass(frozen=True)
+class S2SConfig:
+    # the method (paper defaults for CBSD68)
+    p: float = 0.4  # Bernoulli drop probability of the input and of every decoder dropout
+    steps: int = 4000  # training steps, one freshly masked instance each
+    lambda_iqa: float = 2e-8  # weight of the PaQ-2-PiQ loss; 0 skips the IQA model entirely
+    passes: int = 500  # dropout passes averaged at inference
+    lr: float = 4e-4  # Adam, betas (0.9, 0.999)
+    seed: int = 0
+    # where and how it runs
+    device: str = "auto"  # "auto" picks CUDA when present, else "cpu"; or "cpu", "cuda", "cuda:1"
+    precision: str = "auto"  # "fp32", "bf16" (autocast), "auto" = bf16 on CUDA, fp32 on CPU
+    channels_last: bool = True  # memory layout only; numerics unchanged
+    compile: bool = False  # torch.compile the network (slow first step, faster after)
+    inference_memory_mb: int = 0  # activation budget of one batch of passes; 0 = automatic
+    log_every: int = 50  # steps between loss read-outs (each one syncs the device)
+    iqa_weights: str | None = None  # TORCH_HOME-style folder with the IQA weights; None = torch's hub dir
+
+    def __post_init__(self):
+        checks = {
+            "p": (0.0 < self.p < 1.0, "a probability in (0, 1)"),
+            "steps": (isinstance(self.steps, int) and self.steps >= 1, "an integer >= 1"),
+            "lambda_iqa": (self.lambda_iqa >= 0.0, "a number >= 0"),
+            "passes": (isinstance(self.passes, int) and self.passes >= 1, "an integer >= 1"),
+            "lr": (self.lr > 0.0, "a number > 0"),
+            "seed": (isinstance(self.seed, int) and self.seed >= 0, "an integer >= 0"),
+            "precision": (self.precision in ("auto", "fp32", "bf16"), "one of auto, fp32, bf16"),
+            "inference_memory_mb": (self.inference_memory_mb >= 0, "an integer >= 0 (0 = automatic)"),
+            "log_every": (isinstance(self.log_every, int) and self.log_every >= 1, "an integer >= 1"),
+        }
+        for field, (ok, expected) in checks.items():
+            if not ok:
+                raise ValueError(f"{field}: expected {expected}, got {getattr(self, field)!r}")
+
+    def replace(self, **changes) -> "S2SConfig":
+        return dataclasses.replace(self, **changes)

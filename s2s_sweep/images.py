@@ -1,0 +1,59 @@
+"""Reading and writing images as float arrays (H, W, C) in [0, 1].
+
+Read: PNG, JPEG, TIFF (and anything else OpenCV decodes), 8- or 16-bit, grayscale (C = 1)
+or RGB (C = 3). OpenCV is used rather than Pillow because Pillow silently reduces 16-bit
+colour PNGs to 8 bits. A fully opaque alpha channel is dropped; a real one is an error,
+since there is no single right background to composite on.
+Write: 8-bit PNG, values rounded (not truncated) to 0..255.
+"""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+READABLE_DEPTHS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+class ImageError(ValueError):
+    """An image file that cannot be used, with a message naming the file."""
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Image file -> float32 array (H, W, C) in [0, 1], C = 1 (grayscale) or 3 (RGB)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such image file")
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise ImageError(f"{path}: cannot decode the image (corrupt or not an image file)")
+    if raw.dtype not in READABLE_DEPTHS:
+        raise ImageError(f"{path}: {raw.dtype} samples are not supported; expected 8- or 16-bit integers")
+    scale = READABLE_DEPTHS[raw.dtype]
+    if raw.ndim == 2:
+        raw = raw[..., None]
+    channels = raw.shape[2]
+    if channels in (2, 4):
+        if not (raw[..., -1] == scale).all():
+            raise ImageError(f"{path}: has a transparent alpha channel; save it without alpha (RGB or grayscale)")
+        raw = raw[..., :-1]
+    if raw.shape[2] == 3:
+        raw = raw[..., ::-1]  # OpenCV decodes to BGR
+    elif raw.shape[2] != 1:
+        raise ImageError(f"{path}: {channels} channels; expected grayscale or RGB")
+    return (raw.astype(np.float32) / scale).copy()
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """[0, 1] float image -> uint8, rounded to nearest."""
+    return np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
+
+
+def write_png(path: str | Path, image: np.ndarray) -> None:
+    """Write a [0, 1] float image (H, W, C) as an 8-bit PNG, creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = to_uint8(image)
+    pixels = pixels[..., 0] if pixels.shape[2] == 1 else pixels[..., ::-1]  # OpenCV writes BGR
+    if not cv2.imwrite(str(path), pixels):
+        raise ImageError(f"{path}: could not write the PNG (is the folder writable?)")

@@ -1,0 +1,44 @@
+"""PSNR and SSIM with the protocol of the Self2Self line of work.
+
+Protocol: both images are 8-bit (a float result is rounded to uint8 first, as when it is
+saved as PNG), data range 255, computed on all channels of the full image (no border crop,
+no conversion to Y). SSIM is Wang et al. 2004: 11x11 Gaussian window with sigma 1.5,
+K1 = 0.01, K2 = 0.03, population covariance, mean over channels. Both come from
+scikit-image (`peak_signal_noise_ratio`, `structural_similarity`) with those settings.
+"""
+
+import numpy as np
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from s2s_sweep.images import to_uint8
+
+
+def as_uint8(image: np.ndarray) -> np.ndarray:
+    """uint8 passes through; a float image in [0, 1] is rounded to uint8."""
+    return image if image.dtype == np.uint8 else to_uint8(image)
+
+
+def calculate_psnr(img: np.ndarray, img2: np.ndarray) -> float:
+    """PSNR in dB of two (H, W, C) images under the protocol above."""
+    img, img2 = as_uint8(img), as_uint8(img2)
+    if img.shape != img2.shape:
+        raise ValueError(f"PSNR: image shapes differ, {img.shape} vs {img2.shape}")
+    return float(peak_signal_noise_ratio(img2, img, data_range=255))
+
+
+def calculate_ssim(img: np.ndarray, img2: np.ndarray) -> float:
+    """SSIM of two (H, W, C) images under the protocol above (Gaussian sigma 1.5, mean over channels)."""
+    img, img2 = as_uint8(img), as_uint8(img2)
+    if img.shape != img2.shape:
+        raise ValueError(f"SSIM: image shapes differ, {img.shape} vs {img2.shape}")
+    return float(
+        structural_similarity(
+            img,
+            img2,
+            data_range=255,
+            channel_axis=-1,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+        )
+    )
