@@ -23,7 +23,8 @@ def calculate_psnr(img: np.ndarray, img2: np.ndarray) -> float:
     img, img2 = as_uint8(img), as_uint8(img2)
     if img.shape != img2.shape:
         raise ValueError(f"PSNR: image shapes differ, {img.shape} vs {img2.shape}")
-    return float(peak_signal_noise_ratio(img2, img, data_range=255))
+    with np.errstate(divide="ignore"):  # identical images: inf dB
+        return float(peak_signal_noise_ratio(img2, img, data_range=255))
 
 
 def calculate_ssim(img: np.ndarray, img2: np.ndarray) -> float:

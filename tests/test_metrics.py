@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+from skimage.metrics import structural_similarity
+
+from s2s_sweep.metrics import calculate_psnr, calculate_ssim
+
+RNG = np.random.default_rng(0)
+CLEAN = RNG.integers(0, 256, (48, 40, 3), dtype=np.uint8)
+
+
+def test_psnr_of_a_known_error():
+    other = CLEAN.astype(np.int16) + np.where(RNG.random(CLEAN.shape) < 0.5, 5, -5)
+    other = np.clip(other, 0, 255).astype(np.uint8)
+    mse = np.mean((other.astype(np.float64) - CLEAN) ** 2)
+    assert calculate_psnr(other, CLEAN) == pytest.approx(10 * np.log10(255**2 / mse))
+
+
+def test_float_results_are_rounded_to_8_bits_first():
+    assert calculate_psnr(CLEAN / 255.0 + 0.4 / 255, CLEAN) == np.inf  # rounds back to CLEAN
+
+
+def test_ssim_follows_wang_2004_with_a_gaussian_window():
+    noisy = np.clip(CLEAN + RNG.normal(0, 20, CLEAN.shape), 0, 255).astype(np.uint8)
+    expected = np.mean(
+        [structural_similarity(noisy[..., c], CLEAN[..., c], data_range=255, gaussian_weights=True, sigma=1.5,
+                               use_sample_covariance=False) for c in range(3)]
+    )  # fmt: skip
+    assert calculate_ssim(noisy, CLEAN) == pytest.approx(expected)
+    assert calculate_ssim(CLEAN, CLEAN) == pytest.approx(1.0)
+
+
+def test_grayscale_and_shape_mismatch():
+    gray = CLEAN[..., :1]
+    assert calculate_ssim(gray, gray) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="shapes differ"):
+        calculate_psnr(gray, CLEAN)
