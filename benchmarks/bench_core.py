@@ -137,7 +137,8 @@ def main():
         rows.append(row)
         print(
             f"{row['size']:>9} {row['ref_step_s']:9.3f} {row['ours_step_s']:9.3f} {row['train_speedup']:5.2f}"
-            f" {row['ref_infer_s']:10.2f} {row['ours_infer_s']:10.2f} {row['infer_speedup']:5.2f}"
+            f" {row['ref_infer_s']:10.2f} {row['ours_infer_s']:10.2f} {row['infer_speedup']:5.2f}",
+            flush=True,
         )
     report = {
         "device": str(device),

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from model.config import S2SConfig
 from model.denoiser import denoise
 from model.losses import IQAWeightsMissing
-from s2s_sweep.datasets import demo_items
+from s2s_sweep.datasets import open_dataset
 from s2s_sweep.images import ImageError, read_image, write_png
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device, precision=args.precision, compile=args.compile, iqa_weights=args.iqa_weights,
         )  # fmt: skip
         if args.demo:
-            _, noisy, clean = next(demo_items())
+            _, noisy, clean = next(iter(open_dataset("demo")))
         else:
             noisy = read_image(args.noisy)
             clean = read_image(args.clean) if args.clean else None
