@@ -1,0 +1,181 @@
+"""Run configurations: the search-space files in search_spaces/ and `--config` / `--set`.
+
+A search-space file (one per dataset family, plus demo.yaml and folder.yaml) holds the
+paper configuration, the search ranges, the sweep's subset, budget, resources and early
+stopping. It is validated on load; every error is one line naming the file and the key.
+
+A run configuration is a flat mapping of S2SConfig fields (p, steps, lambda_iqa, passes,
+seed, ...): `--config paper` takes the file's `paper:` section, `--config best` the best
+configuration a sweep saved, `--config FILE.yaml` a flat mapping such as a run's own
+config.yaml; then `--set key=value` overrides single fields.
+"""
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from model.config import S2SConfig
+
+SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(S2SConfig) if f.name not in ("device", "iqa_weights"))
+SEARCHED = ("p", "steps", "lambda_iqa")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+    step: float | None = None  # grid step (uniform or integer)
+    log: bool = False
+    allow_zero: bool = False  # 0 is a candidate besides [low, high] (λ_IQA off)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    path: Path
+    datasets: tuple[str, ...]
+    paper: dict
+    search: dict[str, Range]
+    search_passes: int
+    subset_size: int
+    subset_seed: int
+    trials: int
+    concurrency: int
+    cpus_per_trial: float
+    gpus_per_trial: float
+    grace_images: int
+    reduction_factor: int
+
+
+def space_file_for(dataset: str) -> Path:
+    """search_spaces/<family>.yaml for a dataset name: cbsd68-25 -> cbsd68.yaml, folder:X -> folder.yaml."""
+    family = "folder" if dataset.startswith("folder:") else dataset.split("-")[0]
+    return SPACES_DIR / f"{family}.yaml"
+
+
+def _require(ok: bool, where: str, expected: str, value) -> None:
+    if not ok:
+        raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+
+
+def _mapping(content: dict, key: str, where: str, allowed: set[str]) -> dict:
+    value = content.get(key)
+    _require(isinstance(value, dict), f"{where}: {key}", "a mapping", value)
+    unknown = sorted(set(value) - allowed)
+    _require(not unknown, f"{where}: {key}", f"only keys {', '.join(sorted(allowed))}", ", ".join(unknown))
+    missing = sorted(allowed - set(value) - {"step", "log", "allow_zero"})
+    _require(not missing, f"{where}: {key}", f"the keys {', '.join(missing)}", "none")
+    return value
+
+
+def _number(value, where: str, minimum: float = 0.0, integer: bool = False) -> float:
+    kind = int if integer else (int, float)
+    _require(isinstance(value, kind) and not isinstance(value, bool) and value >= minimum, where, f"{'an integer' if integer else 'a number'} >= {minimum}", value)
+    return value
+
+
+def parse_range(name: str, spec, where: str) -> Range:
+    spec = spec if isinstance(spec, dict) else {}
+    _mapping({name: spec}, name, where, {"low", "high", "step", "log", "allow_zero"})
+    low, high = (_number(spec[k], f"{where}: search.{name}.{k}") for k in ("low", "high"))
+    _require(low < high, f"{where}: search.{name}", "low < high", f"{low} .. {high}")
+    if name == "p":
+        _require(0 < low and high < 1, f"{where}: search.p", "a range inside (0, 1)", f"{low} .. {high}")
+    if name == "steps":
+        _require(isinstance(low, int) and low >= 1, f"{where}: search.steps.low", "an integer >= 1", low)
+    log = spec.get("log", False)
+    _require(isinstance(log, bool) and (not log or low > 0), f"{where}: search.{name}.log", "true/false, with low > 0 when true", log)
+    step = spec.get("step")
+    if step is not None:
+        _number(step, f"{where}: search.{name}.step", minimum=1 if name == "steps" else 1e-12, integer=name == "steps")
+        _require(not log, f"{where}: search.{name}", "either step or log, not both", spec)
+    return Range(low, high, step, log, bool(spec.get("allow_zero", False)))
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and validate a search-space file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: search-space file not found")
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    where = str(path)
+    top = {"datasets", "paper", "search", "subset", "budget", "resources", "early_stopping"}
+    _require(isinstance(content, dict), where, "a mapping at the top level", type(content).__name__)
+    unknown = sorted(set(content) - top)
+    _require(not unknown, where, f"only the top-level keys {', '.join(sorted(top))}", ", ".join(unknown))
+    datasets = content.get("datasets")
+    _require(isinstance(datasets, list) and all(isinstance(d, str) for d in datasets), f"{where}: datasets", "a list of names", datasets)
+    paper = run_overrides(content.get("paper"), f"{where}: paper")
+    S2SConfig(**paper)  # values in range
+    search = _mapping(content, "search", where, {*SEARCHED, "passes"})
+    subset = _mapping(content, "subset", where, {"size", "seed"})
+    budget = _mapping(content, "budget", where, {"trials", "concurrency"})
+    resources = _mapping(content, "resources", where, {"cpus_per_trial", "gpus_per_trial"})
+    stopping = _mapping(content, "early_stopping", where, {"grace_images", "reduction_factor"})
+    return SearchSpace(
+        path=path,
+        datasets=tuple(datasets),
+        paper=paper,
+        search={name: parse_range(name, search[name], where) for name in SEARCHED},
+        search_passes=_number(search["passes"], f"{where}: search.passes", 1, integer=True),
+        subset_size=_number(subset["size"], f"{where}: subset.size", 1, integer=True),
+        subset_seed=_number(subset["seed"], f"{where}: subset.seed", 0, integer=True),
+        trials=_number(budget["trials"], f"{where}: budget.trials", 1, integer=True),
+        concurrency=_number(budget["concurrency"], f"{where}: budget.concurrency", 1, integer=True),
+        cpus_per_trial=_number(resources["cpus_per_trial"], f"{where}: resources.cpus_per_trial", 0),
+        gpus_per_trial=_number(resources["gpus_per_trial"], f"{where}: resources.gpus_per_trial", 0),
+        grace_images=_number(stopping["grace_images"], f"{where}: early_stopping.grace_images", 1, integer=True),
+        reduction_factor=_number(stopping["reduction_factor"], f"{where}: early_stopping.reduction_factor", 2, integer=True),
+    )
+
+
+def run_overrides(values, where: str) -> dict:
+    """A flat mapping of S2SConfig fields, checked for unknown keys and valid values."""
+    _require(isinstance(values, dict), where, "a mapping of run settings", values)
+    unknown = sorted(set(values) - set(RUN_FIELDS))
+    _require(not unknown, where, f"keys among {', '.join(RUN_FIELDS)}", ", ".join(unknown))
+    try:
+        S2SConfig(**values)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{where}: {error}") from None
+    return dict(values)
+
+
+def parse_set(assignments: list[str]) -> dict:
+    """`--set p=0.5 steps=2000` -> {"p": 0.5, "steps": 2000}; values are parsed as YAML scalars."""
+    values = {}
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        _require(bool(sep) and key in RUN_FIELDS, f"--set {assignment}", f"key=value with key among {', '.join(RUN_FIELDS)}", assignment)
+        values[key] = yaml.safe_load(text)
+    return run_overrides(values, "--set")
+
+
+def resolve_run_config(dataset: str, config: str, assignments: list[str], saved_best: tuple[str, str | None]) -> dict:
+    """The run settings of `dataset` from `--config` (paper | best | FILE.yaml) and `--set`.
+
+    `saved_best` is (location, text or None) of the best configuration a sweep saved for
+    this dataset in the output store; it is read only for `--config best`.
+    """
+    if config == "paper":
+        values = load_space(space_file_for(dataset)).paper
+    elif config == "best":
+        location, text = saved_best
+        if text is None:
+            raise ConfigError(f"--config best: no saved best configuration at {location}; run the sweep first (--sweep), or use --config paper")
+        values = run_overrides(yaml.safe_load(text), location)
+    else:
+        path = Path(config)
+        if not path.is_file():
+            raise ConfigError(f"--config {config}: expected paper, best or an existing YAML file")
+        values = run_overrides(yaml.safe_load(path.read_text()), str(path))
+    return {**values, **parse_set(assignments)}

@@ -1,0 +1,89 @@
+"""The per-image results table: Parquet, hive-partitioned by dataset, one row per image.
+
+    OUT/DATASET/RUN_ID/results/dataset=DATASET/part-<time>-<uuid>.parquet
+
+Rows are written by the driver in parts (a new file every `flush_seconds` and at the end),
+each file complete or absent, so a crash loses at most the unflushed rows, which a resumed
+run recomputes. Read with pandas or DuckDB:
+
+    pandas.read_parquet("OUT/demo/RUN_ID/results")
+    duckdb.sql("SELECT * FROM read_parquet('OUT/*/*/results/**/*.parquet', hive_partitioning = true)")
+"""
+
+import io
+import time
+import uuid
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from s2s_sweep.store import OutputStore
+
+SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("image_id", pa.string()),
+        ("status", pa.string()),  # "ok" or "failed"
+        ("error", pa.string()),  # one line, failed rows only
+        ("p", pa.float64()),
+        ("steps", pa.int64()),
+        ("lambda_iqa", pa.float64()),
+        ("passes", pa.int64()),
+        ("seed", pa.int64()),
+        ("psnr", pa.float64()),  # dB, 8-bit protocol (s2s_sweep.metrics); null without a reference
+        ("ssim", pa.float64()),
+        ("noisy_psnr", pa.float64()),
+        ("noisy_ssim", pa.float64()),
+        ("height", pa.int64()),
+        ("width", pa.int64()),
+        ("channels", pa.int64()),
+        ("train_seconds", pa.float64()),
+        ("inference_seconds", pa.float64()),
+        ("device", pa.string()),  # e.g. "cuda:0", "cpu"
+        ("node", pa.string()),  # IP address of the Ray node that ran it
+        ("output", pa.string()),  # path of the denoised PNG, relative to the run folder
+        ("code_version", pa.string()),
+        ("config_hash", pa.string()),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+def results_dir(dataset: str, run_id: str) -> str:
+    return f"{dataset}/{run_id}/results"
+
+
+class ResultsTable:
+    """Appends rows of one run to its Parquet dataset in the output store."""
+
+    def __init__(self, store: OutputStore, dataset: str, run_id: str, flush_seconds: float = 30.0):
+        self.store = store
+        self.partition = f"{results_dir(dataset, run_id)}/dataset={dataset}"
+        self.flush_seconds = flush_seconds
+        self.pending: list[dict] = []
+        self.last_flush = time.monotonic()
+
+    def add(self, row: dict) -> None:
+        self.pending.append(row)
+        if time.monotonic() - self.last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            table = pa.Table.from_pylist(self.pending, schema=SCHEMA)
+            buffer = io.BytesIO()
+            pq.write_table(table, buffer)
+            self.store.write_bytes(f"{self.partition}/part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet", buffer.getvalue())
+            self.pending = []
+        self.last_flush = time.monotonic()
+
+
+def read_results(store: OutputStore, dataset: str, run_id: str) -> pa.Table:
+    """Every row recorded for a run, with its `dataset` partition column (empty when none yet)."""
+    schema = SCHEMA.append(pa.field("dataset", pa.string()))
+    folder = results_dir(dataset, run_id)
+    if not store.exists(folder):
+        return schema.empty_table()
+    partitioning = pads.partitioning(pa.schema([("dataset", pa.string())]), flavor="hive")
+    return pads.dataset(store.path(folder), filesystem=store.fs, schema=schema, partitioning=partitioning).to_table()

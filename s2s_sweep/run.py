@@ -1,0 +1,78 @@
+"""Denoise and evaluate a whole dataset on Ray, one independent Self2Self+ run per image.
+
+    python -m s2s_sweep.run demo                                  # a laptop: starts Ray locally
+    ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- python -m s2s_sweep.run sidd
+    python -m s2s_sweep.run cbsd68-25 --config best --set passes=200 --limit 8 --out s3://bucket/s2s
+
+With no flags a dataset runs with its paper configuration (search_spaces/<family>.yaml).
+Outputs: OUT/DATASET/RUN_ID/{images/*.png, config.yaml, run.json, results/dataset=DATASET/*.parquet};
+MLflow: experiment s2s-sweep/DATASET. Exit status: 0 all images ok, 1 some failed, 2 bad input.
+"""
+
+import argparse
+import sys
+
+import yaml
+
+from model.config import S2SConfig
+from model.losses import IQAWeightsMissing
+from s2s_sweep.configs import resolve_run_config
+from s2s_sweep.datasets import open_dataset
+from s2s_sweep.runner import RunOptions, run_dataset
+from s2s_sweep.store import OutputStore
+from s2s_sweep.tracking import TrackingError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m s2s_sweep.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", help="cbsd68-15|25|50, sidd, sidd-benchmark, polyu, demo, or folder:PATH")
+    parser.add_argument("--config", default="paper", help="paper (default), best (saved by a sweep) or FILE.yaml")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override settings, e.g. --set p=0.5 steps=2000")
+    parser.add_argument("--limit", type=int, help="only the first N images")
+    parser.add_argument("--images", help="only these image ids, comma-separated")
+    parser.add_argument("--out", default="outputs", help="output folder or filesystem URI (default %(default)s)")
+    parser.add_argument("--resume", metavar="RUN_ID", help="continue this run: images already recorded are skipped")
+    parser.add_argument("--cpus-per-image", type=float, default=1.0, help="CPUs (and torch threads) per task")
+    parser.add_argument("--gpus-per-image", type=float, help="GPUs per task, fractions pack runs on a GPU (default: 1 when the cluster has GPUs, else 0)")
+    parser.add_argument("--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite under --out)")
+    parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
+    parser.add_argument("--data-root", help="benchmark data root (default: $S2S_DATA_ROOT, else ~/.cache/s2s-sweep/data)")
+    parser.add_argument("--clean-dir", help="clean references for folder:PATH, matched by file name")
+    parser.add_argument("--device", default="auto", help="device inside each task (default %(default)s)")
+    parser.add_argument("--iqa-weights", help="TORCH_HOME-style folder with the IQA weights, on every node")
+    parser.add_argument("--flush-seconds", type=float, default=30.0, help="write results to Parquet at least this often")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        dataset = open_dataset(args.dataset, args.data_root, args.clean_dir)
+        dataset = dataset.select(args.limit, args.images.split(",") if args.images else None)
+        store = OutputStore(args.out)
+        best = f"{args.dataset}/best_config.yaml"
+        saved = store.read_text(f"{args.dataset}/{args.resume}/config.yaml") if args.resume else None
+        if saved and args.config == "paper" and not args.set:  # resuming: the run's own settings
+            values = {k: v for k, v in yaml.safe_load(saved).items() if k not in ("device", "iqa_weights")}
+        else:
+            values = resolve_run_config(args.dataset, args.config, args.set, (store.path(best), store.read_text(best) if args.config == "best" else None))
+        config = S2SConfig(**values, device=args.device, iqa_weights=args.iqa_weights)
+        if config.lambda_iqa > 0:
+            from model.losses import ensure_iqa_weights
+
+            ensure_iqa_weights(config.iqa_weights)  # on the driver: a clear error before any task starts
+        options = RunOptions(
+            out=args.out, run_id=args.resume, cpus_per_image=args.cpus_per_image, gpus_per_image=args.gpus_per_image,
+            mlflow_uri=args.mlflow_uri, address=args.address, flush_seconds=args.flush_seconds,
+            extra_params={"config_source": args.config},
+        )  # fmt: skip
+        table = run_dataset(dataset, config, options)
+    except (ValueError, OSError, ConnectionError, TrackingError, IQAWeightsMissing) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    failed = table.num_rows - sum(status == "ok" for status in table.column("status").to_pylist())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

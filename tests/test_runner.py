@@ -1,0 +1,116 @@
+"""The dataset runner on a real local Ray, with real Parquet files and a real MLflow SQLite store."""
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import ray
+from conftest import run_module
+from PIL import Image
+
+from model.config import S2SConfig
+from s2s_sweep.datasets import open_dataset
+from s2s_sweep.runner import RunOptions, run_dataset
+from s2s_sweep.store import OutputStore
+
+FAST = S2SConfig(steps=3, passes=2, lambda_iqa=0.0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_demo_run_writes_images_parquet_and_mlflow_then_resumes_without_duplicates(tmp_path, capsys):
+    dataset = open_dataset("demo").select(limit=3)
+    options = RunOptions(out=str(tmp_path), run_id="r1", flush_seconds=0)
+    table = run_dataset(dataset, FAST, options)
+    assert sorted(table.column("image_id").to_pylist()) == list(dataset.ids)
+    assert set(table.column("status").to_pylist()) == {"ok"}
+    run_dir = tmp_path / "demo" / "r1"
+    for image_id in dataset.ids:
+        assert np.asarray(Image.open(run_dir / "images" / f"{image_id}.png")).shape == (128, 128, 3)
+    assert (run_dir / "config.yaml").is_file()
+
+    frame = pd.read_parquet(run_dir / "results")
+    assert len(frame) == 3 and set(frame["dataset"].astype(str)) == {"demo"}
+    row = frame.iloc[0]
+    assert row["psnr"] > 0 and row["noisy_psnr"] > 0 and row["steps"] == 3 and row["device"] == "cpu"
+    assert row["node"] and row["code_version"] and len(row["config_hash"]) == 12
+    output = capsys.readouterr().out
+    assert "[3/3]" in output and "ETA" in output and "mlflow ui --backend-store-uri" in output
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("s2s-sweep/demo")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["steps"] == "3" and run.data.params["images"] == "3"
+    assert run.data.metrics["final_mean_psnr"] == pytest.approx(frame["psnr"].mean())
+    assert "images_per_hour" in run.data.metrics and "cpu_hours" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"results.parquet", "config.yaml", "contact_sheet.png"}
+
+    # resume the same run on a larger selection: only the new image is computed, none twice
+    table = run_dataset(open_dataset("demo").select(limit=4), FAST, RunOptions(out=str(tmp_path), run_id="r1", flush_seconds=0))
+    ids = table.column("image_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 4
+    assert len(client.search_runs([experiment.experiment_id])) == 1  # the same MLflow run continued
+
+
+def test_bad_images_become_failed_rows_and_the_rest_goes_on(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / "good.png")
+    Image.fromarray(rng.integers(0, 256, (16, 64, 3), dtype=np.uint8)).save(folder / "small.png")
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    table = run_dataset(open_dataset(f"folder:{folder}"), FAST, RunOptions(out=str(tmp_path / "out"), run_id="r", flush_seconds=0))
+    rows = {row["image_id"]: row for row in table.to_pylist()}
+    assert rows["good"]["status"] == "ok" and rows["good"]["psnr"] is None  # no reference, no metric
+    assert rows["corrupt"]["status"] == "failed" and "corrupt.png: cannot decode" in rows["corrupt"]["error"]
+    assert rows["small"]["status"] == "failed" and "too small" in rows["small"]["error"]
+
+
+def test_a_changed_configuration_cannot_resume_a_run(tmp_path):
+    dataset = open_dataset("demo").select(limit=1)
+    run_dataset(dataset, FAST, RunOptions(out=str(tmp_path), run_id="r", flush_seconds=0))
+    with pytest.raises(ValueError, match="run r: its config.yaml differs"):
+        run_dataset(dataset, FAST.replace(steps=4), RunOptions(out=str(tmp_path), run_id="r"))
+
+
+def test_gpus_requested_on_a_cluster_without_gpus(tmp_path):
+    with pytest.raises(ValueError, match="--gpus-per-image 0.5: the Ray cluster has no GPUs"):
+        run_dataset(open_dataset("demo").select(limit=1), FAST, RunOptions(out=str(tmp_path), gpus_per_image=0.5))
+
+
+def test_unwritable_output_fails_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(OSError, match="cannot write there"):
+        OutputStore(str(blocker / "out")).check_writable()
+
+
+def one_line_error(done) -> str:
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    return done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["cbsd68-30"], "unknown dataset 'cbsd68-30'; known: cbsd68-15"),
+        (["demo", "--set", "p=1.5"], "--set: p: expected a probability in (0, 1), got 1.5"),
+        (["demo", "--set", "steps=0"], "--set: steps: expected an integer >= 1"),
+        (["demo", "--set", "lambda_iqa=-1"], "--set: lambda_iqa: expected a number >= 0"),
+        (["demo", "--set", "passes=0"], "--set: passes: expected an integer >= 1"),
+        (["demo", "--set", "dropout=0.3"], "--set dropout=0.3: expected key=value with key among p, steps"),
+        (["demo", "--config", "best"], "--config best: no saved best configuration at"),
+        (["demo", "--address", "127.0.0.1:1"], "Ray address 127.0.0.1:1: not reachable"),
+        (["demo", "--mlflow-uri", "http://127.0.0.1:1"], "--mlflow-uri http://127.0.0.1:1: MLflow server not reachable"),
+    ],
+)
+def test_bad_input_gets_a_one_line_error_before_any_training(tmp_path, args, expected):
+    done = run_module("s2s_sweep.run", *args, "--out", str(tmp_path), timeout=60)
+    assert expected in one_line_error(done)
+    assert not (tmp_path / "demo").exists() or not any((tmp_path / "demo").rglob("*.png"))
