@@ -11,6 +11,14 @@ PAPER_DEFAULTS = {
 }
 
 
+def is_integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class S2SConfig:
     # the method (paper defaults for CBSD68)
@@ -31,15 +39,17 @@ class S2SConfig:
 
     def __post_init__(self):
         checks = {
-            "p": (0.0 < self.p < 1.0, "a probability in (0, 1)"),
-            "steps": (isinstance(self.steps, int) and self.steps >= 1, "an integer >= 1"),
-            "lambda_iqa": (self.lambda_iqa >= 0.0, "a number >= 0"),
-            "passes": (isinstance(self.passes, int) and self.passes >= 1, "an integer >= 1"),
-            "lr": (self.lr > 0.0, "a number > 0"),
-            "seed": (isinstance(self.seed, int) and self.seed >= 0, "an integer >= 0"),
+            "p": (is_number(self.p) and 0.0 < self.p < 1.0, "a probability in (0, 1)"),
+            "steps": (is_integer(self.steps) and self.steps >= 1, "an integer >= 1"),
+            "lambda_iqa": (is_number(self.lambda_iqa) and self.lambda_iqa >= 0.0, "a number >= 0"),
+            "passes": (is_integer(self.passes) and self.passes >= 1, "an integer >= 1"),
+            "lr": (is_number(self.lr) and self.lr > 0.0, "a number > 0"),
+            "seed": (is_integer(self.seed) and self.seed >= 0, "an integer >= 0"),
             "precision": (self.precision in ("auto", "fp32", "bf16"), "one of auto, fp32, bf16"),
-            "inference_memory_mb": (self.inference_memory_mb >= 0, "an integer >= 0 (0 = automatic)"),
-            "log_every": (isinstance(self.log_every, int) and self.log_every >= 1, "an integer >= 1"),
+            "channels_last": (isinstance(self.channels_last, bool), "true or false"),
+            "compile": (isinstance(self.compile, bool), "true or false"),
+            "inference_memory_mb": (is_integer(self.inference_memory_mb) and self.inference_memory_mb >= 0, "an integer >= 0 (0 = automatic)"),
+            "log_every": (is_integer(self.log_every) and self.log_every >= 1, "an integer >= 1"),
         }
         for field, (ok, expected) in checks.items():
             if not ok:

@@ -156,8 +156,18 @@ def parse_set(assignments: list[str]) -> dict:
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
         _require(bool(sep) and key in RUN_FIELDS, f"--set {assignment}", f"key=value with key among {', '.join(RUN_FIELDS)}", assignment)
-        values[key] = yaml.safe_load(text)
+        values[key] = parse_value(text)
     return run_overrides(values, "--set")
+
+
+def parse_value(text: str):
+    """'20' -> 20, '2e-8' -> 2e-08 (YAML 1.1 would keep that a string), 'true' -> True, else the text."""
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)
 
 
 def resolve_run_config(dataset: str, config: str, assignments: list[str], saved_best: tuple[str, str | None]) -> dict:

@@ -42,6 +42,7 @@ SCHEMA = pa.schema(
         ("inference_seconds", pa.float64()),
         ("device", pa.string()),  # e.g. "cuda:0", "cpu"
         ("node", pa.string()),  # IP address of the Ray node that ran it
+        ("node_id", pa.string()),  # Ray's node id (several nodes may share an address)
         ("output", pa.string()),  # path of the denoised PNG, relative to the run folder
         ("code_version", pa.string()),
         ("config_hash", pa.string()),

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
             ensure_iqa_weights(config.iqa_weights)  # on the driver: a clear error before any task starts
         options = RunOptions(
-            out=args.out, run_id=args.resume, cpus_per_image=args.cpus_per_image, gpus_per_image=args.gpus_per_image,
+            out=args.out, run_id=args.resume, resume=bool(args.resume), cpus_per_image=args.cpus_per_image, gpus_per_image=args.gpus_per_image,
             mlflow_uri=args.mlflow_uri, address=args.address, flush_seconds=args.flush_seconds,
             extra_params={"config_source": args.config},
         )  # fmt: skip

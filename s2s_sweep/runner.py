@@ -50,7 +50,8 @@ SHEET_IMAGES = 4
 @dataclass
 class RunOptions:
     out: str = "outputs"  # local folder or filesystem URI
-    run_id: str | None = None  # None: a new run; an existing id resumes it
+    run_id: str | None = None  # None: a new run with a fresh id; else that run, continued if it exists
+    resume: bool = False  # the run must exist already (the CLI's --resume)
     cpus_per_image: float = 1.0
     gpus_per_image: float | None = None  # None: 1 when the cluster has GPUs, else 0
     address: str | None = None  # Ray address; None: $RAY_ADDRESS, else a local Ray
@@ -99,6 +100,7 @@ def denoise_image(image_id: str, noisy: np.ndarray, clean: np.ndarray | None, co
         "inference_seconds": result.inference_seconds,
         "device": result.device,
         "node": ray.util.get_node_ip_address() if ray.is_initialized() else "local",
+        "node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local",
     }
 
 
@@ -170,7 +172,7 @@ class DatasetRun:
         if result is not None:
             output = f"images/{image_id}.png"
             self.store.write_bytes(f"{self.folder}/{output}", encode_png(result["denoised"]))
-            row.update({k: result[k] for k in ("psnr", "ssim", "train_seconds", "inference_seconds", "device", "node")}, output=output)
+            row.update({k: result[k] for k in ("psnr", "ssim", "train_seconds", "inference_seconds", "device", "node", "node_id")}, output=output)
             self.compute_seconds += result["train_seconds"] + result["inference_seconds"]
             if len(self.sheet) < SHEET_IMAGES:
                 self.sheet.append((to_uint8(noisy), result["denoised"], None if clean is None else to_uint8(clean)))
@@ -210,6 +212,8 @@ def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> pa.
     options.run_id = options.run_id or new_run_id()
     folder = f"{dataset.name}/{options.run_id}"
     run_info = json.loads(store.read_text(f"{folder}/run.json") or "{}")
+    if options.resume and not run_info:
+        raise ValueError(f"--resume {options.run_id}: no such run under {store.path(dataset.name)}")
     saved_config = store.read_text(f"{folder}/config.yaml")
     if saved_config is not None and config_hash(S2SConfig(**yaml.safe_load(saved_config))) != config_hash(config):
         raise ValueError(f"run {options.run_id}: its config.yaml differs from the requested configuration; resume it without --config/--set, or start a new run")
