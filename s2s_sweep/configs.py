@@ -81,8 +81,7 @@ def _number(value, where: str, minimum: float = 0.0, integer: bool = False) -> f
 
 
 def parse_range(name: str, spec, where: str) -> Range:
-    spec = spec if isinstance(spec, dict) else {}
-    _mapping({name: spec}, name, where, {"low", "high", "step", "log", "allow_zero"})
+    _mapping({f"search.{name}": spec}, f"search.{name}", where, {"low", "high", "step", "log", "allow_zero"})
     low, high = (_number(spec[k], f"{where}: search.{name}.{k}") for k in ("low", "high"))
     _require(low < high, f"{where}: search.{name}", "low < high", f"{low} .. {high}")
     if name == "p":

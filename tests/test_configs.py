@@ -1,0 +1,95 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from model.config import PAPER_DEFAULTS
+from s2s_sweep.configs import SPACES_DIR, ConfigError, load_space, parse_set, resolve_run_config, space_file_for
+
+NO_BEST = ("OUT/demo/best_config.yaml", None)
+
+
+def test_every_shipped_search_space_loads_with_the_paper_defaults():
+    files = sorted(SPACES_DIR.glob("*.yaml"))
+    assert {f.stem for f in files} == {"cbsd68", "sidd", "polyu", "demo", "folder"}
+    for path in files:
+        space = load_space(path)
+        assert space.search["lambda_iqa"].allow_zero and space.search["lambda_iqa"].log
+    for family, defaults in PAPER_DEFAULTS.items():
+        paper = load_space(SPACES_DIR / f"{family}.yaml").paper
+        assert paper == {**defaults, "lambda_iqa": 2e-8, "passes": 500}
+
+
+def test_dataset_names_map_to_their_family_file():
+    assert space_file_for("cbsd68-50").name == "cbsd68.yaml"
+    assert space_file_for("sidd-benchmark").name == "sidd.yaml"
+    assert space_file_for("folder:/data/x-y").name == "folder.yaml"
+
+
+def write_space(tmp_path: Path, **changes) -> Path:
+    content = yaml.safe_load((SPACES_DIR / "demo.yaml").read_text())
+    for dotted, value in changes.items():
+        *parents, key = dotted.split(".")
+        target = content
+        for parent in parents:
+            target = target[parent]
+        if value is None:
+            del target[key]
+        else:
+            target[key] = value
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(content))
+    return path
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"extra": 1}, "expected only the top-level keys"),
+        ({"search.p.low": 0.9}, "search.p: expected low < high"),
+        ({"search.p.high": 1.5}, "search.p: expected a range inside (0, 1)"),
+        ({"search.steps.low": "many"}, "search.steps.low: expected a number >= 0"),
+        ({"search.lambda_iqa.bogus": 1}, "search.lambda_iqa: expected only keys"),
+        ({"search.passes": 0}, "search.passes: expected an integer >= 1"),
+        ({"budget.trials": 0}, "budget.trials: expected an integer >= 1"),
+        ({"subset": None}, "subset: expected a mapping"),
+        ({"search.steps": 100}, "search.steps: expected a mapping"),
+        ({"paper.p": 1.0}, "paper: p: expected a probability in (0, 1)"),
+        ({"paper.dropout": 0.3}, "paper: expected keys among p, steps"),
+        ({"early_stopping.reduction_factor": 1}, "early_stopping.reduction_factor: expected an integer >= 2"),
+    ],
+)
+def test_broken_search_spaces_name_the_key(tmp_path, changes, message):
+    path = write_space(tmp_path, **changes)
+    with pytest.raises(ConfigError) as error:
+        load_space(path)
+    assert str(path) in str(error.value) and message in str(error.value)
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    (tmp_path / "bad.yaml").write_text("paper: [unclosed")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_space(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="search-space file not found"):
+        load_space(tmp_path / "none.yaml")
+
+
+def test_set_values_are_typed():
+    assert parse_set(["lambda_iqa=2e-8", "steps=20", "channels_last=false", "precision=bf16"]) == {
+        "lambda_iqa": 2e-8, "steps": 20, "channels_last": False, "precision": "bf16"
+    }  # fmt: skip
+    with pytest.raises(ConfigError, match="--set steps=2.5: expected an integer >= 1|--set: steps: expected an integer >= 1"):
+        parse_set(["steps=2.5"])
+    with pytest.raises(ConfigError, match="--set p: expected key=value"):
+        parse_set(["p"])
+
+
+def test_run_config_from_paper_best_file_and_set(tmp_path):
+    assert resolve_run_config("cbsd68-25", "paper", [], NO_BEST) == {"p": 0.4, "steps": 4000, "lambda_iqa": 2e-8, "passes": 500}
+    assert resolve_run_config("sidd", "paper", ["passes=100"], NO_BEST)["passes"] == 100
+    best = resolve_run_config("demo", "best", [], ("OUT/demo/best_config.yaml", "p: 0.6\nsteps: 150\n"))
+    assert best == {"p": 0.6, "steps": 150}
+    (tmp_path / "mine.yaml").write_text("p: 0.55\nsteps: 800\nlambda_iqa: 0.0\n")
+    assert resolve_run_config("demo", str(tmp_path / "mine.yaml"), ["seed=3"], NO_BEST) == {"p": 0.55, "steps": 800, "lambda_iqa": 0.0, "seed": 3}
+    with pytest.raises(ConfigError, match="--config nope.yaml: expected paper, best or an existing YAML file"):
+        resolve_run_config("demo", "nope.yaml", [], NO_BEST)
