@@ -10,7 +10,7 @@ instance, then clamped to [0, 1].
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,9 +80,12 @@ def train(
     width: int,
     config: S2SConfig,
     on_step: StepCallback | None = None,
+    checkpoints: Collection[int] = (),
+    on_checkpoint: Callable[[int], None] | None = None,
 ) -> list[tuple[int, float]]:
     """Train `net` on the padded image `noisy` (1, C, H', W'); losses see only the top-left
-    height x width region, i.e. the real image, not its reflected padding."""
+    height x width region, i.e. the real image, not its reflected padding.
+    `on_checkpoint(step)` runs after each step listed in `checkpoints`."""
     device = noisy.device
     iqa_model = load_iqa_model(config.iqa_weights, str(device)) if config.lambda_iqa > 0 else None
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.9, 0.999), fused=device.type == "cuda")
@@ -107,6 +110,8 @@ def train(
             losses.append((step, loss.item()))  # the only host sync of the loop
             if on_step:
                 on_step(step, config.steps, losses[-1][1])
+        if step in checkpoints and on_checkpoint:
+            on_checkpoint(step)
     return losses
 
 
@@ -154,6 +159,19 @@ def infer(
     return (total / config.passes).clamp(0.0, 1.0)[None].float()
 
 
+def prepare(noisy: np.ndarray, config: S2SConfig) -> tuple[S2SPlusNet, torch.Tensor]:
+    """A freshly initialised network and the padded image (1, C, H', W') on the run's device."""
+    height, width, channels = noisy.shape
+    check_image_size(height, width)
+    device = resolve_device(config.device)
+    return build_network(channels, config, device), to_batch(noisy, device)
+
+
+def to_image(estimate: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """(1, C, H', W') padded estimate -> (height, width, C) float32 array."""
+    return estimate[0, :, :height, :width].permute(1, 2, 0).cpu().numpy()
+
+
 def denoise(
     noisy: np.ndarray,
     config: S2SConfig,
@@ -161,21 +179,30 @@ def denoise(
     on_pass: PassCallback | None = None,
 ) -> DenoiseResult:
     """Train a fresh Self2Self+ network on `noisy` (H, W, C) in [0, 1] and return its denoised estimate."""
-    height, width, channels = noisy.shape
-    check_image_size(height, width)
-    device = resolve_device(config.device)
-    padded = to_batch(noisy, device)
-    net = build_network(channels, config, device)
-
+    height, width, _ = noisy.shape
+    net, padded = prepare(noisy, config)
     started = time.perf_counter()
     losses = train(net, padded, height, width, config, on_step)
     trained = time.perf_counter()
-    denoised = infer(net, padded, config, on_pass=on_pass)[0, :, :height, :width]
-    finished = time.perf_counter()
+    denoised = to_image(infer(net, padded, config, on_pass=on_pass), height, width)
     return DenoiseResult(
-        denoised=denoised.permute(1, 2, 0).cpu().numpy(),
+        denoised=denoised,
         losses=losses,
         train_seconds=trained - started,
-        inference_seconds=finished - trained,
-        device=str(device),
+        inference_seconds=time.perf_counter() - trained,
+        device=str(padded.device),
     )
+
+
+def denoise_at_steps(noisy: np.ndarray, config: S2SConfig, steps: list[int], passes: int) -> list[np.ndarray]:
+    """Train once up to max(steps) and return the `passes`-pass estimate at each of `steps`:
+    the PSNR-vs-steps curve of one training, used as the fidelity axis of the sweep."""
+    height, width, _ = noisy.shape
+    net, padded = prepare(noisy, config)
+    estimates = []
+
+    def estimate(step: int) -> None:
+        estimates.append(to_image(infer(net, padded, config.replace(passes=passes)), height, width))
+
+    train(net, padded, height, width, config.replace(steps=max(steps)), checkpoints=set(steps), on_checkpoint=estimate)
+    return estimates

@@ -35,6 +35,11 @@ class Range:
     log: bool = False
     allow_zero: bool = False  # 0 is a candidate besides [low, high] (λ_IQA off)
 
+    @property
+    def fixed_zero(self) -> bool:
+        """`lambda_iqa: 0` in the file: not searched, always 0."""
+        return self.high == 0
+
 
 @dataclass(frozen=True)
 class SearchSpace:
@@ -81,6 +86,8 @@ def _number(value, where: str, minimum: float = 0.0, integer: bool = False) -> f
 
 
 def parse_range(name: str, spec, where: str) -> Range:
+    if name == "lambda_iqa" and spec == 0:  # not searched: trained without the IQA loss
+        return Range(0.0, 0.0)
     _mapping({f"search.{name}": spec}, f"search.{name}", where, {"low", "high", "step", "log", "allow_zero"})
     low, high = (_number(spec[k], f"{where}: search.{name}.{k}") for k in ("low", "high"))
     _require(low < high, f"{where}: search.{name}", "low < high", f"{low} .. {high}")

@@ -15,11 +15,12 @@ import sys
 import yaml
 
 from model.config import S2SConfig
-from model.losses import IQAWeightsMissing
-from s2s_sweep.configs import resolve_run_config
+from model.losses import IQAWeightsMissing, ensure_iqa_weights
+from s2s_sweep.configs import load_space, resolve_run_config, space_file_for
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.runner import RunOptions, run_dataset
 from s2s_sweep.store import OutputStore
+from s2s_sweep.sweep import SweepOptions, run_sweep
 from s2s_sweep.tracking import TrackingError
 
 
@@ -41,6 +42,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="device inside each task (default %(default)s)")
     parser.add_argument("--iqa-weights", help="TORCH_HOME-style folder with the IQA weights, on every node")
     parser.add_argument("--flush-seconds", type=float, default=30.0, help="write results to Parquet at least this often")
+    sweep = parser.add_argument_group("hyperparameter search (Ray Tune + Optuna TPE + ASHA)")
+    sweep.add_argument("--sweep", action="store_true", help="search p, steps and λ_IQA on a subset, save the best, then run the dataset with it")
+    sweep.add_argument("--sweep-only", action="store_true", help="stop after the search (the best is saved for --config best)")
+    sweep.add_argument("--trials", type=int, help="trial budget (default: the search-space file's)")
+    sweep.add_argument("--space", help="search-space file (default: search_spaces/<family>.yaml)")
     return parser.parse_args(argv)
 
 
@@ -57,17 +63,26 @@ def main(argv: list[str] | None = None) -> int:
         else:
             values = resolve_run_config(args.dataset, args.config, args.set, (store.path(best), store.read_text(best) if args.config == "best" else None))
         config = S2SConfig(**values, device=args.device, iqa_weights=args.iqa_weights)
-        if config.lambda_iqa > 0:
-            from model.losses import ensure_iqa_weights
-
+        if config.lambda_iqa > 0 and not (args.sweep or args.sweep_only):  # a sweep checks its own space
             ensure_iqa_weights(config.iqa_weights)  # on the driver: a clear error before any task starts
+        source = args.config
+        if args.sweep or args.sweep_only:
+            space = load_space(args.space or space_file_for(args.dataset))
+            sweep_options = SweepOptions(
+                out=args.out, sweep_id=args.resume, resume=bool(args.resume), trials=args.trials, mlflow_uri=args.mlflow_uri,
+                address=args.address, seed=config.seed,
+            )  # fmt: skip
+            best = run_sweep(dataset, space, config, sweep_options)
+            if args.sweep_only:
+                return 0
+            config, source = config.replace(**best), f"sweep {sweep_options.sweep_id}"
         options = RunOptions(
-            out=args.out, run_id=args.resume, resume=bool(args.resume), cpus_per_image=args.cpus_per_image, gpus_per_image=args.gpus_per_image,
-            mlflow_uri=args.mlflow_uri, address=args.address, flush_seconds=args.flush_seconds,
-            extra_params={"config_source": args.config},
+            out=args.out, run_id=None if args.sweep else args.resume, resume=bool(args.resume) and not args.sweep,
+            cpus_per_image=args.cpus_per_image, gpus_per_image=args.gpus_per_image, mlflow_uri=args.mlflow_uri,
+            address=args.address, flush_seconds=args.flush_seconds, extra_params={"config_source": source},
         )  # fmt: skip
         table = run_dataset(dataset, config, options)
-    except (ValueError, OSError, ConnectionError, TrackingError, IQAWeightsMissing) as error:
+    except (ValueError, OSError, ConnectionError, TrackingError, IQAWeightsMissing, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     failed = table.num_rows - sum(status == "ok" for status in table.column("status").to_pylist())

@@ -73,12 +73,12 @@ class RunTracker:
         self.uri = uri
         self.run_id: str | None = None
 
-    def start(self, run_name: str, params: dict, resume_run_id: str | None = None) -> str:
+    def start(self, run_name: str, params: dict, resume_run_id: str | None = None, kind: str = "dataset-run") -> str:
         if resume_run_id:
             self.run_id = resume_run_id
             self.client.update_run(resume_run_id, status="RUNNING")
         else:
-            run = self.client.create_run(self.experiment_id, run_name=run_name, tags={"s2s_sweep.kind": "dataset-run"})
+            run = self.client.create_run(self.experiment_id, run_name=run_name, tags={"s2s_sweep.kind": kind})
             self.run_id = run.info.run_id
             for key, value in params.items():
                 self.client.log_param(self.run_id, key, value)

@@ -1,0 +1,329 @@
+"""Per-dataset hyperparameter search with Ray Tune + Optuna (TPE) + ASHA, recorded in MLflow and Parquet.
+
+    python -m s2s_sweep.run demo --sweep [--trials N] [--space FILE.yaml] [--sweep-only]
+
+A trial is one (p, λ_IQA) configuration scored on a fixed, seeded subset of the dataset's
+images. It reports the running mean PSNR after each image, so ASHA (resource attribute
+`images_done`) stops poor configurations after one or two images.
+
+Steps are the fidelity axis, not a separate dimension: each image is trained once up to
+the largest step budget of the search space, and at every step checkpoint the cheap
+ensemble (`search.passes` passes) is scored. One training thus yields the whole
+PSNR-vs-steps curve, and a trial's steps are the checkpoint where its mean curve peaks;
+no configuration is retrained for a smaller budget.
+
+Outputs: OUT/DATASET/sweeps/SWEEP_ID/{tune/ (Tune's state, for restore), trials and
+curves Parquet tables, best_config.yaml, sweep.json}, and OUT/DATASET/best_config.yaml for
+`run DATASET --config best`. MLflow: a parent run per sweep, a child run per trial (Tune's
+MLflowLoggerCallback), the best configuration and plots as artifacts of the parent.
+"""
+
+import io
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+import yaml
+from ray import tune
+from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from model.config import S2SConfig
+from model.denoiser import denoise_at_steps
+from model.losses import IQAWeightsMissing, ensure_iqa_weights
+from s2s_sweep.configs import ConfigError, SearchSpace
+from s2s_sweep.datasets import Dataset
+from s2s_sweep.metrics import calculate_psnr, calculate_ssim
+from s2s_sweep.runner import connect_ray, new_run_id
+from s2s_sweep.store import OutputStore
+from s2s_sweep.tracking import RunTracker, check_reachable, resolve_tracking_uri
+
+METRIC = "mean_psnr"
+
+
+@dataclass
+class SweepOptions:
+    out: str = "outputs"
+    sweep_id: str | None = None  # None: a new sweep; an existing id is restored (Tuner.restore)
+    resume: bool = False  # the sweep must exist already
+    trials: int | None = None  # None: the space file's budget
+    mlflow_uri: str | None = None
+    address: str | None = None
+    seed: int = 0  # the sampler's seed (and the S2S+ runs')
+
+
+def subset_ids(dataset: Dataset, space: SearchSpace) -> list[str]:
+    """The fixed, seeded subset of images every trial is scored on (dataset order)."""
+    size = min(space.subset_size, len(dataset))
+    chosen = set(np.random.default_rng(space.subset_seed).choice(len(dataset), size=size, replace=False).tolist())
+    return [image_id for index, image_id in enumerate(dataset.ids) if index in chosen]
+
+
+def step_checkpoints(space: SearchSpace) -> list[int]:
+    """Training-step checkpoints scored along each training: low..high by step (5 points if no step)."""
+    steps = space.search["steps"]
+    if steps.step:
+        return list(range(int(steps.low), int(steps.high) + 1, int(steps.step)))
+    return sorted({int(round(s)) for s in np.linspace(steps.low, steps.high, 5)})
+
+
+@dataclass(frozen=True)
+class DefineSpace:
+    """Optuna define-by-run space: p (stepped or log/uniform), λ_IQA log-uniform with 0 as its
+    own choice. A class, not a closure, so Tune can pickle the searcher to restore a sweep."""
+
+    space: SearchSpace
+
+    def __call__(self, trial) -> None:
+        p = self.space.search["p"]
+        trial.suggest_float("p", p.low, p.high, step=p.step, log=p.log)
+        lam = self.space.search["lambda_iqa"]
+        if lam.fixed_zero:
+            return
+        use_iqa = trial.suggest_categorical("use_iqa", [True, False]) if lam.allow_zero else True
+        if use_iqa:
+            trial.suggest_float("lambda_iqa", lam.low, lam.high, step=lam.step, log=lam.log)
+
+
+def trial_lambda(config: dict) -> float:
+    return config.get("lambda_iqa", 0.0) if config.get("use_iqa", True) else 0.0
+
+
+def paper_point(space: SearchSpace) -> dict:
+    """The paper configuration as Optuna's first trial."""
+    lam, searched = space.paper.get("lambda_iqa", S2SConfig.lambda_iqa), space.search["lambda_iqa"]
+    point = {"p": space.paper.get("p", S2SConfig.p)}
+    if searched.allow_zero:
+        point["use_iqa"] = lam > 0
+    if lam > 0 and not searched.fixed_zero:
+        point["lambda_iqa"] = lam
+    return point
+
+
+def sweep_trial(config: dict, images: list, base: dict, checkpoints: list[int], passes: int, cpus: float) -> None:
+    """One Tune trial: train each subset image once, score every checkpoint, report after each image."""
+    import torch
+
+    torch.set_num_threads(max(1, int(cpus)))
+    run_config = S2SConfig(**{**base, "p": config["p"], "lambda_iqa": trial_lambda(config)})
+    psnr_curves, ssim_curves = [], []
+    for done, (image_id, noisy, clean) in enumerate(images, 1):
+        estimates = denoise_at_steps(noisy, run_config, checkpoints, passes)
+        psnr_curves.append([calculate_psnr(e, clean) for e in estimates])
+        ssim_curves.append([calculate_ssim(e, clean) for e in estimates])
+        mean_curve = np.mean(psnr_curves, axis=0)
+        best = int(np.argmax(mean_curve))
+        tune.report(
+            {
+                METRIC: float(mean_curve[best]),
+                "mean_ssim": float(np.mean(ssim_curves, axis=0)[best]),
+                "best_steps": checkpoints[best],
+                "images_done": done,
+                "image_id": image_id,
+                "image_psnr_curve": json.dumps(psnr_curves[-1]),
+                "image_ssim_curve": json.dumps(ssim_curves[-1]),
+            }
+        )
+
+
+def sweep_inputs(dataset: Dataset, space: SearchSpace, base: S2SConfig, seed: int) -> tuple[list[str], list, list[int], dict]:
+    """Subset ids, their loaded (id, noisy, clean) images, the step checkpoints and the trials' fixed settings."""
+    ids = subset_ids(dataset, space)
+    images = [(image_id, *dataset.load(image_id)) for image_id in ids]
+    checkpoints = step_checkpoints(space)
+    base_fields = {**asdict(base), "steps": max(checkpoints), "passes": space.search_passes, "seed": seed, "log_every": max(checkpoints)}
+    return ids, images, checkpoints, base_fields
+
+
+def make_trainable(images: list, base_fields: dict, checkpoints: list[int], space: SearchSpace):
+    """The Tune trainable: `sweep_trial` with the subset images in the object store and its resources."""
+    return tune.with_resources(
+        tune.with_parameters(sweep_trial, images=images, base=base_fields, checkpoints=checkpoints, passes=space.search_passes, cpus=space.cpus_per_trial),
+        {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
+    )
+
+
+def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: SweepOptions) -> dict:
+    """Search p, steps and λ_IQA for `dataset`; save and return the best run settings."""
+    if not dataset.has_clean:
+        raise ConfigError(f"{dataset.name}: has no clean references, which the search scores against; run it with --config paper|FILE.yaml instead")
+    trials = space.trials if options.trials is None else options.trials
+    if trials < 1:
+        raise ConfigError(f"--trials {trials}: expected a budget of at least 1 trial")
+    store = OutputStore(options.out)
+    store.check_writable()
+    uri = resolve_tracking_uri(options.mlflow_uri, store)
+    check_reachable(uri)
+    options.sweep_id = options.sweep_id or new_run_id()
+    folder = f"{dataset.name}/sweeps/{options.sweep_id}"
+    info = json.loads(store.read_text(f"{folder}/sweep.json") or "{}")
+    if options.resume and not info:
+        raise ValueError(f"--resume {options.sweep_id}: no such sweep under {store.path(dataset.name + '/sweeps')}")
+
+    if not space.search["lambda_iqa"].fixed_zero:
+        try:
+            ensure_iqa_weights(base.iqa_weights)
+        except IQAWeightsMissing as error:
+            raise IQAWeightsMissing(f"{error}; or search without it: lambda_iqa: 0 under search: in {space.path}") from None
+    connect_ray(options.address)
+    ids, images, checkpoints, base_fields = sweep_inputs(dataset, space, base, options.seed)
+
+    tracker = RunTracker(uri, f"s2s-sweep/{dataset.name}", f"{store.root}/mlartifacts" if store.local else None)
+    params = {
+        "dataset": dataset.name, "sweep_id": options.sweep_id, "space": str(space.path), "trials": trials, "subset": ",".join(ids),
+        "step_checkpoints": ",".join(map(str, checkpoints)), "eval_passes": space.search_passes, "concurrency": space.concurrency,
+        "cpus_per_trial": space.cpus_per_trial, "gpus_per_trial": space.gpus_per_trial, "grace_images": space.grace_images,
+        "reduction_factor": space.reduction_factor, "seed": options.seed,
+    }  # fmt: skip
+    parent_id = tracker.start(f"sweep-{options.sweep_id}", params, resume_run_id=info.get("mlflow_run_id"), kind="sweep")
+    store.write_bytes(f"{folder}/sweep.json", json.dumps({"dataset": dataset.name, "sweep_id": options.sweep_id, "mlflow_run_id": parent_id, "tracking_uri": uri}).encode())
+
+    trainable = make_trainable(images, base_fields, checkpoints, space)
+    storage = store.path(folder)  # a path inside store.fs, which Tune writes through
+    tune_path = f"{storage}/tune"
+    callbacks = [MLflowLoggerCallback(tracking_uri=uri, experiment_name=f"s2s-sweep/{dataset.name}", tags={"mlflow.parentRunId": parent_id, "s2s_sweep.kind": "trial"})]
+    if tune.Tuner.can_restore(tune_path, storage_filesystem=store.fs):
+        print(f"sweep {options.sweep_id}: restoring from {tune_path}", flush=True)
+        tuner = tune.Tuner.restore(tune_path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=store.fs)
+    else:
+        searcher = OptunaSearch(
+            space=DefineSpace(space),
+            metric=METRIC,
+            mode="max",
+            points_to_evaluate=[paper_point(space)],
+            sampler=_tpe_sampler(options.seed),
+        )
+        scheduler = ASHAScheduler(
+            time_attr="images_done", max_t=len(ids), grace_period=space.grace_images, reduction_factor=space.reduction_factor
+        )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric=METRIC, mode="max", search_alg=searcher, scheduler=scheduler, num_samples=trials, max_concurrent_trials=space.concurrency
+            ),
+            run_config=tune.RunConfig(name="tune", storage_path=storage, storage_filesystem=store.fs, callbacks=callbacks, verbose=1),
+        )
+    print(f"sweep {options.sweep_id}: {trials} trials on {len(ids)} images of {dataset.name} ({', '.join(ids)}), steps {checkpoints[0]}..{checkpoints[-1]}", flush=True)
+    results = tuner.fit()
+
+    trials_table, curves_table = sweep_tables(results, options.sweep_id, len(ids), checkpoints)
+    for name, table in (("trials", trials_table), ("curves", curves_table)):
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        store.write_bytes(f"{folder}/{name}/dataset={dataset.name}/{name}.parquet", buffer.getvalue())
+        tracker.log_artifact_bytes(f"{name}.parquet", buffer.getvalue())
+    best = best_config(trials_table, space)
+    best_yaml = yaml.safe_dump(best, sort_keys=False).encode()
+    store.write_bytes(f"{folder}/best_config.yaml", best_yaml)
+    store.write_bytes(f"{dataset.name}/best_config.yaml", best_yaml)
+    tracker.log_artifact_bytes("best_config.yaml", best_yaml)
+    for name, png in sweep_plots(trials_table, curves_table).items():
+        tracker.log_artifact_bytes(name, png)
+    finished = trials_table.filter(pa.compute.equal(trials_table["images_done"], len(ids)))
+    tracker.log_metrics({"best_mean_psnr": max(finished.column(METRIC).to_pylist(), default=None), "trials_run": trials_table.num_rows}, step=trials_table.num_rows)
+    remove_duplicate_trial_runs(tracker, parent_id)
+    tracker.finish(failed=False)
+    print(f"best: {best} -> {store.path(dataset.name + '/best_config.yaml')}", flush=True)
+    print(f"MLflow: {tracker.ui_command()}", flush=True)
+    return best
+
+
+def _tpe_sampler(seed: int):
+    import optuna
+
+    return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed)
+
+
+def sweep_tables(results, sweep_id: str, subset_size: int, checkpoints: list[int]) -> tuple[pa.Table, pa.Table]:
+    """One row per trial, and one row per (trial, image, metric, step checkpoint) for the curves;
+    the dataset is the tables' hive partition."""
+    trial_rows, curve_rows = [], []
+    for result in results:
+        config, history = result.config, result.metrics_dataframe
+        reports = [] if history is None else history.to_dict("records")
+        last = reports[-1] if reports else {}
+        images_done = int(last.get("images_done", 0))
+        trial_id = result.path.rstrip("/").rsplit("/", 1)[-1]
+        trial_rows.append(
+            {
+                "sweep_id": sweep_id, "trial_id": trial_id, "p": config["p"], "lambda_iqa": trial_lambda(config),
+                "steps": last.get("best_steps"), "images_done": images_done, METRIC: last.get(METRIC), "mean_ssim": last.get("mean_ssim"),
+                "status": "error" if result.error else "ok", "error": str(result.error).splitlines()[-1][:500] if result.error else None,
+                "early_stopped": result.error is None and images_done < subset_size, "seconds": float(last.get("time_total_s", 0.0)),
+            }
+        )  # fmt: skip
+        for report in reports:
+            for name in ("psnr", "ssim"):
+                for step, value in zip(checkpoints, json.loads(report[f"image_{name}_curve"]), strict=True):
+                    curve_rows.append({"sweep_id": sweep_id, "trial_id": trial_id, "image_id": report["image_id"], "metric": name, "steps": step, "value": value})
+    return pa.Table.from_pylist(trial_rows), pa.Table.from_pylist(curve_rows, schema=CURVE_SCHEMA)
+
+
+CURVE_SCHEMA = pa.schema([("sweep_id", pa.string()), ("trial_id", pa.string()), ("image_id", pa.string()), ("metric", pa.string()), ("steps", pa.int64()), ("value", pa.float64())])
+
+
+def best_config(trials: pa.Table, space: SearchSpace) -> dict:
+    """The best trial that scored every subset image, as run settings (with the paper's pass count)."""
+    rows = [r for r in trials.to_pylist() if r["status"] == "ok" and not r["early_stopped"] and r[METRIC] is not None]
+    if not rows:
+        raise RuntimeError("no trial finished the whole subset; raise --trials or check the trials' errors in the trials table")
+    best = max(rows, key=lambda r: r[METRIC])
+    return {"p": best["p"], "steps": int(best["steps"]), "lambda_iqa": best["lambda_iqa"], "passes": space.paper.get("passes", S2SConfig.passes)}
+
+
+def sweep_plots(trials: pa.Table, curves: pa.Table) -> dict[str, bytes]:
+    """PSNR against p, steps and λ_IQA, and the mean PSNR-vs-steps curve of each trial, as PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in trials.to_pylist() if r[METRIC] is not None]
+    figure, axes = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
+    for axis, key in zip(axes, ("p", "steps", "lambda_iqa"), strict=True):
+        colours = ["tab:blue" if not r["early_stopped"] else "tab:gray" for r in rows]
+        axis.scatter([r[key] for r in rows], [r[METRIC] for r in rows], c=colours)
+        axis.set_xlabel(key + (" (0 drawn at the left edge)" if key == "lambda_iqa" else ""))
+        axis.set_ylabel("mean PSNR (dB)")
+        if key == "lambda_iqa" and any(r[key] > 0 for r in rows):
+            axis.set_xscale("symlog", linthresh=min(r[key] for r in rows if r[key] > 0))
+    figure.suptitle("trials (grey: stopped early)")
+    plots = {"psnr_vs_params.png": _png(figure)}
+
+    figure, axis = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    frame = curves.to_pandas()
+    frame = frame[frame["metric"] == "psnr"]
+    for trial_id, group in frame.groupby("trial_id"):
+        mean = group.groupby("steps")["value"].mean()
+        axis.plot(mean.index, mean.values, marker=".", label=trial_id[-12:])
+    axis.set_xlabel("training steps")
+    axis.set_ylabel("mean PSNR over images scored (dB)")
+    if frame["trial_id"].nunique() <= 12:
+        axis.legend(fontsize=6)
+    plots["psnr_vs_steps.png"] = _png(figure)
+    return plots
+
+
+def _png(figure) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def remove_duplicate_trial_runs(tracker: RunTracker, parent_id: str) -> None:
+    """A restored sweep restarts its unfinished trials, and Tune's MLflow callback opens a new child
+    run for each: keep the newest run per trial and delete the older, partial ones."""
+    runs = tracker.client.search_runs([tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", order_by=["attributes.start_time DESC"])
+    seen = set()
+    for run in runs:
+        name = run.data.tags.get("trial_name")
+        if name in seen:
+            tracker.client.delete_run(run.info.run_id)
+        seen.add(name)

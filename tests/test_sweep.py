@@ -1,0 +1,143 @@
+"""The hyperparameter search: real Ray Tune, real Optuna, real MLflow, real Parquet."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import ray
+import yaml
+from conftest import run_module
+
+from model.config import S2SConfig
+from model.denoiser import denoise, denoise_at_steps
+from s2s_sweep.configs import SPACES_DIR, ConfigError, load_space
+from s2s_sweep.datasets import open_dataset
+from s2s_sweep.sweep import SweepOptions, DefineSpace, paper_point, run_sweep, step_checkpoints, subset_ids
+
+SPACE = """
+datasets: [demo]
+paper: {p: 0.4, steps: 10, lambda_iqa: 0.0, passes: 4}
+search:
+  p: {low: 0.2, high: 0.8, step: 0.1}
+  steps: {low: 4, high: 12, step: 4}
+  lambda_iqa: 0
+  passes: 2
+subset: {size: 2, seed: 0}
+budget: {trials: 4, concurrency: 2}
+resources: {cpus_per_trial: 1, gpus_per_trial: 0}
+early_stopping: {grace_images: 1, reduction_factor: 2}
+"""
+
+
+@pytest.fixture
+def space_file(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(SPACE)
+    return path
+
+
+def test_one_training_yields_the_whole_psnr_vs_steps_curve():
+    image = np.random.default_rng(0).random((48, 48, 3), dtype=np.float32)
+    config = S2SConfig(steps=99, passes=3, lambda_iqa=0.0, log_every=1)
+    curve = denoise_at_steps(image, config, [2, 4], passes=3)
+    for steps, estimate in zip([2, 4], curve, strict=True):  # equal to separate trainings of those lengths
+        assert np.allclose(estimate, denoise(image, config.replace(steps=steps)).denoised, atol=1e-6)
+
+
+def test_subset_checkpoints_and_paper_point(space_file):
+    space = load_space(space_file)
+    dataset = open_dataset("demo")
+    assert subset_ids(dataset, space) == subset_ids(dataset, space) and len(subset_ids(dataset, space)) == 2
+    assert step_checkpoints(space) == [4, 8, 12]
+    assert paper_point(space) == {"p": 0.4}
+    full = load_space(SPACES_DIR / "cbsd68.yaml")
+    assert paper_point(full) == {"p": 0.4, "use_iqa": True, "lambda_iqa": 2e-8}
+    assert callable(DefineSpace(full))
+
+
+def test_sweep_on_demo_early_stops_records_everything_and_feeds_run_config_best(space_file, tmp_path, capsys):
+    import mlflow
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        space = load_space(space_file)
+        options = SweepOptions(out=str(tmp_path), sweep_id="s1", trials=6)
+        best = run_sweep(open_dataset("demo"), space, S2SConfig(lambda_iqa=0.0), options)
+    finally:
+        ray.shutdown()
+    assert set(best) == {"p", "steps", "lambda_iqa", "passes"} and best["steps"] in (4, 8, 12) and best["passes"] == 4
+    assert yaml.safe_load((tmp_path / "demo" / "best_config.yaml").read_text()) == best
+
+    trials = pd.read_parquet(tmp_path / "demo" / "sweeps" / "s1" / "trials")
+    assert len(trials) == 6 and set(trials["status"]) == {"ok"}
+    assert trials["early_stopped"].any(), "ASHA stopped no trial"
+    assert (trials.loc[trials["p"] == 0.4, "images_done"] == 2).any()  # the paper point ran first and fully
+    curves = pd.read_parquet(tmp_path / "demo" / "sweeps" / "s1" / "curves")
+    assert set(curves["steps"]) == {4, 8, 12} and set(curves["metric"]) == {"psnr", "ssim"}
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("s2s-sweep/demo")
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`s2s_sweep.kind` = 'sweep'")
+    children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 6 and all("mean_psnr" in c.data.metrics for c in children)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"best_config.yaml", "trials.parquet", "curves.parquet", "psnr_vs_params.png", "psnr_vs_steps.png"} <= artifacts
+
+    # run --config best reuses the saved best configuration
+    done = run_module("s2s_sweep.run", "demo", "--config", "best", "--limit", "1", "--set", "passes=2", "--out", str(tmp_path), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run_dir,) = [d for d in (tmp_path / "demo").iterdir() if d.name not in ("sweeps", "best_config.yaml")]
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert (saved["p"], saved["steps"], saved["lambda_iqa"]) == (best["p"], best["steps"], best["lambda_iqa"])
+
+
+def test_sweep_bad_inputs(space_file, tmp_path):
+    space = load_space(space_file)
+    with pytest.raises(ConfigError, match="--trials 0: expected a budget of at least 1 trial"):
+        run_sweep(open_dataset("demo"), space, S2SConfig(), SweepOptions(out=str(tmp_path), trials=0))
+    folder = tmp_path / "noisy"
+    folder.mkdir()
+    from PIL import Image
+
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / "a.png")
+    with pytest.raises(ConfigError, match="has no clean references.*--config paper"):
+        run_sweep(open_dataset(f"folder:{folder}"), space, S2SConfig(), SweepOptions(out=str(tmp_path)))
+    done = run_module("s2s_sweep.run", "demo", "--sweep", "--space", str(tmp_path / "missing.yaml"), "--out", str(tmp_path), timeout=60)
+    assert done.returncode == 2 and "missing.yaml: search-space file not found" in done.stderr
+    done = run_module("s2s_sweep.run", "demo", "--sweep", "--space", str(space_file), "--mlflow-uri", "http://127.0.0.1:1", "--out", str(tmp_path), timeout=60)
+    assert done.returncode == 2 and "MLflow server not reachable" in done.stderr
+
+
+def test_a_sweep_killed_mid_way_restores_and_finishes_without_duplicates(space_file, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import mlflow
+    from conftest import REPO
+
+    command = [sys.executable, "-m", "s2s_sweep.run", "demo", "--sweep-only", "--space", str(space_file), "--trials", "4", "--out", str(tmp_path)]
+    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    sweep_id = next(line for line in driver.stdout if line.startswith("sweep ")).split()[1].rstrip(":")
+    tune_dir = tmp_path / "demo" / "sweeps" / sweep_id / "tune"
+    deadline = time.monotonic() + 300
+    while sum(f.read_text().count("\n") for f in tune_dir.glob("*/result.json")) < 2:  # two reports in
+        assert time.monotonic() < deadline, "no trial reported in time"
+        time.sleep(0.5)
+    time.sleep(3)  # let Tune save its experiment state once more
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    assert not (tmp_path / "demo" / "sweeps" / sweep_id / "best_config.yaml").exists()
+
+    resumed = subprocess.run([*command, "--resume", sweep_id], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"sweep {sweep_id}: restoring" in resumed.stdout
+    trials = pd.read_parquet(tmp_path / "demo" / "sweeps" / sweep_id / "trials")
+    assert len(trials) == 4 and trials["trial_id"].is_unique
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("s2s-sweep/demo")
+    parents = client.search_runs([experiment.experiment_id], "tags.`s2s_sweep.kind` = 'sweep'")
+    assert len(parents) == 1  # the restored sweep continued its parent run
+    children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
+    names = [c.data.tags["trial_name"] for c in children]
+    assert len(names) == len(set(names)) == 4
