@@ -21,7 +21,7 @@ from ray.tune.search.optuna import OptunaSearch
 from model.config import S2SConfig
 from s2s_sweep.configs import load_space
 from s2s_sweep.datasets import open_dataset
-from s2s_sweep.sweep import METRIC, _tpe_sampler, DefineSpace, make_trainable, paper_point, sweep_inputs
+from s2s_sweep.sweep import METRIC, DefineSpace, make_trainable, paper_point, sweep_inputs, tpe_sampler
 
 
 def summarise(results, subset_size: int, steps_per_image: int) -> dict:
@@ -55,7 +55,7 @@ def main():
     common = {"metric": METRIC, "mode": "max", "max_concurrent_trials": space.concurrency}
 
     grid_results = tune.Tuner(trainable, param_space={"p": tune.grid_search(grid)}, tune_config=tune.TuneConfig(**common)).fit()
-    searcher = OptunaSearch(space=DefineSpace(space), points_to_evaluate=[paper_point(space)], sampler=_tpe_sampler(args.seed), **{k: common[k] for k in ("metric", "mode")})
+    searcher = OptunaSearch(space=DefineSpace(space), points_to_evaluate=[paper_point(space)], sampler=tpe_sampler(args.seed), **{k: common[k] for k in ("metric", "mode")})
     scheduler = ASHAScheduler(time_attr="images_done", max_t=len(ids), grace_period=space.grace_images, reduction_factor=space.reduction_factor)
     tpe_results = tune.Tuner(
         trainable, tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=args.trials or space.trials, **common)

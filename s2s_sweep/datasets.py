@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from s2s_sweep.images import ImageError, read_image
+from s2s_sweep.images import read_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 CBSD68_SIGMAS = (15, 25, 50)

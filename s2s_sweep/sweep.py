@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import ray
 import yaml
 from ray import tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
@@ -195,7 +194,7 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
             metric=METRIC,
             mode="max",
             points_to_evaluate=[paper_point(space)],
-            sampler=_tpe_sampler(options.seed),
+            sampler=tpe_sampler(options.seed),
         )
         scheduler = ASHAScheduler(
             time_attr="images_done", max_t=len(ids), grace_period=space.grace_images, reduction_factor=space.reduction_factor
@@ -232,7 +231,7 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
     return best
 
 
-def _tpe_sampler(seed: int):
+def tpe_sampler(seed: int):
     import optuna
 
     return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed)

@@ -1,17 +1,24 @@
 """The hyperparameter search: real Ray Tune, real Optuna, real MLflow, real Parquet."""
 
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import ray
 import yaml
-from conftest import run_module
+from conftest import REPO, run_module
+from PIL import Image
 
 from model.config import S2SConfig
 from model.denoiser import denoise, denoise_at_steps
 from s2s_sweep.configs import SPACES_DIR, ConfigError, load_space
 from s2s_sweep.datasets import open_dataset
-from s2s_sweep.sweep import SweepOptions, DefineSpace, paper_point, run_sweep, step_checkpoints, subset_ids
+from s2s_sweep.sweep import DefineSpace, SweepOptions, paper_point, run_sweep, step_checkpoints, subset_ids
 
 SPACE = """
 datasets: [demo]
@@ -54,9 +61,7 @@ def test_subset_checkpoints_and_paper_point(space_file):
     assert callable(DefineSpace(full))
 
 
-def test_sweep_on_demo_early_stops_records_everything_and_feeds_run_config_best(space_file, tmp_path, capsys):
-    import mlflow
-
+def test_sweep_on_demo_early_stops_records_everything_and_feeds_run_config_best(space_file, tmp_path):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         space = load_space(space_file)
@@ -96,8 +101,6 @@ def test_sweep_bad_inputs(space_file, tmp_path):
         run_sweep(open_dataset("demo"), space, S2SConfig(), SweepOptions(out=str(tmp_path), trials=0))
     folder = tmp_path / "noisy"
     folder.mkdir()
-    from PIL import Image
-
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / "a.png")
     with pytest.raises(ConfigError, match="has no clean references.*--config paper"):
         run_sweep(open_dataset(f"folder:{folder}"), space, S2SConfig(), SweepOptions(out=str(tmp_path)))
@@ -108,14 +111,6 @@ def test_sweep_bad_inputs(space_file, tmp_path):
 
 
 def test_a_sweep_killed_mid_way_restores_and_finishes_without_duplicates(space_file, tmp_path):
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import mlflow
-    from conftest import REPO
-
     command = [sys.executable, "-m", "s2s_sweep.run", "demo", "--sweep-only", "--space", str(space_file), "--trials", "4", "--out", str(tmp_path)]
     driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     sweep_id = next(line for line in driver.stdout if line.startswith("sweep ")).split()[1].rstrip(":")
