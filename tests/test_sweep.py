@@ -61,7 +61,10 @@ def test_subset_checkpoints_and_paper_point(space_file):
     assert callable(DefineSpace(full))
 
 
-def test_sweep_on_demo_early_stops_records_everything_and_feeds_run_config_best(space_file, tmp_path):
+def test_sweep_on_demo_early_stops_records_everything_and_feeds_run_config_best(space_file, tmp_path, monkeypatch):
+    # Tune's MLflow callback calls mlflow.set_tracking_uri, which exports MLFLOW_TRACKING_URI;
+    # set it here (to the default store) so monkeypatch removes it again for later tests.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         space = load_space(space_file)
