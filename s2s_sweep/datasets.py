@@ -20,6 +20,7 @@ No resizing: sides that are not multiples of 32 are padded by the model.
 """
 
 import functools
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -56,6 +57,15 @@ class Dataset:
     ids: tuple[str, ...]
     loader: Callable[[str], Pair]
     has_clean: bool
+
+    @property
+    def key(self) -> str:
+        """The name as used in output paths and MLflow experiment names: `folder:PATH` becomes
+        folder-<basename>-<hash of the absolute path>, which holds no slashes."""
+        if not self.name.startswith("folder:"):
+            return self.name
+        path = Path(self.name.removeprefix("folder:")).resolve()
+        return f"folder-{path.name}-{hashlib.sha256(str(path).encode()).hexdigest()[:6]}"
 
     def load(self, image_id: str) -> Pair:
         """(noisy, clean_or_None) of one image; errors name the file and the problem."""

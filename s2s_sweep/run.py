@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         dataset = open_dataset(args.dataset, args.data_root, args.clean_dir)
         dataset = dataset.select(args.limit, args.images.split(",") if args.images else None)
         store = OutputStore(args.out)
-        best = f"{args.dataset}/best_config.yaml"
-        saved = store.read_text(f"{args.dataset}/{args.resume}/config.yaml") if args.resume else None
+        best = f"{dataset.key}/best_config.yaml"
+        saved = store.read_text(f"{dataset.key}/{args.resume}/config.yaml") if args.resume else None
         if saved and args.config == "paper" and not args.set:  # resuming: the run's own settings
             values = {k: v for k, v in yaml.safe_load(saved).items() if k not in ("device", "iqa_weights")}
         else:

@@ -112,12 +112,14 @@ class Progress:
         self.started_done = already_done
         self.started = time.monotonic()
         self.psnrs: list[float] = []
+        self.ssims: list[float] = []
 
     def update(self, row: dict) -> None:
         self.done += 1
         self.failed += row["status"] == "failed"
         if row["psnr"] is not None:
             self.psnrs.append(row["psnr"])
+            self.ssims.append(row["ssim"])
         elapsed = time.monotonic() - self.started
         rate = (self.done - self.started_done) / elapsed  # images per second in this session
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
@@ -131,6 +133,10 @@ class Progress:
     @property
     def mean_psnr(self) -> float:
         return float(np.mean(self.psnrs)) if self.psnrs else float("nan")
+
+    @property
+    def mean_ssim(self) -> float:
+        return float(np.mean(self.ssims)) if self.ssims else float("nan")
 
 
 def format_seconds(seconds: float) -> str:
@@ -151,8 +157,8 @@ class DatasetRun:
     def __init__(self, dataset: Dataset, config: S2SConfig, options: RunOptions, store: OutputStore, tracker: RunTracker):
         self.dataset, self.config, self.options, self.store, self.tracker = dataset, config, options, store, tracker
         self.run_id = options.run_id
-        self.folder = f"{dataset.name}/{self.run_id}"
-        self.table = ResultsTable(store, dataset.name, self.run_id, options.flush_seconds)
+        self.folder = f"{dataset.key}/{self.run_id}"
+        self.table = ResultsTable(store, dataset.key, self.run_id, options.flush_seconds)
         self.version, self.hash = code_version(), config_hash(config)
         self.sheet: list[tuple] = []
         self.compute_seconds = 0.0
@@ -210,17 +216,17 @@ def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> pa.
     uri = resolve_tracking_uri(options.mlflow_uri, store)
     check_reachable(uri)
     options.run_id = options.run_id or new_run_id()
-    folder = f"{dataset.name}/{options.run_id}"
+    folder = f"{dataset.key}/{options.run_id}"
     run_info = json.loads(store.read_text(f"{folder}/run.json") or "{}")
     if options.resume and not run_info:
-        raise ValueError(f"--resume {options.run_id}: no such run under {store.path(dataset.name)}")
+        raise ValueError(f"--resume {options.run_id}: no such run under {store.path(dataset.key)}")
     saved_config = store.read_text(f"{folder}/config.yaml")
     if saved_config is not None and config_hash(S2SConfig(**yaml.safe_load(saved_config))) != config_hash(config):
         raise ValueError(f"run {options.run_id}: its config.yaml differs from the requested configuration; resume it without --config/--set, or start a new run")
 
-    recorded = set(read_results(store, dataset.name, options.run_id).column("image_id").to_pylist())
+    recorded = set(read_results(store, dataset.key, options.run_id).column("image_id").to_pylist())
     todo = [image_id for image_id in dataset.ids if image_id not in recorded]
-    tracker = RunTracker(uri, f"s2s-sweep/{dataset.name}", f"{Path(store.root) / 'mlartifacts'}" if store.local else None)
+    tracker = RunTracker(uri, f"s2s-sweep/{dataset.key}", f"{Path(store.root) / 'mlartifacts'}" if store.local else None)
     connect_ray(options.address)
     resources = ray.cluster_resources()
     if options.gpus_per_image is None:
@@ -270,11 +276,12 @@ def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> pa.
             except ray.exceptions.RayError as failure:  # worker/node died after all retries
                 result, error = None, one_line(failure)
             progress.update(run.row(image_id, noisy, clean, result, error))
-            tracker.log_metrics({"mean_psnr": progress.mean_psnr, "images_done": progress.done, "images_failed": progress.failed}, step=progress.done)
+            running = {"mean_psnr": progress.mean_psnr, "mean_ssim": progress.mean_ssim, "images_done": progress.done, "images_failed": progress.failed}
+            tracker.log_metrics(running, step=progress.done)
     finally:
         run.table.flush()
 
-    table = read_results(store, dataset.name, options.run_id)
+    table = read_results(store, dataset.key, options.run_id)
     finish_tracking(run, table, time.monotonic() - started, len(todo))
     print(f"MLflow: {tracker.ui_command()}", flush=True)
     return table

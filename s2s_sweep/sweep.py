@@ -158,10 +158,10 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
     uri = resolve_tracking_uri(options.mlflow_uri, store)
     check_reachable(uri)
     options.sweep_id = options.sweep_id or new_run_id()
-    folder = f"{dataset.name}/sweeps/{options.sweep_id}"
+    folder = f"{dataset.key}/sweeps/{options.sweep_id}"
     info = json.loads(store.read_text(f"{folder}/sweep.json") or "{}")
     if options.resume and not info:
-        raise ValueError(f"--resume {options.sweep_id}: no such sweep under {store.path(dataset.name + '/sweeps')}")
+        raise ValueError(f"--resume {options.sweep_id}: no such sweep under {store.path(dataset.key + '/sweeps')}")
 
     if not space.search["lambda_iqa"].fixed_zero:
         try:
@@ -171,7 +171,7 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
     connect_ray(options.address)
     ids, images, checkpoints, base_fields = sweep_inputs(dataset, space, base, options.seed)
 
-    tracker = RunTracker(uri, f"s2s-sweep/{dataset.name}", f"{store.root}/mlartifacts" if store.local else None)
+    tracker = RunTracker(uri, f"s2s-sweep/{dataset.key}", f"{store.root}/mlartifacts" if store.local else None)
     params = {
         "dataset": dataset.name, "sweep_id": options.sweep_id, "space": str(space.path), "trials": trials, "subset": ",".join(ids),
         "step_checkpoints": ",".join(map(str, checkpoints)), "eval_passes": space.search_passes, "concurrency": space.concurrency,
@@ -184,7 +184,7 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
     trainable = make_trainable(images, base_fields, checkpoints, space)
     storage = store.path(folder)  # a path inside store.fs, which Tune writes through
     tune_path = f"{storage}/tune"
-    callbacks = [MLflowLoggerCallback(tracking_uri=uri, experiment_name=f"s2s-sweep/{dataset.name}", tags={"mlflow.parentRunId": parent_id, "s2s_sweep.kind": "trial"})]
+    callbacks = [MLflowLoggerCallback(tracking_uri=uri, experiment_name=f"s2s-sweep/{dataset.key}", tags={"mlflow.parentRunId": parent_id, "s2s_sweep.kind": "trial"})]
     if tune.Tuner.can_restore(tune_path, storage_filesystem=store.fs):
         print(f"sweep {options.sweep_id}: restoring from {tune_path}", flush=True)
         tuner = tune.Tuner.restore(tune_path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=store.fs)
@@ -213,12 +213,12 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
     for name, table in (("trials", trials_table), ("curves", curves_table)):
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
-        store.write_bytes(f"{folder}/{name}/dataset={dataset.name}/{name}.parquet", buffer.getvalue())
+        store.write_bytes(f"{folder}/{name}/dataset={dataset.key}/{name}.parquet", buffer.getvalue())
         tracker.log_artifact_bytes(f"{name}.parquet", buffer.getvalue())
     best = best_config(trials_table, space)
     best_yaml = yaml.safe_dump(best, sort_keys=False).encode()
     store.write_bytes(f"{folder}/best_config.yaml", best_yaml)
-    store.write_bytes(f"{dataset.name}/best_config.yaml", best_yaml)
+    store.write_bytes(f"{dataset.key}/best_config.yaml", best_yaml)
     tracker.log_artifact_bytes("best_config.yaml", best_yaml)
     for name, png in sweep_plots(trials_table, curves_table).items():
         tracker.log_artifact_bytes(name, png)
@@ -226,7 +226,7 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
     tracker.log_metrics({"best_mean_psnr": max(finished.column(METRIC).to_pylist(), default=None), "trials_run": trials_table.num_rows}, step=trials_table.num_rows)
     remove_duplicate_trial_runs(tracker, parent_id)
     tracker.finish(failed=False)
-    print(f"best: {best} -> {store.path(dataset.name + '/best_config.yaml')}", flush=True)
+    print(f"best: {best} -> {store.path(dataset.key + '/best_config.yaml')}", flush=True)
     print(f"MLflow: {tracker.ui_command()}", flush=True)
     return best
 

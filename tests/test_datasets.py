@@ -71,6 +71,8 @@ def test_folder_with_and_without_clean_references(tmp_path):
     assert paired.ids == ("a", "b") and paired.has_clean
     unpaired = open_dataset(f"folder:{tmp_path / 'noisy'}")
     assert not unpaired.has_clean and unpaired.load("a")[1] is None
+    assert unpaired.key.startswith("folder-noisy-") and "/" not in unpaired.key  # safe in output paths
+    assert open_dataset("demo").key == "demo"
 
 
 def test_folder_errors_name_the_problem(tmp_path):

@@ -48,6 +48,7 @@ def test_demo_run_writes_images_parquet_and_mlflow_then_resumes_without_duplicat
     assert run.info.status == "FINISHED" and run.data.params["steps"] == "3" and run.data.params["images"] == "3"
     assert run.data.metrics["final_mean_psnr"] == pytest.approx(frame["psnr"].mean())
     assert "images_per_hour" in run.data.metrics and "cpu_hours" in run.data.metrics
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "mean_ssim")] == [1, 2, 3]  # running mean
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"results.parquet", "config.yaml", "contact_sheet.png"}
 
     # resume the same run on a larger selection: only the new image is computed, none twice
@@ -81,6 +82,13 @@ def test_a_changed_configuration_cannot_resume_a_run(tmp_path):
 def test_gpus_requested_on_a_cluster_without_gpus(tmp_path):
     with pytest.raises(ValueError, match="--gpus-per-image 0.5: the Ray cluster has no GPUs"):
         run_dataset(open_dataset("demo").select(limit=1), FAST, RunOptions(out=str(tmp_path), gpus_per_image=0.5))
+
+
+def test_output_root_given_as_a_filesystem_uri(tmp_path):
+    table = run_dataset(open_dataset("demo").select(limit=1), FAST, RunOptions(out=(tmp_path / "o").as_uri(), run_id="u", flush_seconds=0))
+    assert table.num_rows == 1
+    assert len(pd.read_parquet(tmp_path / "o" / "demo" / "u" / "results")) == 1
+    assert (tmp_path / "o" / "demo" / "u" / "images" / f"{open_dataset('demo').ids[0]}.png").is_file()
 
 
 def test_unwritable_output_fails_before_training(tmp_path):

@@ -139,3 +139,21 @@ def test_a_sweep_killed_mid_way_restores_and_finishes_without_duplicates(space_f
     children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
     names = [c.data.tags["trial_name"] for c in children]
     assert len(names) == len(set(names)) == 4
+
+
+def test_crashing_trials_do_not_kill_the_sweep(space_file, tmp_path):
+    folder, clean = tmp_path / "noisy", tmp_path / "clean"
+    rng = np.random.default_rng(0)
+    for name, side in (("big", 64), ("tiny", 20)):  # every trial crashes on the tiny image
+        for where in (folder, clean):
+            where.mkdir(exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(where / f"{name}.png")
+    done = run_module(
+        "s2s_sweep.run", f"folder:{folder}", "--clean-dir", str(clean), "--sweep-only", "--space", str(space_file),
+        "--trials", "2", "--out", str(tmp_path / "out"), timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 2 and "no trial finished the whole subset" in done.stderr.strip().splitlines()[-1]
+    (sweep_dir,) = (tmp_path / "out").glob("folder-noisy-*/sweeps/*")
+    trials = pd.read_parquet(sweep_dir / "trials")
+    assert len(trials) == 2 and set(trials["status"]) == {"error"}
+    assert trials["error"].str.contains("too small").all()
