@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
             result = denoise(noisy, config, on_step, on_pass)
         write_png(args.output, result.denoised)
-    except (ValueError, IQAWeightsMissing) as error:
+    except (ValueError, OSError, IQAWeightsMissing) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -49,11 +49,17 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
 
 
+def encode_png(pixels: np.ndarray) -> bytes:
+    """uint8 image (H, W, C) -> the bytes of an 8-bit PNG file."""
+    pixels = pixels[..., 0] if pixels.shape[2] == 1 else pixels[..., ::-1]  # OpenCV writes BGR
+    ok, data = cv2.imencode(".png", pixels)
+    if not ok:
+        raise ImageError(f"cannot encode a {pixels.dtype} {pixels.shape} array as PNG")
+    return data.tobytes()
+
+
 def write_png(path: str | Path, image: np.ndarray) -> None:
     """Write a [0, 1] float image (H, W, C) as an 8-bit PNG, creating parent folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = to_uint8(image)
-    pixels = pixels[..., 0] if pixels.shape[2] == 1 else pixels[..., ::-1]  # OpenCV writes BGR
-    if not cv2.imwrite(str(path), pixels):
-        raise ImageError(f"{path}: could not write the PNG (is the folder writable?)")
+    path.write_bytes(encode_png(to_uint8(image)))

@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -37,7 +36,7 @@ import yaml
 from model.config import S2SConfig
 from model.denoiser import denoise
 from s2s_sweep.datasets import Dataset
-from s2s_sweep.images import to_uint8
+from s2s_sweep.images import encode_png, to_uint8
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
 from s2s_sweep.results import SCHEMA, ResultsTable, read_results
 from s2s_sweep.store import OutputStore
@@ -184,13 +183,6 @@ class DatasetRun:
                 self.sheet.append((to_uint8(noisy), result["denoised"], None if clean is None else to_uint8(clean)))
         self.table.add(row)
         return row
-
-
-def encode_png(pixels: np.ndarray) -> bytes:
-    bgr = pixels[..., 0] if pixels.shape[2] == 1 else pixels[..., ::-1]
-    ok, data = cv2.imencode(".png", bgr)
-    assert ok, "PNG encoding of a uint8 array cannot fail"
-    return data.tobytes()
 
 
 def connect_ray(address: str | None) -> None:
