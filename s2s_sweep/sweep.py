@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 from ray import tune
@@ -215,16 +216,20 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
         pq.write_table(table, buffer)
         store.write_bytes(f"{folder}/{name}/dataset={dataset.key}/{name}.parquet", buffer.getvalue())
         tracker.log_artifact_bytes(f"{name}.parquet", buffer.getvalue())
-    best = best_config(trials_table, space)
+    for name, png in sweep_plots(trials_table, curves_table).items():
+        tracker.log_artifact_bytes(name, png)
+    remove_duplicate_trial_runs(tracker, parent_id)
+    try:
+        best = best_config(trials_table, space)
+    except RuntimeError:
+        tracker.finish(failed=True)
+        raise
     best_yaml = yaml.safe_dump(best, sort_keys=False).encode()
     store.write_bytes(f"{folder}/best_config.yaml", best_yaml)
     store.write_bytes(f"{dataset.key}/best_config.yaml", best_yaml)
     tracker.log_artifact_bytes("best_config.yaml", best_yaml)
-    for name, png in sweep_plots(trials_table, curves_table).items():
-        tracker.log_artifact_bytes(name, png)
-    finished = trials_table.filter(pa.compute.equal(trials_table["images_done"], len(ids)))
-    tracker.log_metrics({"best_mean_psnr": max(finished.column(METRIC).to_pylist(), default=None), "trials_run": trials_table.num_rows}, step=trials_table.num_rows)
-    remove_duplicate_trial_runs(tracker, parent_id)
+    finished = trials_table.filter(pc.equal(trials_table["images_done"], len(ids)))
+    tracker.log_metrics({"best_mean_psnr": max(finished.column(METRIC).to_pylist()), "trials_run": trials_table.num_rows}, step=trials_table.num_rows)
     tracker.finish(failed=False)
     print(f"best: {best} -> {store.path(dataset.key + '/best_config.yaml')}", flush=True)
     print(f"MLflow: {tracker.ui_command()}", flush=True)
