@@ -140,7 +140,8 @@ def test_multi_node_cluster_spreads_tasks_and_survives_losing_a_node(tmp_path):
         result = {}
         thread = threading.Thread(target=lambda: result.update(table=run_dataset(dataset, S2SConfig(steps=25, passes=2, lambda_iqa=0.0), options)))
         thread.start()
-        wait_until(lambda: any(tmp_path.glob("demo/multi/results/**/*.parquet")), 300, "the first recorded image")
+        results = tmp_path / "demo" / "multi" / "results"
+        wait_until(lambda: results.exists() and pd.read_parquet(results)["node_id"].nunique() == 2, 300, "a result from each worker")
         cluster.remove_node(workers[1])  # its running task dies with it and is retried elsewhere
         thread.join(timeout=600)
         frame = result["table"].to_pandas()

@@ -144,7 +144,7 @@ def test_a_sweep_killed_mid_way_restores_and_finishes_without_duplicates(space_f
 def test_crashing_trials_do_not_kill_the_sweep(space_file, tmp_path):
     folder, clean = tmp_path / "noisy", tmp_path / "clean"
     rng = np.random.default_rng(0)
-    for name, side in (("big", 64), ("tiny", 20)):  # every trial crashes on the tiny image
+    for name, side in (("a_tiny", 20), ("b_big", 64)):  # every trial crashes on its first image, the tiny one
         for where in (folder, clean):
             where.mkdir(exist_ok=True)
             Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(where / f"{name}.png")
