@@ -200,18 +200,30 @@ def connect_ray(address: str | None) -> None:
     ray.init(address=address, log_to_driver=False)
 
 
+def open_outputs(out: str, mlflow_uri: str | None) -> tuple[OutputStore, str]:
+    """The output store and the MLflow tracking URI, both checked before any training."""
+    store = OutputStore(out)
+    store.check_writable()
+    uri = resolve_tracking_uri(mlflow_uri, store)
+    check_reachable(uri)
+    return store, uri
+
+
+def read_record(store: OutputStore, path: str, resume: bool, run_id: str) -> dict:
+    """The JSON record (run.json / sweep.json) of an earlier session, {} if none; --resume needs one."""
+    record = json.loads(store.read_text(path) or "{}")
+    if resume and not record:
+        raise ValueError(f"--resume {run_id}: nothing to resume, {store.path(path)} does not exist")
+    return record
+
+
 def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> pa.Table:
     """Denoise every image of `dataset` on the connected Ray cluster (started locally if none)
     and return the run's full results table (including rows of earlier sessions of the run)."""
-    store = OutputStore(options.out)
-    store.check_writable()
-    uri = resolve_tracking_uri(options.mlflow_uri, store)
-    check_reachable(uri)
+    store, uri = open_outputs(options.out, options.mlflow_uri)
     options.run_id = options.run_id or new_run_id()
     folder = f"{dataset.key}/{options.run_id}"
-    run_info = json.loads(store.read_text(f"{folder}/run.json") or "{}")
-    if options.resume and not run_info:
-        raise ValueError(f"--resume {options.run_id}: no such run under {store.path(dataset.key)}")
+    run_info = read_record(store, f"{folder}/run.json", options.resume, options.run_id)
     saved_config = store.read_text(f"{folder}/config.yaml")
     if saved_config is not None and config_hash(S2SConfig(**yaml.safe_load(saved_config))) != config_hash(config):
         raise ValueError(f"run {options.run_id}: its config.yaml differs from the requested configuration; resume it without --config/--set, or start a new run")

@@ -38,9 +38,8 @@ from model.losses import IQAWeightsMissing, ensure_iqa_weights
 from s2s_sweep.configs import ConfigError, SearchSpace
 from s2s_sweep.datasets import Dataset
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
-from s2s_sweep.runner import connect_ray, new_run_id
-from s2s_sweep.store import OutputStore
-from s2s_sweep.tracking import RunTracker, check_reachable, resolve_tracking_uri
+from s2s_sweep.runner import connect_ray, new_run_id, open_outputs, read_record
+from s2s_sweep.tracking import RunTracker
 
 METRIC = "mean_psnr"
 
@@ -154,15 +153,10 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
     trials = space.trials if options.trials is None else options.trials
     if trials < 1:
         raise ConfigError(f"--trials {trials}: expected a budget of at least 1 trial")
-    store = OutputStore(options.out)
-    store.check_writable()
-    uri = resolve_tracking_uri(options.mlflow_uri, store)
-    check_reachable(uri)
+    store, uri = open_outputs(options.out, options.mlflow_uri)
     options.sweep_id = options.sweep_id or new_run_id()
     folder = f"{dataset.key}/sweeps/{options.sweep_id}"
-    info = json.loads(store.read_text(f"{folder}/sweep.json") or "{}")
-    if options.resume and not info:
-        raise ValueError(f"--resume {options.sweep_id}: no such sweep under {store.path(dataset.key + '/sweeps')}")
+    info = read_record(store, f"{folder}/sweep.json", options.resume, options.sweep_id)
 
     if not space.search["lambda_iqa"].fixed_zero:
         try:

@@ -79,6 +79,11 @@ def test_a_changed_configuration_cannot_resume_a_run(tmp_path):
         run_dataset(dataset, FAST.replace(steps=4), RunOptions(out=str(tmp_path), run_id="r"))
 
 
+def test_resume_of_an_unknown_run_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="--resume nope: nothing to resume"):
+        run_dataset(open_dataset("demo").select(limit=1), FAST, RunOptions(out=str(tmp_path), run_id="nope", resume=True))
+
+
 def test_gpus_requested_on_a_cluster_without_gpus(tmp_path):
     with pytest.raises(ValueError, match="--gpus-per-image 0.5: the Ray cluster has no GPUs"):
         run_dataset(open_dataset("demo").select(limit=1), FAST, RunOptions(out=str(tmp_path), gpus_per_image=0.5))
