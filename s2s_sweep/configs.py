@@ -120,8 +120,7 @@ def load_space(path: str | Path) -> SearchSpace:
     _require(not unknown, where, f"only the top-level keys {', '.join(sorted(top))}", ", ".join(unknown))
     datasets = content.get("datasets")
     _require(isinstance(datasets, list) and all(isinstance(d, str) for d in datasets), f"{where}: datasets", "a list of names", datasets)
-    paper = run_overrides(content.get("paper"), f"{where}: paper")
-    S2SConfig(**paper)  # values in range
+    paper = run_overrides(content.get("paper"), f"{where}: paper")  # keys known, values in range
     search = _mapping(content, "search", where, {*SEARCHED, "passes"})
     subset = _mapping(content, "subset", where, {"size", "seed"})
     budget = _mapping(content, "budget", where, {"trials", "concurrency"})

@@ -51,6 +51,13 @@ SCHEMA = pa.schema(
 )
 
 
+def parquet_bytes(table: pa.Table) -> bytes:
+    """A whole Parquet file in memory, for the output store and MLflow artifacts."""
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
 def results_dir(dataset: str, run_id: str) -> str:
     return f"{dataset}/{run_id}/results"
 
@@ -73,9 +80,7 @@ class ResultsTable:
     def flush(self) -> None:
         if self.pending:
             table = pa.Table.from_pylist(self.pending, schema=SCHEMA)
-            buffer = io.BytesIO()
-            pq.write_table(table, buffer)
-            self.store.write_bytes(f"{self.partition}/part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet", buffer.getvalue())
+            self.store.write_bytes(f"{self.partition}/part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet", parquet_bytes(table))
             self.pending = []
         self.last_flush = time.monotonic()
 

@@ -1,6 +1,6 @@
 """Denoise a whole dataset on Ray: one task per image, the driver records.
 
-    table = run_dataset(open_dataset("demo"), S2SConfig(steps=300, passes=50), RunOptions(out="outputs"))
+    table = run_dataset(open_dataset("demo"), S2SConfig(steps=150, passes=30, lambda_iqa=0.0), RunOptions(out="outputs"))
 
 Workers compute: each task trains a fresh Self2Self+ network on one image and returns the
 denoised image with its metrics. The driver loads images, submits tasks with a bounded
@@ -14,7 +14,6 @@ any crash every image ends up in the table exactly once.
 """
 
 import hashlib
-import io
 import json
 import os
 import secrets
@@ -28,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import ray
 import torch
 import yaml
@@ -38,7 +36,7 @@ from model.denoiser import denoise
 from s2s_sweep.datasets import Dataset
 from s2s_sweep.images import encode_png, to_uint8
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
-from s2s_sweep.results import SCHEMA, ResultsTable, read_results
+from s2s_sweep.results import SCHEMA, ResultsTable, parquet_bytes, read_results
 from s2s_sweep.store import OutputStore
 from s2s_sweep.tracking import RunTracker, check_reachable, contact_sheet, resolve_tracking_uri
 
@@ -154,7 +152,7 @@ class DatasetRun:
     """The driver's side of one run: writes outputs and records as results arrive."""
 
     def __init__(self, dataset: Dataset, config: S2SConfig, options: RunOptions, store: OutputStore, tracker: RunTracker):
-        self.dataset, self.config, self.options, self.store, self.tracker = dataset, config, options, store, tracker
+        self.config, self.options, self.store, self.tracker = config, options, store, tracker
         self.run_id = options.run_id
         self.folder = f"{dataset.key}/{self.run_id}"
         self.table = ResultsTable(store, dataset.key, self.run_id, options.flush_seconds)
@@ -306,9 +304,7 @@ def finish_tracking(run: DatasetRun, table: pa.Table, wall_seconds: float, attem
         ("gpu_hours" if run.options.gpus_per_image else "cpu_hours"): resource * run.compute_seconds / 3600,
     }
     run.tracker.log_metrics(metrics, step=table.num_rows)
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    run.tracker.log_artifact_bytes("results.parquet", buffer.getvalue())
+    run.tracker.log_artifact_bytes("results.parquet", parquet_bytes(table))
     run.tracker.log_artifact_bytes("config.yaml", yaml.safe_dump(asdict(run.config), sort_keys=False).encode())
     if run.sheet:
         run.tracker.log_image("contact_sheet.png", contact_sheet(run.sheet))

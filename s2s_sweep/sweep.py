@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import yaml
 from ray import tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
@@ -38,6 +37,7 @@ from model.losses import IQAWeightsMissing, ensure_iqa_weights
 from s2s_sweep.configs import ConfigError, SearchSpace
 from s2s_sweep.datasets import Dataset
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
+from s2s_sweep.results import parquet_bytes
 from s2s_sweep.runner import connect_ray, new_run_id, open_outputs, read_record
 from s2s_sweep.tracking import RunTracker
 
@@ -206,10 +206,9 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
 
     trials_table, curves_table = sweep_tables(results, options.sweep_id, len(ids), checkpoints)
     for name, table in (("trials", trials_table), ("curves", curves_table)):
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer)
-        store.write_bytes(f"{folder}/{name}/dataset={dataset.key}/{name}.parquet", buffer.getvalue())
-        tracker.log_artifact_bytes(f"{name}.parquet", buffer.getvalue())
+        data = parquet_bytes(table)
+        store.write_bytes(f"{folder}/{name}/dataset={dataset.key}/{name}.parquet", data)
+        tracker.log_artifact_bytes(f"{name}.parquet", data)
     for name, png in sweep_plots(trials_table, curves_table).items():
         tracker.log_artifact_bytes(name, png)
     remove_duplicate_trial_runs(tracker, parent_id)

@@ -63,7 +63,6 @@ class RunTracker:
     def __init__(self, uri: str, experiment: str, artifact_location: str | None):
         import mlflow
 
-        self.mlflow = mlflow
         self.client = mlflow.MlflowClient(uri)
         try:
             found = self.client.get_experiment_by_name(experiment)
