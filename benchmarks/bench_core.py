@@ -21,6 +21,7 @@ from torch import nn
 
 from model.config import S2SConfig
 from model.denoiser import build_network, infer, resolve_device, train
+from model.memory import estimate
 
 
 class ReferenceGatedConv(nn.Module):
@@ -103,12 +104,13 @@ def bench_size(height, width, steps, passes, device, config):
     ours = build_network(3, config, device)
     step_config = config.replace(steps=steps, log_every=max(steps, 1))
     infer_config = config.replace(passes=passes)
+    whole = estimate(height, width, config, crop=0, batch=1, tile=0, device_type=device.type)  # the paper's whole image
     # warm-up: allocator, cuDNN/oneDNN kernel choice, compile
     reference_train_steps(reference, noisy, 2)
-    train(ours, noisy, height, width, config.replace(steps=2, log_every=2))
+    train(ours, noisy, height, width, config.replace(steps=2, log_every=2), whole)
     row = {"size": f"{height}x{width}", "steps": steps, "passes": passes}
     row["ref_step_s"] = timed(lambda: reference_train_steps(reference, noisy, steps), device) / steps
-    row["ours_step_s"] = timed(lambda: train(ours, noisy, height, width, step_config), device) / steps
+    row["ours_step_s"] = timed(lambda: train(ours, noisy, height, width, step_config, whole), device) / steps
     row["ref_infer_s"] = timed(lambda: reference_infer(reference, noisy, passes), device)
     row["ours_infer_s"] = timed(lambda: infer(ours, noisy, infer_config), device)
     row["train_speedup"] = row["ref_step_s"] / row["ours_step_s"]

@@ -34,6 +34,12 @@ class S2SConfig:
     channels_last: bool = True  # memory layout only; numerics unchanged
     compile: bool = False  # torch.compile the network (slow first step, faster after)
     inference_memory_mb: int = 0  # activation budget of one batch of passes; 0 = automatic
+    # large images (model/memory.py decides; 0 = automatic): above 512x512 pixels training
+    # takes random crops and inference runs over overlapping tiles, so memory is bounded
+    crop_size: int = 0  # side of the training crops (a multiple of 32, >= 64)
+    crop_batch: int = 0  # crops per training step
+    tile_size: int = 0  # side of the inference tiles (a multiple of 32, >= 192)
+    memory_mb: int = 0  # memory budget of one image (RAM on CPU, GPU memory on CUDA); 0 = what is free
     log_every: int = 50  # steps between loss read-outs (each one syncs the device)
     iqa_weights: str | None = None  # TORCH_HOME-style folder with the IQA weights; None = torch's hub dir
 
@@ -49,11 +55,21 @@ class S2SConfig:
             "channels_last": (isinstance(self.channels_last, bool), "true or false"),
             "compile": (isinstance(self.compile, bool), "true or false"),
             "inference_memory_mb": (is_integer(self.inference_memory_mb) and self.inference_memory_mb >= 0, "an integer >= 0 (0 = automatic)"),
+            "crop_size": (self.crop_size == 0 or (is_integer(self.crop_size) and self.crop_size >= 64 and self.crop_size % 32 == 0), "0 (automatic) or a multiple of 32 >= 64"),
+            "crop_batch": (is_integer(self.crop_batch) and self.crop_batch >= 0, "an integer >= 0 (0 = automatic)"),
+            "tile_size": (self.tile_size == 0 or (is_integer(self.tile_size) and self.tile_size >= 192 and self.tile_size % 32 == 0), "0 (automatic) or a multiple of 32 >= 192"),
+            "memory_mb": (is_integer(self.memory_mb) and self.memory_mb >= 0, "an integer >= 0 (0 = what is free)"),
             "log_every": (is_integer(self.log_every) and self.log_every >= 1, "an integer >= 1"),
         }
         for field, (ok, expected) in checks.items():
             if not ok:
                 raise ValueError(f"{field}: expected {expected}, got {getattr(self, field)!r}")
+
+    def precision_on(self, device_type: str) -> str:
+        """The arithmetic actually used on a device: 'auto' is bf16 on CUDA, fp32 elsewhere."""
+        if self.precision == "auto":
+            return "bf16" if device_type == "cuda" else "fp32"
+        return self.precision
 
     def replace(self, **changes) -> "S2SConfig":
         return dataclasses.replace(self, **changes)

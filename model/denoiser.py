@@ -6,6 +6,8 @@ Training (paper "Training Scheme"): each step masks the image afresh, predicts i
 dropout, and minimises the L1 error on the dropped entries plus λ_IQA (100 - PaQ-2-PiQ)^2.
 Inference (paper Eq. 8): the mean of `passes` dropout nets, each fed its own masked
 instance, then clamped to [0, 1].
+Images above 512 x 512 pixels train on random crops and infer over blended tiles, in a plan
+that fits the memory budget (model/memory.py, model/tiles.py); smaller ones run as the paper.
 """
 
 import contextlib
@@ -14,16 +16,15 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
+import psutil
 import torch
 
 from model.config import S2SConfig
 from model.losses import iqa_loss, load_iqa_model, masked_l1_loss
 from model.masking import INFERENCE_STREAM, INIT_STREAM, TRAIN_STREAM, bernoulli_mask, make_generator
+from model.memory import MB, Plan, fit_memory, passes_per_batch
 from model.network import S2SPlusNet, check_image_size, pad_to_network
-
-# Peak activation bytes of one inference pass per padded pixel in fp32 (measured: ~1.3 KB,
-# rounded up); sizes batches of passes to the memory budget.
-PASS_BYTES_PER_PIXEL = 2048
+from model.tiles import CropSampler, tiles
 
 # on_step(step, steps, loss) is called every `log_every` steps and after the last one
 StepCallback = Callable[[int, int, float], None]
@@ -38,6 +39,7 @@ class DenoiseResult:
     train_seconds: float
     inference_seconds: float
     device: str
+    plan: Plan  # whole image or crops, tiles, predicted memory
 
 
 def resolve_device(name: str) -> torch.device:
@@ -51,11 +53,19 @@ def resolve_device(name: str) -> torch.device:
 
 
 def autocast(config: S2SConfig, device: torch.device):
-    """bf16 autocast when asked (or 'auto' on CUDA); a no-op context in fp32."""
-    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
-    if not use_bf16:
+    """bf16 autocast where the config's precision is bf16 on this device; a no-op in fp32."""
+    if config.precision_on(device.type) != "bf16":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def memory_budget(config: S2SConfig, device: torch.device) -> int:
+    """Bytes one image may use: `memory_mb`, else the free GPU memory or the available RAM."""
+    if config.memory_mb:
+        return config.memory_mb * MB
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return psutil.virtual_memory().available
 
 
 def to_batch(image: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -79,28 +89,33 @@ def train(
     height: int,
     width: int,
     config: S2SConfig,
+    plan: Plan,
     on_step: StepCallback | None = None,
     checkpoints: Collection[int] = (),
     on_checkpoint: Callable[[int], None] | None = None,
 ) -> list[tuple[int, float]]:
-    """Train `net` on the padded image `noisy` (1, C, H', W'); losses see only the top-left
-    height x width region, i.e. the real image, not its reflected padding.
+    """Train `net` on the padded image `noisy` (1, C, H', W'): on the whole image (the paper),
+    or on `plan.batch` random crops of side `plan.crop` per step. Losses see only the real
+    height x width image, not its reflected padding.
     `on_checkpoint(step)` runs after each step listed in `checkpoints`."""
     device = noisy.device
     iqa_model = load_iqa_model(config.iqa_weights, str(device)) if config.lambda_iqa > 0 else None
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.9, 0.999), fused=device.type == "cuda")
     forward = torch.compile(net) if config.compile else net
     generator = make_generator(device, config.seed, TRAIN_STREAM)
+    crops = CropSampler(noisy, height, width, plan.crop, plan.batch, config.seed) if plan.crop else None
+    valid_h, valid_w = crops.valid if crops else (height, width)
     if config.channels_last:
         noisy = noisy.contiguous(memory_format=torch.channels_last)
-    image = noisy[..., :height, :width]
     losses = []
     net.train()
     for step in range(1, config.steps + 1):
-        mask = bernoulli_mask(noisy.shape[1:], config.p, [generator], device)
+        batch = crops.sample() if crops else noisy  # (B, C, h, w)
+        generators = [generator] * batch.shape[0]  # one stream, a fresh mask and dropout per crop
+        mask = bernoulli_mask(batch.shape[1:], config.p, generators, device)
         with autocast(config, device):
-            output = forward(noisy, mask, [generator])[..., :height, :width].float()
-        loss = masked_l1_loss(output, image, mask[..., :height, :width])
+            output = forward(batch, mask, generators)[..., :valid_h, :valid_w].float()
+        loss = masked_l1_loss(output, batch[..., :valid_h, :valid_w], mask[..., :valid_h, :valid_w])
         if iqa_model is not None:
             loss = loss + config.lambda_iqa * iqa_loss(iqa_model, output)
         optimizer.zero_grad(set_to_none=True)
@@ -115,33 +130,14 @@ def train(
     return losses
 
 
-def passes_per_batch(config: S2SConfig, padded_pixels: int, device: torch.device) -> int:
-    """How many inference passes fit the activation memory budget at once.
-
-    The automatic budget is half the free GPU memory on CUDA, and one pass at a time on
-    CPU, where larger batches measured slower (their activations fall out of cache).
-    """
-    budget_bytes = config.inference_memory_mb * 2**20
-    if budget_bytes == 0 and device.type == "cuda":
-        budget_bytes = torch.cuda.mem_get_info(device)[0] // 2
-    return max(1, min(config.passes, budget_bytes // (padded_pixels * PASS_BYTES_PER_PIXEL)))
-
-
 @torch.inference_mode()
-def infer(
-    net: S2SPlusNet,
-    noisy: torch.Tensor,
-    config: S2SConfig,
-    batch_size: int | None = None,
-    on_pass: PassCallback | None = None,
-) -> torch.Tensor:
-    """Mean of `passes` dropout passes over the padded image (1, C, H', W'), clamped to [0, 1].
+def ensemble(net: S2SPlusNet, noisy: torch.Tensor, config: S2SConfig, batch_size: int, on_batch: Callable[[int], None]) -> torch.Tensor:
+    """Mean of `passes` dropout passes over one padded piece (1, C, h, w), as (C, h, w) float32.
 
     Pass i draws its mask and dropout from its own generator seeded (seed, i), and the
     passes are summed in float64 in pass order: any batch size gives the sequential result.
     """
     device = noisy.device
-    batch_size = batch_size or passes_per_batch(config, noisy.shape[-2] * noisy.shape[-1], device)
     total = torch.zeros(noisy.shape[1:], dtype=torch.float64, device=device)
     for start in range(0, config.passes, batch_size):
         count = min(batch_size, config.passes - start)
@@ -154,9 +150,41 @@ def infer(
             outputs = net(batch, masks, generators).double()
         for output in outputs:
             total += output
+        on_batch(count)
+    return (total / config.passes).float()
+
+
+@torch.inference_mode()
+def infer(
+    net: S2SPlusNet,
+    noisy: torch.Tensor,
+    config: S2SConfig,
+    tile: int = 0,
+    batch_size: int | None = None,
+    on_pass: PassCallback | None = None,
+) -> torch.Tensor:
+    """The denoised padded image (1, C, H', W') in [0, 1]: the dropout ensemble, over the whole
+    image (tile 0) or tile by tile with smooth blending (model/tiles.py)."""
+    device = noisy.device
+    pieces = tiles(noisy.shape[-2], noisy.shape[-1], tile)
+    piece_pixels = pieces[0][2].numel()
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
+    batch_size = batch_size or passes_per_batch(config, piece_pixels, device.type, free)
+    total = torch.zeros(noisy.shape[1:], device=device)
+    weight_sum = torch.zeros(noisy.shape[-2:], device=device)
+    done = 0
+
+    def count_passes(count: int) -> None:
+        nonlocal done
+        done += count
         if on_pass:
-            on_pass(start + count, config.passes)
-    return (total / config.passes).clamp(0.0, 1.0)[None].float()
+            on_pass(done, config.passes * len(pieces))
+
+    for rows, columns, weights in pieces:
+        weights = weights.to(device)
+        total[:, rows, columns] += weights * ensemble(net, noisy[..., rows, columns], config, batch_size, count_passes)
+        weight_sum[rows, columns] += weights
+    return (total / weight_sum).clamp(0.0, 1.0)[None]
 
 
 def prepare(noisy: np.ndarray, config: S2SConfig) -> tuple[S2SPlusNet, torch.Tensor]:
@@ -178,19 +206,22 @@ def denoise(
     on_step: StepCallback | None = None,
     on_pass: PassCallback | None = None,
 ) -> DenoiseResult:
-    """Train a fresh Self2Self+ network on `noisy` (H, W, C) in [0, 1] and return its denoised estimate."""
+    """Train a fresh Self2Self+ network on `noisy` (H, W, C) in [0, 1] and return its denoised estimate.
+    Raises DoesNotFit (before training) when the image cannot fit the memory budget in any plan."""
     height, width, _ = noisy.shape
     net, padded = prepare(noisy, config)
+    plan = fit_memory(height, width, config, memory_budget(config, padded.device), padded.device.type)
     started = time.perf_counter()
-    losses = train(net, padded, height, width, config, on_step)
+    losses = train(net, padded, height, width, config, plan, on_step)
     trained = time.perf_counter()
-    denoised = to_image(infer(net, padded, config, on_pass=on_pass), height, width)
+    denoised = to_image(infer(net, padded, config, plan.tile, on_pass=on_pass), height, width)
     return DenoiseResult(
         denoised=denoised,
         losses=losses,
         train_seconds=trained - started,
         inference_seconds=time.perf_counter() - trained,
         device=str(padded.device),
+        plan=plan,
     )
 
 
@@ -199,10 +230,11 @@ def denoise_at_steps(noisy: np.ndarray, config: S2SConfig, steps: list[int], pas
     the PSNR-vs-steps curve of one training, used as the fidelity axis of the sweep."""
     height, width, _ = noisy.shape
     net, padded = prepare(noisy, config)
+    plan = fit_memory(height, width, config, memory_budget(config, padded.device), padded.device.type)
     estimates = []
 
     def estimate(step: int) -> None:
-        estimates.append(to_image(infer(net, padded, config.replace(passes=passes)), height, width))
+        estimates.append(to_image(infer(net, padded, config.replace(passes=passes), plan.tile), height, width))
 
-    train(net, padded, height, width, config.replace(steps=max(steps)), checkpoints=set(steps), on_checkpoint=estimate)
+    train(net, padded, height, width, config.replace(steps=max(steps)), plan, checkpoints=set(steps), on_checkpoint=estimate)
     return estimates

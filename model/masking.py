@@ -3,9 +3,9 @@
 import numpy as np
 import torch
 
-# Separate seed streams so that model init, training and each inference pass never
-# share random numbers, whatever the step and pass counts are.
-INIT_STREAM, TRAIN_STREAM, INFERENCE_STREAM = 0, 1, 2
+# Separate seed streams so that model init, training, each inference pass and the
+# positions of training crops never share random numbers, whatever the counts are.
+INIT_STREAM, TRAIN_STREAM, INFERENCE_STREAM, CROP_STREAM = 0, 1, 2, 3
 
 
 def make_generator(device: torch.device, seed: int, *stream: int) -> torch.Generator:

@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                 train_bar.set_postfix(loss=f"{loss:.5f}")
 
             def on_pass(done: int, passes: int) -> None:
+                infer_bar.total = passes  # passes x tiles on large images
                 infer_bar.update(done - infer_bar.n)
 
             result = denoise(noisy, config, on_step, on_pass)
@@ -73,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    print(f"wrote {args.output} ({time.perf_counter() - started:.1f} s on {result.device})")
+    plan = result.plan
+    pieces = f"crops {plan.crop}x{plan.crop} x{plan.batch}, tiles {plan.tile}" if plan.crop else "whole image"
+    print(f"wrote {args.output} ({time.perf_counter() - started:.1f} s on {result.device}; {pieces}; predicted peak {plan.peak_bytes / 2**20:,.0f} MB)")
     if clean is not None:
         print(f"noisy   PSNR {calculate_psnr(noisy, clean):6.2f} dB  SSIM {calculate_ssim(noisy, clean):.4f}")
         print(f"S2S+    PSNR {calculate_psnr(result.denoised, clean):6.2f} dB  SSIM {calculate_ssim(result.denoised, clean):.4f}")
