@@ -51,6 +51,7 @@ class S2SConfig:
             "passes": (is_integer(self.passes) and self.passes >= 1, "an integer >= 1"),
             "lr": (is_number(self.lr) and self.lr > 0.0, "a number > 0"),
             "seed": (is_integer(self.seed) and self.seed >= 0, "an integer >= 0"),
+            "device": (isinstance(self.device, str) and (self.device in ("auto", "cpu", "cuda") or self.device.removeprefix("cuda:").isdigit()), "auto, cpu, cuda or cuda:N"),
             "precision": (self.precision in ("auto", "fp32", "bf16"), "one of auto, fp32, bf16"),
             "channels_last": (isinstance(self.channels_last, bool), "true or false"),
             "compile": (isinstance(self.compile, bool), "true or false"),

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from s2s_sweep.images import read_image
+from s2s_sweep.images import read_image, read_image_size
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 CBSD68_SIGMAS = (15, 25, 50)
@@ -57,6 +57,7 @@ class Dataset:
     ids: tuple[str, ...]
     loader: Callable[[str], Pair]
     has_clean: bool
+    sizer: Callable[[str], tuple[int, int]]  # (height, width) without decoding the pixels
 
     @property
     def key(self) -> str:
@@ -66,6 +67,11 @@ class Dataset:
             return self.name
         path = Path(self.name.removeprefix("folder:")).resolve()
         return f"folder-{path.name}-{hashlib.sha256(str(path).encode()).hexdigest()[:6]}"
+
+    def size(self, image_id: str) -> tuple[int, int]:
+        """(height, width) from the file header, for planning memory and order; (0, 0) when unreadable
+        (its load then fails with the reason)."""
+        return self.sizer(image_id)
 
     def load(self, image_id: str) -> Pair:
         """(noisy, clean_or_None) of one image; errors name the file and the problem."""
@@ -93,7 +99,7 @@ class Dataset:
             if limit < 1:
                 raise DatasetError(f"limit: expected an integer >= 1, got {limit}")
             ids = ids[:limit]
-        return Dataset(self.name, ids, self.loader, self.has_clean)
+        return Dataset(self.name, ids, self.loader, self.has_clean, self.sizer)
 
 
 def resolve_data_root(data_root: str | Path | None = None) -> Path:
@@ -154,7 +160,7 @@ def folder_dataset(name: str, noisy_dir: Path, clean_dir: Path | None, noisy_suf
     def load(image_id: str) -> Pair:
         return read_image(noisy[image_id]), read_image(clean[image_id]) if clean_dir else None
 
-    return Dataset(name, tuple(noisy), load, has_clean=clean_dir is not None)
+    return Dataset(name, tuple(noisy), load, has_clean=clean_dir is not None, sizer=lambda image_id: read_image_size(noisy[image_id]))
 
 
 def sidd_dataset(name: str, folder: Path) -> Dataset:
@@ -181,7 +187,7 @@ def sidd_dataset(name: str, folder: Path) -> Dataset:
         noisy = noisy_blocks()[i, b].astype(np.float32) / 255.0
         return noisy, clean_blocks()[i, b].astype(np.float32) / 255.0 if clean_blocks else None
 
-    return Dataset(name, ids, load, has_clean=clean_key is not None)
+    return Dataset(name, ids, load, has_clean=clean_key is not None, sizer=lambda image_id: noisy_blocks().shape[2:4])
 
 
 def read_sidd_mat(path: Path, key: str) -> np.ndarray:
@@ -220,4 +226,4 @@ def demo_dataset() -> Dataset:
         clean = image[top : top + DEMO_SIDE, left : left + DEMO_SIDE, :3].astype(np.float32) / 255.0
         return add_gaussian_noise(clean, DEMO_SIGMA, DEMO_SEED + DEMO_SOURCES.index(image_id)), clean
 
-    return Dataset("demo", DEMO_SOURCES, load, has_clean=True)
+    return Dataset("demo", DEMO_SOURCES, load, has_clean=True, sizer=lambda image_id: (DEMO_SIDE, DEMO_SIDE))

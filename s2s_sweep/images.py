@@ -11,6 +11,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
+
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our errors name the file; OpenCV's own lines only add noise
+Image.MAX_IMAGE_PIXELS = None  # Pillow only reads headers here; memory is planned by model/memory.py
 
 READABLE_DEPTHS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
@@ -42,6 +46,16 @@ def read_image(path: str | Path) -> np.ndarray:
     elif raw.shape[2] != 1:
         raise ImageError(f"{path}: {channels} channels; expected grayscale or RGB")
     return (raw.astype(np.float32) / scale).copy()
+
+
+def read_image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) read from the file header without decoding the pixels; (0, 0) when unreadable."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return 0, 0
+    return height, width
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

@@ -4,7 +4,8 @@
 
 Rows are written by the driver in parts (a new file every `flush_seconds` and at the end),
 each file complete or absent, so a crash loses at most the unflushed rows, which a resumed
-run recomputes. Read with pandas or DuckDB:
+run recomputes. A rerun of failed images (`--retry-failed`) supersedes their rows and then
+compacts the parts into one, so there is one row per image. Read with pandas or DuckDB:
 
     pandas.read_parquet("OUT/demo/RUN_ID/results")
     duckdb.sql("SELECT * FROM read_parquet('OUT/*/*/results/**/*.parquet', hive_partitioning = true)")
@@ -16,6 +17,7 @@ import uuid
 
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from s2s_sweep.store import OutputStore
@@ -41,6 +43,11 @@ SCHEMA = pa.schema(
         ("train_seconds", pa.float64()),
         ("inference_seconds", pa.float64()),
         ("device", pa.string()),  # e.g. "cuda:0", "cpu"
+        ("precision", pa.string()),  # the arithmetic actually used: "fp32" or "bf16"
+        ("crop", pa.int64()),  # side of the training crops; 0 = the whole image (the paper)
+        ("crop_batch", pa.int64()),  # crops per training step
+        ("tile", pa.int64()),  # side of the inference tiles; 0 = the whole image
+        ("memory_mb", pa.float64()),  # predicted peak memory of the image (model/memory.py)
         ("node", pa.string()),  # IP address of the Ray node that ran it
         ("node_id", pa.string()),  # Ray's node id (several nodes may share an address)
         ("output", pa.string()),  # path of the denoised PNG, relative to the run folder
@@ -86,10 +93,23 @@ class ResultsTable:
 
 
 def read_results(store: OutputStore, dataset: str, run_id: str) -> pa.Table:
-    """Every row recorded for a run, with its `dataset` partition column (empty when none yet)."""
+    """The run's rows, the latest one per image, with the `dataset` partition column (empty when none yet)."""
     schema = SCHEMA.append(pa.field("dataset", pa.string()))
     folder = results_dir(dataset, run_id)
     if not store.exists(folder):
         return schema.empty_table()
     partitioning = pads.partitioning(pa.schema([("dataset", pa.string())]), flavor="hive")
-    return pads.dataset(store.path(folder), filesystem=store.fs, schema=schema, partitioning=partitioning).to_table()
+    table = pads.dataset(store.path(folder), filesystem=store.fs, schema=schema, partitioning=partitioning).to_table()
+    table = table.sort_by([("finished_at", "ascending")])
+    latest = {image_id: index for index, image_id in enumerate(table["image_id"].to_pylist())}  # later rows win
+    return table.take(sorted(latest.values()))
+
+
+def compact_results(store: OutputStore, dataset: str, run_id: str) -> None:
+    """Rewrite the run's parts as one file of one row per image (after failed images were rerun)."""
+    table = read_results(store, dataset, run_id).drop_columns("dataset")
+    partition = f"{results_dir(dataset, run_id)}/dataset={dataset}"
+    old = [info.path for info in store.fs.get_file_info(pafs.FileSelector(store.path(partition))) if info.path.endswith(".parquet")]
+    store.write_bytes(f"{partition}/part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet", parquet_bytes(table.cast(SCHEMA)))
+    for path in old:
+        store.fs.delete_file(path)

@@ -6,33 +6,38 @@
 
 With no flags a dataset runs with its paper configuration (search_spaces/<family>.yaml).
 Outputs: OUT/DATASET/RUN_ID/{images/*.png, config.yaml, run.json, results/dataset=DATASET/*.parquet};
-MLflow: experiment s2s-sweep/DATASET. Exit status: 0 all images ok, 1 some failed, 2 bad input.
+MLflow: experiment s2s-sweep/DATASET.
 """
 
 import argparse
 import sys
+import traceback
 
 import yaml
 
 from model.config import S2SConfig
-from model.losses import IQAWeightsMissing, ensure_iqa_weights
-from s2s_sweep.configs import load_space, resolve_run_config, space_file_for
+from model.losses import ensure_iqa_weights
+from s2s_sweep.configs import ConfigError, load_space, resolve_run_config, space_file_for
 from s2s_sweep.datasets import open_dataset
+from s2s_sweep.errors import (
+    EXIT_BAD_INPUT, EXIT_BUG, EXIT_IMAGES_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUSES, EXIT_STORE_LOST, EXIT_TERMINATED,
+    USER_ERRORS, StoreLost, Terminated, raise_on_sigterm,
+)  # fmt: skip
 from s2s_sweep.runner import RunOptions, run_dataset
 from s2s_sweep.store import OutputStore
-from s2s_sweep.sweep import SweepOptions, run_sweep
-from s2s_sweep.tracking import TrackingError
+from s2s_sweep.sweep import NoTrialFinished, SweepOptions, run_sweep
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m s2s_sweep.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m s2s_sweep.run", description=__doc__, epilog=EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", help="cbsd68-15|25|50, sidd, sidd-benchmark, polyu, demo, or folder:PATH")
     parser.add_argument("--config", default="paper", help="paper (default), best (saved by a sweep) or FILE.yaml")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override settings, e.g. --set p=0.5 steps=2000")
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument("--images", help="only these image ids, comma-separated")
     parser.add_argument("--out", default="outputs", help="output folder or filesystem URI (default %(default)s)")
-    parser.add_argument("--resume", metavar="RUN_ID", help="continue this run: images already recorded are skipped")
+    parser.add_argument("--resume", metavar="RUN_ID", help="continue this run: images already recorded are skipped, and MLflow catches up")
+    parser.add_argument("--retry-failed", action="store_true", help="with --resume: also rerun the failed images, replacing their rows")
     parser.add_argument("--cpus-per-image", type=float, default=1.0, help="CPUs (and torch threads) per task")
     parser.add_argument("--gpus-per-image", type=float, help="GPUs per task, fractions pack runs on a GPU (default: 1 when the cluster has GPUs, else 0)")
     parser.add_argument("--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite under --out)")
@@ -52,41 +57,62 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    raise_on_sigterm()
     try:
-        dataset = open_dataset(args.dataset, args.data_root, args.clean_dir)
-        dataset = dataset.select(args.limit, args.images.split(",") if args.images else None)
-        store = OutputStore(args.out)
-        best = f"{dataset.key}/best_config.yaml"
-        saved = store.read_text(f"{dataset.key}/{args.resume}/config.yaml") if args.resume else None
-        if saved and args.config == "paper" and not args.set:  # resuming: the run's own settings
-            values = {k: v for k, v in yaml.safe_load(saved).items() if k not in ("device", "iqa_weights")}
-        else:
-            values = resolve_run_config(args.dataset, args.config, args.set, (store.path(best), store.read_text(best) if args.config == "best" else None))
-        config = S2SConfig(**values, device=args.device, iqa_weights=args.iqa_weights)
-        if config.lambda_iqa > 0 and not (args.sweep or args.sweep_only):  # a sweep checks its own space
-            ensure_iqa_weights(config.iqa_weights)  # on the driver: a clear error before any task starts
-        source = args.config
-        if args.sweep or args.sweep_only:
-            space = load_space(args.space or space_file_for(args.dataset))
-            sweep_options = SweepOptions(
-                out=args.out, sweep_id=args.resume, resume=bool(args.resume), trials=args.trials, mlflow_uri=args.mlflow_uri,
-                address=args.address, seed=config.seed,
-            )  # fmt: skip
-            best = run_sweep(dataset, space, config, sweep_options)
-            if args.sweep_only:
-                return 0
-            config, source = config.replace(**best), f"sweep {sweep_options.sweep_id}"
-        options = RunOptions(
-            out=args.out, run_id=None if args.sweep else args.resume, resume=bool(args.resume) and not args.sweep,
-            cpus_per_image=args.cpus_per_image, gpus_per_image=args.gpus_per_image, mlflow_uri=args.mlflow_uri,
-            address=args.address, flush_seconds=args.flush_seconds, extra_params={"config_source": source},
-        )  # fmt: skip
-        table = run_dataset(dataset, config, options)
-    except (ValueError, OSError, ConnectionError, TrackingError, IQAWeightsMissing, RuntimeError) as error:
+        return run(args)
+    except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    failed = table.num_rows - sum(status == "ok" for status in table.column("status").to_pylist())
-    return 1 if failed else 0
+        return EXIT_BAD_INPUT
+    except (StoreLost, NoTrialFinished) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_STORE_LOST if isinstance(error, StoreLost) else EXIT_IMAGES_FAILED
+    except KeyboardInterrupt:
+        print("interrupted: finished images are recorded; continue with --resume RUN_ID", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print("terminated: finished images are recorded; continue with --resume RUN_ID", file=sys.stderr)
+        return EXIT_TERMINATED
+    except Exception:
+        traceback.print_exc()
+        print("internal error: please report it with the traceback above", file=sys.stderr)
+        return EXIT_BUG
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.retry_failed and not args.resume:
+        raise ConfigError("--retry-failed: expected with --resume RUN_ID (the run whose failed images to rerun)")
+    dataset = open_dataset(args.dataset, args.data_root, args.clean_dir)
+    dataset = dataset.select(args.limit, args.images.split(",") if args.images else None)
+    store = OutputStore(args.out)
+    best = f"{dataset.key}/best_config.yaml"
+    saved = store.read_text(f"{dataset.key}/{args.resume}/config.yaml") if args.resume else None
+    if saved and args.config == "paper" and not args.set:  # resuming: the run's own settings
+        values = {k: v for k, v in yaml.safe_load(saved).items() if k not in ("device", "iqa_weights")}
+    else:
+        values = resolve_run_config(args.dataset, args.config, args.set, (store.path(best), store.read_text(best) if args.config == "best" else None))
+    try:
+        config = S2SConfig(**values, device=args.device, iqa_weights=args.iqa_weights)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if config.lambda_iqa > 0 and not (args.sweep or args.sweep_only):  # a sweep checks its own space
+        ensure_iqa_weights(config.iqa_weights)  # on the driver: a clear error before any task starts
+    source = args.config
+    if args.sweep or args.sweep_only:
+        space = load_space(args.space or space_file_for(args.dataset))
+        sweep_options = SweepOptions(
+            out=args.out, sweep_id=args.resume, resume=bool(args.resume), trials=args.trials, mlflow_uri=args.mlflow_uri,
+            address=args.address, seed=config.seed,
+        )  # fmt: skip
+        sweep = run_sweep(dataset, space, config, sweep_options)
+        if args.sweep_only:
+            return EXIT_OK
+        config, source = config.replace(**sweep.best), f"sweep {sweep.sweep_id}"
+    options = RunOptions(
+        out=args.out, run_id=None if args.sweep else args.resume, resume=bool(args.resume) and not args.sweep,
+        retry_failed=args.retry_failed, cpus_per_image=args.cpus_per_image, gpus_per_image=args.gpus_per_image,
+        mlflow_uri=args.mlflow_uri, address=args.address, flush_seconds=args.flush_seconds, extra_params={"config_source": source},
+    )  # fmt: skip
+    return run_dataset(dataset, config, options).exit_status
 
 
 if __name__ == "__main__":

@@ -1,25 +1,34 @@
 """Denoise a whole dataset on Ray: one task per image, the driver records.
 
-    table = run_dataset(open_dataset("demo"), S2SConfig(steps=150, passes=30, lambda_iqa=0.0), RunOptions(out="outputs"))
+    outcome = run_dataset(open_dataset("demo"), S2SConfig(steps=150, passes=30, lambda_iqa=0.0), RunOptions(out="outputs"))
 
 Workers compute: each task trains a fresh Self2Self+ network on one image and returns the
-denoised image with its metrics. The driver loads images, submits tasks with a bounded
-number in flight, collects results as they finish (ray.wait) and is the only writer of
-PNGs, Parquet rows and MLflow records, so a multi-node cluster needs no shared disk.
+denoised image with its metrics. The driver loads each image just before submitting it,
+hands it to the task through Ray's object store (keeping no copy), collects results as
+they finish and is the only writer of PNGs, Parquet rows and MLflow records, so a
+multi-node cluster needs no shared disk.
 
-Faults: a task whose worker or node dies is retried by Ray (`max_retries`); an error in
-the image itself (corrupt file, too small) is not retried: it becomes a `failed` row and
-the rest goes on. Resume: a run id that already has rows skips those images, so after
-any crash every image ends up in the table exactly once.
+Elastic: the number of images in flight (twice the cluster's slots) is re-read from the
+live cluster every second, so a node that joins gets work at once and one that leaves
+only shrinks it; the rest of the dataset is announced to Ray's autoscaler
+(`request_resources`), so an autoscaling cluster grows to what the dataset needs.
+Memory: every image is planned from its size (file header, no decoding; model/memory.py),
+its task asks Ray for that much memory, images go largest first, and an image that cannot
+fit any node becomes a failed row before it starts.
+
+Faults: a task whose worker or node dies is retried by Ray (`max_retries`; a task killed by
+Ray's memory monitor `OOM_RETRIES` times); an error in the image itself (corrupt file, too
+small) is not retried: it becomes a `failed` row and the rest goes on. Resume: a run id
+that already has rows skips those images (`retry_failed` reruns the failed ones), so after
+any crash every image ends up in the table exactly once. MLflow is a view of the Parquet
+record: an outage is warned once and caught up by a resume (see tracking.py).
 """
 
 import hashlib
 import json
-import os
-import secrets
-import socket
 import sys
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,18 +39,23 @@ import pyarrow.compute as pc
 import ray
 import torch
 import yaml
+from ray.autoscaler.sdk import request_resources
 
 from model.config import S2SConfig
 from model.denoiser import denoise
+from model.memory import MB, DoesNotFit, Plan, fit_memory
+from s2s_sweep.configs import ConfigError
 from s2s_sweep.datasets import Dataset
+from s2s_sweep.errors import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_TRACKING_BEHIND, StoreLost, Terminated
 from s2s_sweep.images import encode_png, to_uint8
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
-from s2s_sweep.results import SCHEMA, ResultsTable, parquet_bytes, read_results
-from s2s_sweep.store import OutputStore
-from s2s_sweep.tracking import RunTracker, check_reachable, contact_sheet, resolve_tracking_uri
+from s2s_sweep.results import SCHEMA, ResultsTable, compact_results, parquet_bytes, read_results
+from s2s_sweep.session import OOM_RETRIES, Session, connect_ray, open_session, write_record
+from s2s_sweep.tracking import RunTracker, contact_sheet, running_metrics, sheet_crop
 
 SOURCE_DIRS = ("model", "s2s_sweep")
 SHEET_IMAGES = 4
+MAX_DEMAND = 1000  # bundles announced to the autoscaler at once (it caps at its max workers anyway)
 
 
 @dataclass
@@ -49,6 +63,7 @@ class RunOptions:
     out: str = "outputs"  # local folder or filesystem URI
     run_id: str | None = None  # None: a new run with a fresh id; else that run, continued if it exists
     resume: bool = False  # the run must exist already (the CLI's --resume)
+    retry_failed: bool = False  # also rerun the images recorded as failed, replacing their rows
     cpus_per_image: float = 1.0
     gpus_per_image: float | None = None  # None: 1 when the cluster has GPUs, else 0
     address: str | None = None  # Ray address; None: $RAY_ADDRESS, else a local Ray
@@ -79,12 +94,25 @@ def config_hash(config: S2SConfig) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def new_run_id() -> str:
-    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+@dataclass
+class RunOutcome:
+    run_id: str
+    table: pa.Table  # every row of the run, earlier sessions included, one per image
+    tracking_behind: str | None  # why MLflow missed records this session; None when it is up to date
+
+    @property
+    def failed(self) -> int:
+        return self.table.num_rows - pc.sum(pc.equal(self.table["status"], "ok")).as_py() if self.table.num_rows else 0
+
+    @property
+    def exit_status(self) -> int:
+        if self.tracking_behind:
+            return EXIT_TRACKING_BEHIND
+        return EXIT_IMAGES_FAILED if self.failed else EXIT_OK
 
 
 def denoise_image(image_id: str, noisy: np.ndarray, clean: np.ndarray | None, config: S2SConfig, cpus: float) -> dict:
-    """The work of one Ray task: train, denoise, score. Plain function, so it also runs without Ray."""
+    """The work of one Ray task: train, denoise, score the input and the output. Plain function, so it also runs without Ray."""
     torch.set_num_threads(max(1, int(cpus)))
     result = denoise(noisy, config)
     scored = clean is not None
@@ -93,47 +121,61 @@ def denoise_image(image_id: str, noisy: np.ndarray, clean: np.ndarray | None, co
         "denoised": to_uint8(result.denoised),
         "psnr": calculate_psnr(result.denoised, clean) if scored else None,
         "ssim": calculate_ssim(result.denoised, clean) if scored else None,
+        "noisy_psnr": calculate_psnr(noisy, clean) if scored else None,
+        "noisy_ssim": calculate_ssim(noisy, clean) if scored else None,
         "train_seconds": result.train_seconds,
         "inference_seconds": result.inference_seconds,
         "device": result.device,
+        "precision": config.precision_on(torch.device(result.device).type),
+        "crop": result.plan.crop,
+        "crop_batch": result.plan.batch,
+        "tile": result.plan.tile,
+        "memory_mb": result.plan.peak_bytes / MB,
         "node": ray.util.get_node_ip_address() if ray.is_initialized() else "local",
         "node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local",
     }
 
 
 class Progress:
-    """Images done / total, failures, mean PSNR so far and ETA, one line per finished image."""
+    """Images done / total, failures, mean PSNR so far and an ETA weighted by pixel count, one line per image."""
 
-    def __init__(self, total: int, already_done: int):
-        self.total, self.done, self.failed = total, already_done, 0
-        self.started_done = already_done
+    def __init__(self, total: int, earlier: pa.Table, pixels_left: int):
+        """`earlier`: the rows kept from earlier sessions of the run, which the running means include."""
+        self.total, self.done = total, earlier.num_rows
+        self.failed = earlier.num_rows - pc.sum(pc.equal(earlier["status"], "ok")).as_py() if earlier.num_rows else 0
+        self.pixels_left, self.pixels_computed, self.computed = pixels_left, 0, 0
         self.started = time.monotonic()
-        self.psnrs: list[float] = []
-        self.ssims: list[float] = []
+        self.psnrs: list[float] = [v for v in earlier.column("psnr").to_pylist() if v is not None]
+        self.ssims: list[float] = [v for v in earlier.column("ssim").to_pylist() if v is not None]
 
-    def update(self, row: dict) -> None:
+    def update(self, row: dict, pixels: int) -> None:
         self.done += 1
-        self.failed += row["status"] == "failed"
+        self.pixels_left -= pixels
+        if row["status"] == "ok":  # failed rows cost no compute: they count as done, not into the rate
+            self.computed += 1
+            self.pixels_computed += pixels
+        else:
+            self.failed += 1
         if row["psnr"] is not None:
             self.psnrs.append(row["psnr"])
             self.ssims.append(row["ssim"])
         elapsed = time.monotonic() - self.started
-        rate = (self.done - self.started_done) / elapsed  # images per second in this session
-        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        pixel_rate = self.pixels_computed / elapsed
+        eta = self.pixels_left / pixel_rate if pixel_rate > 0 else float("inf")
         detail = f"PSNR {row['psnr']:.2f}" if row["psnr"] is not None else row["status"]
         print(
             f"[{self.done}/{self.total}] {row['image_id']}: {detail} | failed {self.failed}"
-            f" | mean PSNR {self.mean_psnr:.2f} | {3600 * rate:.1f} img/h | ETA {format_seconds(eta)}",
+            f" | mean PSNR {self.mean_psnr:.2f} | {3600 * self.computed / elapsed:.1f} img/h | ETA {format_seconds(eta)}",
             flush=True,
         )
 
     @property
-    def mean_psnr(self) -> float:
-        return float(np.mean(self.psnrs)) if self.psnrs else float("nan")
+    def running(self) -> dict[str, float]:
+        return running_metrics(self.psnrs, self.ssims, self.done, self.failed)
 
     @property
-    def mean_ssim(self) -> float:
-        return float(np.mean(self.ssims)) if self.ssims else float("nan")
+    def mean_psnr(self) -> float:
+        return self.running["mean_psnr"]
 
 
 def format_seconds(seconds: float) -> str:
@@ -148,19 +190,29 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[-1] if text else ''}"[:500]
 
 
-class DatasetRun:
-    """The driver's side of one run: writes outputs and records as results arrive."""
+@dataclass
+class InFlight:
+    image_id: str
+    pixels: int
+    sheet: tuple | None  # centre crops of noisy and clean for the contact sheet (first images only)
 
-    def __init__(self, dataset: Dataset, config: S2SConfig, options: RunOptions, store: OutputStore, tracker: RunTracker):
-        self.config, self.options, self.store, self.tracker = config, options, store, tracker
-        self.run_id = options.run_id
-        self.folder = f"{dataset.key}/{self.run_id}"
-        self.table = ResultsTable(store, dataset.key, self.run_id, options.flush_seconds)
+
+class DatasetRun:
+    """The driver's side of one run: plans, submits, collects and records images as they finish."""
+
+    def __init__(self, dataset: Dataset, config: S2SConfig, options: RunOptions, session: Session, tracker: RunTracker, gpus_per_image: float):
+        self.dataset, self.config, self.options, self.session, self.tracker = dataset, config, options, session, tracker
+        self.store, self.run_id, self.folder = session.store, session.id, session.folder
+        self.gpus_per_image = gpus_per_image
+        self.device_type = "cuda" if gpus_per_image else "cpu"
+        self.table = ResultsTable(self.store, dataset.key, self.run_id, options.flush_seconds)
         self.version, self.hash = code_version(), config_hash(config)
         self.sheet: list[tuple] = []
         self.compute_seconds = 0.0
+        self.task = ray.remote(denoise_image)
+        self.task_options = {"num_cpus": options.cpus_per_image, "num_gpus": gpus_per_image, "max_retries": options.max_retries, "retry_exceptions": False}
 
-    def row(self, image_id: str, noisy: np.ndarray | None, clean: np.ndarray | None, result: dict | None, error: str | None) -> dict:
+    def row(self, image_id: str, result: dict | None, error: str | None) -> dict:
         """Write the PNG (for a result) and record the row."""
         row = dict.fromkeys(SCHEMA.names)
         row.update(
@@ -168,151 +220,175 @@ class DatasetRun:
             p=self.config.p, steps=self.config.steps, lambda_iqa=self.config.lambda_iqa, passes=self.config.passes,
             seed=self.config.seed, code_version=self.version, config_hash=self.hash, finished_at=datetime.now(timezone.utc),
         )  # fmt: skip
-        if noisy is not None:
-            row.update(height=noisy.shape[0], width=noisy.shape[1], channels=noisy.shape[2])
-        if noisy is not None and clean is not None:
-            row.update(noisy_psnr=calculate_psnr(noisy, clean), noisy_ssim=calculate_ssim(noisy, clean))
-        if result is not None:
-            output = f"images/{image_id}.png"
-            self.store.write_bytes(f"{self.folder}/{output}", encode_png(result["denoised"]))
-            row.update({k: result[k] for k in ("psnr", "ssim", "train_seconds", "inference_seconds", "device", "node", "node_id")}, output=output)
-            self.compute_seconds += result["train_seconds"] + result["inference_seconds"]
-            if len(self.sheet) < SHEET_IMAGES:
-                self.sheet.append((to_uint8(noisy), result["denoised"], None if clean is None else to_uint8(clean)))
-        self.table.add(row)
+        try:
+            if result is not None:
+                output = f"images/{image_id}.png"
+                self.store.write_bytes(f"{self.folder}/{output}", encode_png(result["denoised"]))
+                height, width, channels = result["denoised"].shape
+                row.update({k: v for k, v in result.items() if k in SCHEMA.names}, output=output, height=height, width=width, channels=channels)
+                self.compute_seconds += result["train_seconds"] + result["inference_seconds"]
+            self.table.add(row)
+        except OSError as failure:
+            raise StoreLost(f"--out {self.options.out}: writing {image_id} failed ({one_line(failure)}); what was written is kept, --resume {self.run_id} computes the rest") from failure
         return row
 
+    def slots(self) -> int:
+        """Images the live cluster runs at once, re-read every call (nodes join and leave)."""
+        resources = ray.cluster_resources()
+        if self.gpus_per_image:
+            return max(1, int(resources.get("GPU", 0) / self.gpus_per_image))
+        return max(1, int(resources.get("CPU", 0) / max(self.options.cpus_per_image, 1e-9)))
 
-def connect_ray(address: str | None) -> None:
-    """Connect to the cluster at `address` (or $RAY_ADDRESS), else start Ray locally; fail fast
-    when an explicit address does not answer, instead of Ray's long connection retries."""
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address and address not in ("auto", "local"):
-        host, _, port = address.split("://")[-1].rpartition(":")
+    def bundle(self, plan: Plan) -> dict:
+        bundle = {"CPU": self.options.cpus_per_image, "memory": plan.host_bytes}
+        return {**bundle, "GPU": self.gpus_per_image} if self.gpus_per_image else bundle
+
+    def execute(self, sizes: dict[str, tuple[int, int]], progress: Progress) -> None:
+        """Run every image of `sizes` ({id: (height, width)}), largest first, twice the live slots in flight.
+        On GPUs the driver plans for the largest node's RAM and each task re-plans for its GPU's free memory."""
+        budget = self.config.memory_mb * MB or max_node_memory()
+        plans: dict[str, Plan | str] = {}  # the plan, or why the image cannot fit
+        for image_id, (height, width) in sizes.items():
+            try:
+                plans[image_id] = fit_memory(height, width, self.config, budget, self.device_type, name=f"{self.dataset.name}/{image_id}")
+            except DoesNotFit as error:
+                plans[image_id] = str(error)
+        pixels = {image_id: height * width for image_id, (height, width) in sizes.items()}
+        todo = list(sizes)
+        queue = deque(sorted(todo, key=lambda i: -pixels[i]))  # longest-processing-time first
+        pending: dict[ray.ObjectRef, InFlight] = {}
+        demand = None
+        while queue or pending:
+            while queue and len(pending) < 2 * self.slots():
+                image_id = queue.popleft()
+                plan = plans[image_id]
+                if isinstance(plan, str):  # cannot fit: a failed row before it starts
+                    progress.update(self.row(image_id, None, plan), pixels[image_id])
+                    continue
+                self.submit(image_id, plan, pixels[image_id], pending, progress)
+            wanted = [self.bundle(plans[item.image_id]) for item in pending.values()]
+            wanted += [self.bundle(plans[i]) for i in list(queue)[: MAX_DEMAND - len(wanted)] if not isinstance(plans[i], str)]
+            if wanted != demand:  # the rest of the dataset, visible to the autoscaler
+                request_resources(bundles=wanted)
+                demand = wanted
+            if not pending:
+                continue
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in ready:
+                self.collect(ref, pending.pop(ref), progress)
+
+    def submit(self, image_id: str, plan: Plan, pixels: int, pending: dict, progress: Progress) -> None:
         try:
-            socket.create_connection((host, int(port)), timeout=3).close()
-        except (OSError, ValueError) as error:
-            raise ConnectionError(f"Ray address {address}: not reachable ({error}); start the cluster or fix --address / RAY_ADDRESS") from None
-    ray.init(address=address, log_to_driver=False)
+            noisy, clean = self.dataset.load(image_id)
+        except ValueError as error:  # corrupt or mismatched files: record, go on
+            progress.update(self.row(image_id, None, one_line(error)), pixels)
+            return
+        sheet = (sheet_crop(to_uint8(noisy)), None if clean is None else sheet_crop(to_uint8(clean))) if len(self.sheet) + len(pending) < SHEET_IMAGES else None
+        config = self.config.replace(crop_size=plan.crop or self.config.crop_size, crop_batch=plan.batch if plan.crop else self.config.crop_batch, tile_size=plan.tile or self.config.tile_size)
+        ref = self.task.options(**self.task_options, memory=plan.host_bytes).remote(image_id, ray.put(noisy), None if clean is None else ray.put(clean), config, self.options.cpus_per_image)
+        pending[ref] = InFlight(image_id, pixels, sheet)
+
+    def collect(self, ref: ray.ObjectRef, item: InFlight, progress: Progress) -> None:
+        try:
+            result, error = ray.get(ref), None
+        except ray.exceptions.RayTaskError as failure:  # the image's own error: not retried
+            result, error = None, one_line(failure.cause) if failure.cause else one_line(failure)
+        except ray.exceptions.OutOfMemoryError:
+            result, error = None, f"out of memory: Ray's memory monitor killed its task {OOM_RETRIES + 1} times; give it a node with more RAM or a smaller --set memory_mb="
+        except ray.exceptions.RayError as failure:  # worker/node died after all retries
+            result, error = None, one_line(failure)
+        row = self.row(item.image_id, result, error)
+        if result is not None and item.sheet is not None:
+            noisy, clean = item.sheet
+            self.sheet.append((noisy, sheet_crop(result["denoised"]), clean))
+        progress.update(row, item.pixels)
+        self.tracker.log_metrics(progress.running, step=progress.done)
 
 
-def open_outputs(out: str, mlflow_uri: str | None) -> tuple[OutputStore, str]:
-    """The output store and the MLflow tracking URI, both checked before any training."""
-    store = OutputStore(out)
-    store.check_writable()
-    uri = resolve_tracking_uri(mlflow_uri, store)
-    check_reachable(uri)
-    return store, uri
+def max_node_memory() -> int:
+    """The `memory` resource of the largest live node: what one task can be given at most."""
+    return int(max((node["Resources"].get("memory", 0) for node in ray.nodes() if node["Alive"]), default=0))
 
 
-def read_record(store: OutputStore, path: str, resume: bool, run_id: str) -> dict:
-    """The JSON record (run.json / sweep.json) of an earlier session, {} if none; --resume needs one."""
-    record = json.loads(store.read_text(path) or "{}")
-    if resume and not record:
-        raise ValueError(f"--resume {run_id}: nothing to resume, {store.path(path)} does not exist")
-    return record
-
-
-def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> pa.Table:
+def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> RunOutcome:
     """Denoise every image of `dataset` on the connected Ray cluster (started locally if none)
     and return the run's full results table (including rows of earlier sessions of the run)."""
-    store, uri = open_outputs(options.out, options.mlflow_uri)
-    options.run_id = options.run_id or new_run_id()
-    folder = f"{dataset.key}/{options.run_id}"
-    run_info = read_record(store, f"{folder}/run.json", options.resume, options.run_id)
+    session = open_session(options.out, options.mlflow_uri, lambda run_id: f"{dataset.key}/{run_id}", "run.json", options.run_id, options.resume)
+    store, run_id, folder = session.store, session.id, session.folder
     saved_config = store.read_text(f"{folder}/config.yaml")
     if saved_config is not None and config_hash(S2SConfig(**yaml.safe_load(saved_config))) != config_hash(config):
-        raise ValueError(f"run {options.run_id}: its config.yaml differs from the requested configuration; resume it without --config/--set, or start a new run")
+        raise ConfigError(f"run {run_id}: its config.yaml differs from the requested configuration; resume it without --config/--set, or start a new run")
 
-    recorded = set(read_results(store, dataset.key, options.run_id).column("image_id").to_pylist())
+    earlier = read_results(store, dataset.key, run_id)
+    keep = earlier if not options.retry_failed else earlier.filter(pc.equal(earlier["status"], "ok"))
+    recorded = set(keep.column("image_id").to_pylist())
     todo = [image_id for image_id in dataset.ids if image_id not in recorded]
-    tracker = RunTracker(uri, f"s2s-sweep/{dataset.key}", f"{Path(store.root) / 'mlartifacts'}" if store.local else None)
+    tracker = RunTracker(session.tracking_uri, f"s2s-sweep/{dataset.key}", f"{Path(store.root) / 'mlartifacts'}" if store.local else None)
     connect_ray(options.address)
     resources = ray.cluster_resources()
-    if options.gpus_per_image is None:
-        options.gpus_per_image = 1.0 if resources.get("GPU", 0) else 0.0
-    if options.gpus_per_image and not resources.get("GPU", 0):
-        raise ValueError(f"--gpus-per-image {options.gpus_per_image}: the Ray cluster has no GPUs; use --gpus-per-image 0 to run on CPUs")
+    gpus_per_image = options.gpus_per_image if options.gpus_per_image is not None else (1.0 if resources.get("GPU", 0) else 0.0)
+    if gpus_per_image and not resources.get("GPU", 0):
+        raise ConfigError(f"--gpus-per-image {gpus_per_image}: the Ray cluster has no GPUs; use --gpus-per-image 0 to run on CPUs")
     params = {
-        **asdict(config), **options.extra_params, "dataset": dataset.name, "images": len(dataset), "run_id": options.run_id,
+        **asdict(config), **options.extra_params, "dataset": dataset.name, "images": len(dataset), "run_id": run_id,
         "code_version": code_version(), "config_hash": config_hash(config), "out": options.out,
-        "cpus_per_image": options.cpus_per_image, "gpus_per_image": options.gpus_per_image,
+        "cpus_per_image": options.cpus_per_image, "gpus_per_image": gpus_per_image,
         "cluster_cpus": resources.get("CPU", 0), "cluster_gpus": resources.get("GPU", 0), "cluster_nodes": len(ray.nodes()),
     }  # fmt: skip
-    mlflow_run_id = tracker.start(options.run_id, params, resume_run_id=run_info.get("mlflow_run_id"))
+    mlflow_run_id = tracker.start(run_id, params, resume_run_id=session.record.get("mlflow_run_id"))
     store.write_bytes(f"{folder}/config.yaml", yaml.safe_dump(asdict(config), sort_keys=False).encode())
-    store.write_bytes(f"{folder}/run.json", json.dumps({"dataset": dataset.name, "run_id": options.run_id, "mlflow_run_id": mlflow_run_id, "tracking_uri": uri}).encode())
-    print(f"run {options.run_id}: {dataset.name}, {len(todo)} of {len(dataset)} images to do, outputs in {store.path(folder)}", flush=True)
+    write_record(session, "run.json", {"dataset": dataset.name, "run_id": run_id, "mlflow_run_id": mlflow_run_id})
+    print(f"run {run_id}: {dataset.name}, {len(todo)} of {len(dataset)} images to do, outputs in {store.path(folder)}", flush=True)
 
-    run = DatasetRun(dataset, config, options, store, tracker)
-    progress = Progress(len(dataset), len(recorded))
-    slots = resources.get("GPU", 0) / options.gpus_per_image if options.gpus_per_image else resources.get("CPU", 1) / max(options.cpus_per_image, 1e-9)
-    max_in_flight = max(2, int(2 * slots))
-    task = ray.remote(denoise_image).options(
-        num_cpus=options.cpus_per_image, num_gpus=options.gpus_per_image, max_retries=options.max_retries, retry_exceptions=False
-    )
-    pending: dict = {}  # ObjectRef -> (image_id, noisy, clean)
-    queue = iter(todo)
+    run = DatasetRun(dataset, config, options, session, tracker, gpus_per_image)
+    sizes = {image_id: dataset.size(image_id) for image_id in todo}  # file headers only
+    progress = Progress(len(dataset), keep, sum(height * width for height, width in sizes.values()))
     started = time.monotonic()
     try:
-        while True:
-            for image_id in queue:
-                try:
-                    noisy, clean = dataset.load(image_id)
-                except ValueError as error:  # corrupt or mismatched files: record, go on
-                    progress.update(run.row(image_id, None, None, None, one_line(error)))
-                    continue
-                pending[task.remote(image_id, noisy, clean, config, options.cpus_per_image)] = (image_id, noisy, clean)
-                if len(pending) >= max_in_flight:
-                    break
-            if not pending:
-                break
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            image_id, noisy, clean = pending.pop(ready[0])
-            try:
-                result, error = ray.get(ready[0]), None
-            except ray.exceptions.RayTaskError as failure:  # the image's own error: not retried
-                result, error = None, one_line(failure.cause) if failure.cause else one_line(failure)
-            except ray.exceptions.RayError as failure:  # worker/node died after all retries
-                result, error = None, one_line(failure)
-            progress.update(run.row(image_id, noisy, clean, result, error))
-            running = {"mean_psnr": progress.mean_psnr, "mean_ssim": progress.mean_ssim, "images_done": progress.done, "images_failed": progress.failed}
-            tracker.log_metrics(running, step=progress.done)
-    finally:
+        run.execute(sizes, progress)
         run.table.flush()
-
-    table = read_results(store, dataset.key, options.run_id)
-    finish_tracking(run, table, time.monotonic() - started, len(todo))
+    except BaseException as error:
+        if not isinstance(error, StoreLost):
+            run.table.flush()  # keep every finished image
+        tracker.finish("KILLED" if isinstance(error, (KeyboardInterrupt, Terminated)) else "FAILED")
+        raise
+    finally:
+        request_resources(bundles=[])  # withdraw the demand from the autoscaler
+    if options.retry_failed and len(recorded) < earlier.num_rows:
+        compact_results(store, dataset.key, run_id)  # one row per image again
+    table = read_results(store, dataset.key, run_id)
+    finish_tracking(run, table, time.monotonic() - started, progress.computed)
     print(f"MLflow: {tracker.ui_command()}", flush=True)
-    return table
+    if tracker.behind:
+        print(f"tracking behind: {tracker.behind}; Parquet and PNGs are complete; run --resume {run_id} when MLflow is back", file=sys.stderr, flush=True)
+    return RunOutcome(run_id, table, tracker.behind)
 
 
-def finish_tracking(run: DatasetRun, table: pa.Table, wall_seconds: float, attempted: int) -> None:
-    """Final metrics and artifacts: mean PSNR/SSIM, throughput, the table, config and a contact sheet."""
+def finish_tracking(run: DatasetRun, table: pa.Table, wall_seconds: float, computed: int) -> None:
+    """Bring MLflow in line with the table: running metrics it missed, final metrics and
+    throughput, the table, config and a contact sheet, and the run's status."""
     ok = table.filter(pc.equal(table["status"], "ok"))
     failed = table.num_rows - ok.num_rows
-    resource = run.options.gpus_per_image or run.options.cpus_per_image
+    resource = run.gpus_per_image or run.options.cpus_per_image
     metrics = {
         "final_mean_psnr": pc.mean(ok["psnr"]).as_py() if ok.num_rows else None,
         "final_mean_ssim": pc.mean(ok["ssim"]).as_py() if ok.num_rows else None,
         "images_ok": ok.num_rows,
         "images_failed": failed,
-        "images_per_hour": 3600 * attempted / wall_seconds if wall_seconds > 0 else None,
+        "images_per_hour": 3600 * computed / wall_seconds if computed and wall_seconds > 0 else None,
         "compute_hours": run.compute_seconds / 3600,
-        ("gpu_hours" if run.options.gpus_per_image else "cpu_hours"): resource * run.compute_seconds / 3600,
+        ("gpu_hours" if run.gpus_per_image else "cpu_hours"): resource * run.compute_seconds / 3600,
     }
+    run.tracker.catch_up(table)
     run.tracker.log_metrics(metrics, step=table.num_rows)
     run.tracker.log_artifact_bytes("results.parquet", parquet_bytes(table))
     run.tracker.log_artifact_bytes("config.yaml", yaml.safe_dump(asdict(run.config), sort_keys=False).encode())
     if run.sheet:
         run.tracker.log_image("contact_sheet.png", contact_sheet(run.sheet))
-    run.tracker.finish(failed=failed > 0)
+    run.tracker.finish("FAILED" if failed else "FINISHED")
     mean = metrics["final_mean_psnr"]
     print(
         f"done: {ok.num_rows} ok, {failed} failed of {table.num_rows}; mean PSNR "
         f"{'n/a' if mean is None else f'{mean:.2f} dB'}; table {run.store.path(run.folder)}/results",
-        file=sys.stdout,
         flush=True,
     )

@@ -38,10 +38,15 @@ from s2s_sweep.configs import ConfigError, SearchSpace
 from s2s_sweep.datasets import Dataset
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
 from s2s_sweep.results import parquet_bytes
-from s2s_sweep.runner import connect_ray, new_run_id, open_outputs, read_record
+from s2s_sweep.errors import Terminated
+from s2s_sweep.session import connect_ray, open_session, write_record
 from s2s_sweep.tracking import RunTracker
 
 METRIC = "mean_psnr"
+
+
+class NoTrialFinished(Exception):
+    """Every trial errored or was stopped early: there is no best configuration to save."""
 
 
 @dataclass
@@ -146,17 +151,21 @@ def make_trainable(images: list, base_fields: dict, checkpoints: list[int], spac
     )
 
 
-def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: SweepOptions) -> dict:
+@dataclass
+class SweepOutcome:
+    sweep_id: str
+    best: dict  # the best run settings (also saved as OUT/DATASET/best_config.yaml)
+
+
+def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: SweepOptions) -> SweepOutcome:
     """Search p, steps and λ_IQA for `dataset`; save and return the best run settings."""
     if not dataset.has_clean:
         raise ConfigError(f"{dataset.name}: has no clean references, which the search scores against; run it with --config paper|FILE.yaml instead")
     trials = space.trials if options.trials is None else options.trials
     if trials < 1:
         raise ConfigError(f"--trials {trials}: expected a budget of at least 1 trial")
-    store, uri = open_outputs(options.out, options.mlflow_uri)
-    options.sweep_id = options.sweep_id or new_run_id()
-    folder = f"{dataset.key}/sweeps/{options.sweep_id}"
-    info = read_record(store, f"{folder}/sweep.json", options.resume, options.sweep_id)
+    session = open_session(options.out, options.mlflow_uri, lambda sweep_id: f"{dataset.key}/sweeps/{sweep_id}", "sweep.json", options.sweep_id, options.resume)
+    store, uri, sweep_id = session.store, session.tracking_uri, session.id
 
     if not space.search["lambda_iqa"].fixed_zero:
         try:
@@ -168,20 +177,34 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
 
     tracker = RunTracker(uri, f"s2s-sweep/{dataset.key}", f"{store.root}/mlartifacts" if store.local else None)
     params = {
-        "dataset": dataset.name, "sweep_id": options.sweep_id, "space": str(space.path), "trials": trials, "subset": ",".join(ids),
+        "dataset": dataset.name, "sweep_id": sweep_id, "space": str(space.path), "trials": trials, "subset": ",".join(ids),
         "step_checkpoints": ",".join(map(str, checkpoints)), "eval_passes": space.search_passes, "concurrency": space.concurrency,
         "cpus_per_trial": space.cpus_per_trial, "gpus_per_trial": space.gpus_per_trial, "grace_images": space.grace_images,
         "reduction_factor": space.reduction_factor, "seed": options.seed,
     }  # fmt: skip
-    parent_id = tracker.start(f"sweep-{options.sweep_id}", params, resume_run_id=info.get("mlflow_run_id"), kind="sweep")
-    store.write_bytes(f"{folder}/sweep.json", json.dumps({"dataset": dataset.name, "sweep_id": options.sweep_id, "mlflow_run_id": parent_id, "tracking_uri": uri}).encode())
+    parent_id = tracker.start(f"sweep-{sweep_id}", params, resume_run_id=session.record.get("mlflow_run_id"), kind="sweep")
+    write_record(session, "sweep.json", {"dataset": dataset.name, "sweep_id": sweep_id, "mlflow_run_id": parent_id})
+    try:
+        best = search(dataset, space, trials, session, tracker, (ids, images, checkpoints, base_fields), options.seed)
+    except BaseException as error:
+        tracker.finish("KILLED" if isinstance(error, (KeyboardInterrupt, Terminated)) else "FAILED")
+        raise
+    tracker.finish("FINISHED")
+    print(f"best: {best} -> {store.path(dataset.key + '/best_config.yaml')}", flush=True)
+    print(f"MLflow: {tracker.ui_command()}", flush=True)
+    return SweepOutcome(sweep_id, best)
 
+
+def search(dataset: Dataset, space: SearchSpace, trials: int, session, tracker: RunTracker, inputs: tuple, seed: int) -> dict:
+    """Run the Tune experiment (or restore it), write its tables, plots and best configuration."""
+    ids, images, checkpoints, base_fields = inputs
+    store, sweep_id, folder, parent_id = session.store, session.id, session.folder, tracker.run_id
     trainable = make_trainable(images, base_fields, checkpoints, space)
     storage = store.path(folder)  # a path inside store.fs, which Tune writes through
     tune_path = f"{storage}/tune"
-    callbacks = [MLflowLoggerCallback(tracking_uri=uri, experiment_name=f"s2s-sweep/{dataset.key}", tags={"mlflow.parentRunId": parent_id, "s2s_sweep.kind": "trial"})]
+    callbacks = [MLflowLoggerCallback(tracking_uri=session.tracking_uri, experiment_name=f"s2s-sweep/{dataset.key}", tags={"mlflow.parentRunId": parent_id, "s2s_sweep.kind": "trial"})]
     if tune.Tuner.can_restore(tune_path, storage_filesystem=store.fs):
-        print(f"sweep {options.sweep_id}: restoring from {tune_path}", flush=True)
+        print(f"sweep {sweep_id}: restoring from {tune_path}", flush=True)
         tuner = tune.Tuner.restore(tune_path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=store.fs)
     else:
         searcher = OptunaSearch(
@@ -189,7 +212,7 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
             metric=METRIC,
             mode="max",
             points_to_evaluate=[paper_point(space)],
-            sampler=tpe_sampler(options.seed),
+            sampler=tpe_sampler(seed),
         )
         scheduler = ASHAScheduler(
             time_attr="images_done", max_t=len(ids), grace_period=space.grace_images, reduction_factor=space.reduction_factor
@@ -201,10 +224,10 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
             ),
             run_config=tune.RunConfig(name="tune", storage_path=storage, storage_filesystem=store.fs, callbacks=callbacks, verbose=1),
         )
-    print(f"sweep {options.sweep_id}: {trials} trials on {len(ids)} images of {dataset.name} ({', '.join(ids)}), steps {checkpoints[0]}..{checkpoints[-1]}", flush=True)
+    print(f"sweep {sweep_id}: {trials} trials on {len(ids)} images of {dataset.name} ({', '.join(ids)}), steps {checkpoints[0]}..{checkpoints[-1]}", flush=True)
     results = tuner.fit()
 
-    trials_table, curves_table = sweep_tables(results, options.sweep_id, len(ids), checkpoints)
+    trials_table, curves_table = sweep_tables(results, sweep_id, len(ids), checkpoints)
     for name, table in (("trials", trials_table), ("curves", curves_table)):
         data = parquet_bytes(table)
         store.write_bytes(f"{folder}/{name}/dataset={dataset.key}/{name}.parquet", data)
@@ -212,20 +235,13 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
     for name, png in sweep_plots(trials_table, curves_table).items():
         tracker.log_artifact_bytes(name, png)
     remove_duplicate_trial_runs(tracker, parent_id)
-    try:
-        best = best_config(trials_table, space)
-    except RuntimeError:
-        tracker.finish(failed=True)
-        raise
+    best = best_config(trials_table, space)
     best_yaml = yaml.safe_dump(best, sort_keys=False).encode()
     store.write_bytes(f"{folder}/best_config.yaml", best_yaml)
     store.write_bytes(f"{dataset.key}/best_config.yaml", best_yaml)
     tracker.log_artifact_bytes("best_config.yaml", best_yaml)
     finished = trials_table.filter(pc.equal(trials_table["images_done"], len(ids)))
     tracker.log_metrics({"best_mean_psnr": max(finished.column(METRIC).to_pylist()), "trials_run": trials_table.num_rows}, step=trials_table.num_rows)
-    tracker.finish(failed=False)
-    print(f"best: {best} -> {store.path(dataset.key + '/best_config.yaml')}", flush=True)
-    print(f"MLflow: {tracker.ui_command()}", flush=True)
     return best
 
 
@@ -267,7 +283,7 @@ def best_config(trials: pa.Table, space: SearchSpace) -> dict:
     """The best trial that scored every subset image, as run settings (with the paper's pass count)."""
     rows = [r for r in trials.to_pylist() if r["status"] == "ok" and not r["early_stopped"] and r[METRIC] is not None]
     if not rows:
-        raise RuntimeError("no trial finished the whole subset; raise --trials or check the trials' errors in the trials table")
+        raise NoTrialFinished("no trial finished the whole subset; raise --trials or check the trials' errors in the trials table")
     best = max(rows, key=lambda r: r[METRIC])
     return {"p": best["p"], "steps": int(best["steps"]), "lambda_iqa": best["lambda_iqa"], "passes": space.paper.get("passes", S2SConfig.passes)}
 
@@ -317,10 +333,10 @@ def _png(figure) -> bytes:
 def remove_duplicate_trial_runs(tracker: RunTracker, parent_id: str) -> None:
     """A restored sweep restarts its unfinished trials, and Tune's MLflow callback opens a new child
     run for each: keep the newest run per trial and delete the older, partial ones."""
-    runs = tracker.client.search_runs([tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", order_by=["attributes.start_time DESC"])
+    runs = tracker.call("search_runs", [tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", order_by=["attributes.start_time DESC"])
     seen = set()
-    for run in runs:
+    for run in runs or []:
         name = run.data.tags.get("trial_name")
         if name in seen:
-            tracker.client.delete_run(run.info.run_id)
+            tracker.call("delete_run", run.info.run_id)
         seen.add(name)

@@ -3,19 +3,28 @@
 Tracking URI: `--mlflow-uri`, else $MLFLOW_TRACKING_URI, else a SQLite store next to the
 outputs (OUT/mlflow.db for a local OUT, ~/.cache/s2s-sweep/mlflow.db otherwise), with
 artifacts in OUT/mlartifacts. Browse with the `mlflow ui` command printed at the end.
+
+MLflow is a view of the Parquet record and never holds up the images: every HTTP call is
+tried once with a short timeout, the first failure is warned once, and the tracker stops
+calling for the rest of the session (`behind` says why). A later session of the run
+(`--resume RUN_ID`, even with nothing left to compute) logs what MLflow missed.
 """
 
 import os
+import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from s2s_sweep.store import OutputStore
 
 SHEET_TILE = 128  # contact-sheet tiles are centre crops of this side
+HTTP_TIMEOUT_SECONDS = 5  # one try per MLflow HTTP call, so an outage costs seconds, not the retries' minutes
 
 
 class TrackingError(RuntimeError):
@@ -41,28 +50,54 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         raise TrackingError(f"--mlflow-uri {uri}: MLflow server not reachable ({getattr(error, 'reason', error)})") from None
 
 
-def contact_sheet(triples: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> np.ndarray:
-    """Rows of noisy | S2S+ | clean (uint8 RGB, centre crops of 128 px; black where no clean)."""
-
-    def tile(image: np.ndarray | None) -> np.ndarray:
-        canvas = np.zeros((SHEET_TILE, SHEET_TILE, 3), np.uint8)
-        if image is None:
-            return canvas
-        image = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
-        top, left = max(0, (image.shape[0] - SHEET_TILE) // 2), max(0, (image.shape[1] - SHEET_TILE) // 2)
-        crop = image[top : top + SHEET_TILE, left : left + SHEET_TILE]
-        canvas[: crop.shape[0], : crop.shape[1]] = crop
+def sheet_crop(image: np.ndarray | None) -> np.ndarray:
+    """The contact-sheet tile of a uint8 image: its RGB centre crop of 128 px (black where none)."""
+    canvas = np.zeros((SHEET_TILE, SHEET_TILE, 3), np.uint8)
+    if image is None:
         return canvas
+    image = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+    top, left = max(0, (image.shape[0] - SHEET_TILE) // 2), max(0, (image.shape[1] - SHEET_TILE) // 2)
+    crop = image[top : top + SHEET_TILE, left : left + SHEET_TILE]
+    canvas[: crop.shape[0], : crop.shape[1]] = crop
+    return canvas
 
-    return np.concatenate([np.concatenate([tile(i) for i in row], axis=1) for row in triples], axis=0)
+
+def contact_sheet(triples: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> np.ndarray:
+    """Rows of noisy | S2S+ | clean tiles (see sheet_crop)."""
+    return np.concatenate([np.concatenate([sheet_crop(i) for i in row], axis=1) for row in triples], axis=0)
+
+
+def running_history(table: pa.Table) -> list[dict[str, float]]:
+    """The running metrics after each recorded image, in the order they finished: what the
+    run logs live at step k = images done (mean PSNR/SSIM over the ok images so far)."""
+    history, psnrs, ssims, failed = [], [], [], 0
+    for row in sorted(table.to_pylist(), key=lambda r: r["finished_at"]):
+        failed += row["status"] != "ok"
+        if row["psnr"] is not None:
+            psnrs.append(row["psnr"])
+            ssims.append(row["ssim"])
+        history.append(running_metrics(psnrs, ssims, len(history) + 1, failed))
+    return history
+
+
+def running_metrics(psnrs: list[float], ssims: list[float], done: int, failed: int) -> dict[str, float]:
+    return {
+        "mean_psnr": float(np.mean(psnrs)) if psnrs else float("nan"),
+        "mean_ssim": float(np.mean(ssims)) if ssims else float("nan"),
+        "images_done": done,
+        "images_failed": failed,
+    }
 
 
 class RunTracker:
-    """One MLflow run for one dataset job; resumes the same MLflow run when the job resumes."""
+    """One MLflow run for one dataset job (or sweep); resumes the same MLflow run when the job resumes.
+    Opening it is checked (a TrackingError before any work); every later call is best effort."""
 
     def __init__(self, uri: str, experiment: str, artifact_location: str | None):
         import mlflow
 
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(HTTP_TIMEOUT_SECONDS)
         self.client = mlflow.MlflowClient(uri)
         try:
             found = self.client.get_experiment_by_name(experiment)
@@ -71,34 +106,71 @@ class RunTracker:
             raise TrackingError(f"--mlflow-uri {uri}: cannot use the tracking store ({type(error).__name__}: {str(error).splitlines()[0]})") from None
         self.uri = uri
         self.run_id: str | None = None
+        self.behind: str | None = None  # the first failure of this session, once there is one
 
     def start(self, run_name: str, params: dict, resume_run_id: str | None = None, kind: str = "dataset-run") -> str:
-        if resume_run_id:
-            self.run_id = resume_run_id
-            self.client.update_run(resume_run_id, status="RUNNING")
-        else:
-            run = self.client.create_run(self.experiment_id, run_name=run_name, tags={"s2s_sweep.kind": kind})
-            self.run_id = run.info.run_id
-            for key, value in params.items():
-                self.client.log_param(self.run_id, key, value)
+        from mlflow.entities import Param
+
+        try:
+            if resume_run_id:
+                self.run_id = resume_run_id
+                self.client.update_run(resume_run_id, status="RUNNING")
+            else:
+                run = self.client.create_run(self.experiment_id, run_name=run_name, tags={"s2s_sweep.kind": kind})
+                self.run_id = run.info.run_id
+                self.client.log_batch(self.run_id, params=[Param(key, str(value)) for key, value in params.items()])
+        except Exception as error:
+            raise TrackingError(f"--mlflow-uri {self.uri}: cannot start a run ({type(error).__name__}: {str(error).splitlines()[0]})") from None
         return self.run_id
 
+    def call(self, method: str, *args, **kwargs):
+        """client.method(*args, **kwargs), or None once tracking has failed: a failure is warned
+        once and then no more calls are made this session, so the work never waits on MLflow."""
+        if self.behind:
+            return None
+        try:
+            return getattr(self.client, method)(*args, **kwargs)
+        except Exception as error:  # MlflowException, requests and OS errors alike: the record is in Parquet
+            self.behind = f"MLflow at {self.uri} failed in {method} ({type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]})"
+            print(f"warning: {self.behind}; images go on, recorded in Parquet; no more MLflow calls this session", file=sys.stderr, flush=True)
+            return None
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        for key, value in metrics.items():
-            if value is not None and np.isfinite(value):
-                self.client.log_metric(self.run_id, key, float(value), step=step)
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, step) for key, value in metrics.items() if value is not None and np.isfinite(value)]
+        self.call("log_batch", self.run_id, metrics=batch)
+
+    def catch_up(self, table: pa.Table) -> None:
+        """Log the running metrics of the images recorded after the last step MLflow has."""
+        history = self.call("get_metric_history", self.run_id, "images_done")
+        if history is None:
+            return
+        from mlflow.entities import Metric
+
+        last = max((metric.step for metric in history), default=0)
+        now = int(time.time() * 1000)
+        missed = [
+            Metric(key, float(value), now, step)
+            for step, metrics in enumerate(running_history(table), 1) if step > last
+            for key, value in metrics.items() if np.isfinite(value)
+        ]  # fmt: skip
+        for start in range(0, len(missed), 1000):  # MLflow's limit per batch
+            self.call("log_batch", self.run_id, metrics=missed[start : start + 1000])
 
     def log_artifact_bytes(self, name: str, data: bytes) -> None:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / name
             path.write_bytes(data)
-            self.client.log_artifact(self.run_id, str(path))
+            self.call("log_artifact", self.run_id, str(path))
 
     def log_image(self, name: str, image: np.ndarray) -> None:
-        self.client.log_image(self.run_id, image, artifact_file=name)
+        self.call("log_image", self.run_id, image, artifact_file=name)
 
-    def finish(self, failed: bool) -> None:
-        self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
+    def finish(self, status: str) -> None:
+        """End the MLflow run as FINISHED, FAILED or KILLED."""
+        self.call("set_terminated", self.run_id, status=status)
 
     def ui_command(self) -> str:
         if self.uri.startswith(("http://", "https://")):

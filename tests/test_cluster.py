@@ -138,7 +138,7 @@ def test_multi_node_cluster_spreads_tasks_and_survives_losing_a_node(tmp_path):
         dataset = open_dataset("demo")
         options = RunOptions(out=str(tmp_path), run_id="multi", flush_seconds=0)
         result = {}
-        thread = threading.Thread(target=lambda: result.update(table=run_dataset(dataset, S2SConfig(steps=25, passes=2, lambda_iqa=0.0), options)))
+        thread = threading.Thread(target=lambda: result.update(table=run_dataset(dataset, S2SConfig(steps=25, passes=2, lambda_iqa=0.0), options).table))
         thread.start()
         results = tmp_path / "demo" / "multi" / "results"
         wait_until(lambda: results.exists() and pd.read_parquet(results)["node_id"].nunique() == 2, 300, "a result from each worker")

@@ -26,7 +26,7 @@ def local_ray():
 def test_demo_run_writes_images_parquet_and_mlflow_then_resumes_without_duplicates(tmp_path, capsys):
     dataset = open_dataset("demo").select(limit=3)
     options = RunOptions(out=str(tmp_path), run_id="r1", flush_seconds=0)
-    table = run_dataset(dataset, FAST, options)
+    table = run_dataset(dataset, FAST, options).table
     assert sorted(table.column("image_id").to_pylist()) == list(dataset.ids)
     assert set(table.column("status").to_pylist()) == {"ok"}
     run_dir = tmp_path / "demo" / "r1"
@@ -52,7 +52,7 @@ def test_demo_run_writes_images_parquet_and_mlflow_then_resumes_without_duplicat
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"results.parquet", "config.yaml", "contact_sheet.png"}
 
     # resume the same run on a larger selection: only the new image is computed, none twice
-    table = run_dataset(open_dataset("demo").select(limit=4), FAST, RunOptions(out=str(tmp_path), run_id="r1", flush_seconds=0))
+    table = run_dataset(open_dataset("demo").select(limit=4), FAST, RunOptions(out=str(tmp_path), run_id="r1", flush_seconds=0)).table
     ids = table.column("image_id").to_pylist()
     assert len(ids) == len(set(ids)) == 4
     assert len(client.search_runs([experiment.experiment_id])) == 1  # the same MLflow run continued
@@ -65,7 +65,7 @@ def test_bad_images_become_failed_rows_and_the_rest_goes_on(tmp_path):
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / "good.png")
     Image.fromarray(rng.integers(0, 256, (16, 64, 3), dtype=np.uint8)).save(folder / "small.png")
     (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    table = run_dataset(open_dataset(f"folder:{folder}"), FAST, RunOptions(out=str(tmp_path / "out"), run_id="r", flush_seconds=0))
+    table = run_dataset(open_dataset(f"folder:{folder}"), FAST, RunOptions(out=str(tmp_path / "out"), run_id="r", flush_seconds=0)).table
     rows = {row["image_id"]: row for row in table.to_pylist()}
     assert rows["good"]["status"] == "ok" and rows["good"]["psnr"] is None  # no reference, no metric
     assert rows["corrupt"]["status"] == "failed" and "corrupt.png: cannot decode" in rows["corrupt"]["error"]
@@ -90,7 +90,7 @@ def test_gpus_requested_on_a_cluster_without_gpus(tmp_path):
 
 
 def test_output_root_given_as_a_filesystem_uri(tmp_path):
-    table = run_dataset(open_dataset("demo").select(limit=1), FAST, RunOptions(out=(tmp_path / "o").as_uri(), run_id="u", flush_seconds=0))
+    table = run_dataset(open_dataset("demo").select(limit=1), FAST, RunOptions(out=(tmp_path / "o").as_uri(), run_id="u", flush_seconds=0)).table
     assert table.num_rows == 1
     assert len(pd.read_parquet(tmp_path / "o" / "demo" / "u" / "results")) == 1
     assert (tmp_path / "o" / "demo" / "u" / "images" / f"{open_dataset('demo').ids[0]}.png").is_file()

@@ -1,0 +1,60 @@
+"""The user-error family and the table of exit statuses of `python -m s2s_sweep.run`.
+
+A user error is bad input found before any work starts (configuration, dataset, output
+store, tracking server, IQA weights, Ray address): one line, exit 2. Anything else raised
+is a bug: it keeps its full traceback and exits 70. Problems met after work started are
+recorded, not raised: failed images become failed rows, a tracking outage is caught up
+on resume, and the end of the run says which of them happened through its status.
+"""
+
+import signal
+
+from model.losses import IQAWeightsMissing
+from s2s_sweep.configs import ConfigError
+from s2s_sweep.datasets import DatasetError
+from s2s_sweep.images import ImageError
+from s2s_sweep.store import StoreError
+from s2s_sweep.tracking import TrackingError
+
+
+class RayUnreachable(ConnectionError):
+    """The Ray address given cannot be reached."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (what `ray job stop` sends); a BaseException like KeyboardInterrupt, so no
+    `except Exception` on the way swallows it."""
+
+
+USER_ERRORS = (ConfigError, DatasetError, ImageError, StoreError, TrackingError, IQAWeightsMissing, RayUnreachable)
+
+EXIT_OK = 0  # every image denoised and recorded, tracking up to date
+EXIT_IMAGES_FAILED = 1  # some images have failed rows (their error column says why)
+EXIT_BAD_INPUT = 2  # bad input found before work started; nothing was computed
+EXIT_TRACKING_BEHIND = 3  # every image recorded in Parquet + PNGs, MLflow missed some: --resume RUN_ID catches up
+EXIT_STORE_LOST = 4  # the output store failed mid-run; what was written stays, --resume RUN_ID recomputes the rest
+EXIT_BUG = 70  # an internal error (EX_SOFTWARE): the traceback is printed, please report it
+EXIT_INTERRUPTED = 130  # Ctrl-C: records flushed, MLflow run KILLED
+EXIT_TERMINATED = 143  # SIGTERM / `ray job stop`: records flushed, MLflow run KILLED
+
+EXIT_STATUSES = f"""exit statuses:
+  {EXIT_OK}    every image denoised and recorded
+  {EXIT_IMAGES_FAILED}    some images failed (failed rows; rerun them with --resume RUN_ID --retry-failed)
+  {EXIT_BAD_INPUT}    bad input found before any work (one line on stderr)
+  {EXIT_TRACKING_BEHIND}    MLflow fell behind (Parquet and PNGs are complete); --resume RUN_ID catches it up
+  {EXIT_STORE_LOST}    the output store failed mid-run; --resume RUN_ID recomputes what was not written
+  {EXIT_BUG}   internal error (traceback printed)
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); {EXIT_TERMINATED} terminated (SIGTERM, ray job stop): records flushed, MLflow run KILLED"""
+
+
+def raise_on_sigterm() -> None:
+    """Turn SIGTERM into a Terminated exception in the main thread, so `finally` blocks flush."""
+
+    def handler(signum, frame):
+        raise Terminated("terminated by SIGTERM")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+class StoreLost(Exception):
+    """A write to the output store failed after work started (disk full, bucket gone, credentials expired)."""

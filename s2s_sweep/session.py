@@ -1,0 +1,72 @@
+"""What a run and a sweep both open before any work: the output store, the tracking URI,
+their JSON record (run.json / sweep.json) and the Ray connection. All checked up front, so
+a wrong address or an unwritable store is a one-line error before anything is computed.
+"""
+
+import json
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import ray
+
+from s2s_sweep.configs import ConfigError
+from s2s_sweep.errors import RayUnreachable
+from s2s_sweep.store import OutputStore
+from s2s_sweep.tracking import check_reachable, resolve_tracking_uri
+
+# Ray retries a task killed by its memory monitor forever by default; a bounded number turns
+# an image that never fits into a failed row instead of an endless loop.
+OOM_RETRIES = 2
+
+
+@dataclass
+class Session:
+    store: OutputStore
+    tracking_uri: str
+    id: str  # the run or sweep id
+    folder: str  # where its files live in the store
+    record: dict  # the JSON record of an earlier session of the same id ({} when new)
+
+
+def new_run_id() -> str:
+    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def open_session(out: str, mlflow_uri: str | None, folder_of, record_name: str, run_id: str | None, resume: bool) -> Session:
+    """Open the store and tracking URI for run `run_id` (a fresh id when None); `folder_of(id)` is
+    its folder in the store. `resume` requires an earlier record."""
+    store = OutputStore(out)
+    store.check_writable()
+    uri = resolve_tracking_uri(mlflow_uri, store)
+    check_reachable(uri)
+    run_id = run_id or new_run_id()
+    folder = folder_of(run_id)
+    record = json.loads(store.read_text(f"{folder}/{record_name}") or "{}")
+    if resume and not record:
+        raise ConfigError(f"--resume {run_id}: nothing to resume, {store.path(f'{folder}/{record_name}')} does not exist")
+    return Session(store, uri, run_id, folder, record)
+
+
+def write_record(session: Session, record_name: str, record: dict) -> None:
+    session.store.write_bytes(f"{session.folder}/{record_name}", json.dumps({**record, "tracking_uri": session.tracking_uri}).encode())
+
+
+def connect_ray(address: str | None) -> None:
+    """Connect to the cluster at `address` (or $RAY_ADDRESS), else start Ray locally; fail fast
+    when an explicit address does not answer, instead of Ray's long connection retries."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS") == "":  # set but empty, as many shells and CI leave it
+        del os.environ["RAY_ADDRESS"]
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address and address not in ("auto", "local"):
+        host, _, port = address.split("://")[-1].rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=3).close()
+        except (OSError, ValueError) as error:
+            raise RayUnreachable(f"Ray address {address}: not reachable ({error}); start the cluster or fix --address / RAY_ADDRESS") from None
+    os.environ.setdefault("RAY_task_oom_retries", str(OOM_RETRIES))  # read by this driver, the tasks' owner
+    ray.init(address=address, log_to_driver=False)
