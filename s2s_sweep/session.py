@@ -7,13 +7,14 @@ import json
 import os
 import secrets
 import socket
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import ray
 
 from s2s_sweep.configs import ConfigError
-from s2s_sweep.errors import RayUnreachable
+from s2s_sweep.errors import RayUnreachable, raise_on_sigterm
 from s2s_sweep.store import OutputStore
 from s2s_sweep.tracking import check_reachable, resolve_tracking_uri
 
@@ -70,3 +71,5 @@ def connect_ray(address: str | None) -> None:
             raise RayUnreachable(f"Ray address {address}: not reachable ({error}); start the cluster or fix --address / RAY_ADDRESS") from None
     os.environ.setdefault("RAY_task_oom_retries", str(OOM_RETRIES))  # read by this driver, the tasks' owner
     ray.init(address=address, log_to_driver=False)
+    if threading.current_thread() is threading.main_thread():
+        raise_on_sigterm()  # ray.init installed its own SIGTERM handler, which would exit without our records

@@ -1,6 +1,11 @@
 import os
+import secrets
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +16,8 @@ from model.losses import PAQ2PIQ_FILE, RESNET18_FILE
 from s2s_sweep.datasets import add_gaussian_noise
 
 REPO = Path(__file__).resolve().parents[1]
+# Every download goes through a proxy that refuses connections, so a verdict never depends on the network.
+NO_DOWNLOADS = {name: "http://127.0.0.1:9" for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")} | {"no_proxy": "", "NO_PROXY": ""}
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +58,76 @@ def run_module(*args: str, env: dict | None = None, timeout: float = 300) -> sub
         [sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})},
     )  # fmt: skip
+
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """A real single-node Ray cluster started with `ray start --head` on loopback."""
+    port, dashboard = free_port(), free_port()
+    # Ray >= 2.59 enables token authentication on local clusters: every client needs the token
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # job entrypoints run `python` from this venv
+    subprocess.run(
+        [BIN / "ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--dashboard-host=127.0.0.1",
+         f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}", "--num-cpus=2", "--disable-usage-stats"],
+        check=True, capture_output=True, env=env, timeout=120,
+    )  # fmt: skip
+    try:
+        yield {"gcs": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dashboard}", "env": env}
+    finally:
+        subprocess.run([BIN / "ray", "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
+    """A real `mlflow server` on 127.0.0.1:port with a SQLite store and served artifacts in `folder`,
+    in its own process group (its uvicorn workers survive a kill of the parent alone)."""
+    server = subprocess.Popen(
+        [BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", str(folder / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+    def healthy() -> bool:
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200
+        except OSError:
+            return False
+
+    wait_until(healthy, 120, "the MLflow server")
+    return server
+
+
+def stop_server(server: subprocess.Popen, signum: int = signal.SIGTERM) -> None:
+    """Signal the server's whole process group and wait for its parent."""
+    try:
+        os.killpg(server.pid, signum)
+    except ProcessLookupError:
+        pass
+    server.wait(timeout=30)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    server = start_mlflow_server(tmp_path, port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_server(server)

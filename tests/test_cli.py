@@ -1,5 +1,5 @@
 import numpy as np
-from conftest import run_module
+from conftest import NO_DOWNLOADS, run_module
 from PIL import Image
 
 from s2s_sweep.images import to_uint8
@@ -61,7 +61,7 @@ def test_missing_iqa_weights_stop_before_training(tmp_path, astronaut_pair):
     write_pair(tmp_path, astronaut_pair)
     done = run_module(
         "s2s_sweep.denoise", str(tmp_path / "noisy.png"), "-o", str(tmp_path / "o.png"), "--steps", "4", "--passes", "2",
-        env={"TORCH_HOME": str(tmp_path / "empty_torch_home")},
+        env={"TORCH_HOME": str(tmp_path / "empty_torch_home"), **NO_DOWNLOADS},
     )  # fmt: skip
     error = one_line_error(done)
     assert "IQA weights missing" in error and "--lambda-iqa 0" in error

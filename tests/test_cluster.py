@@ -3,86 +3,24 @@
 loses a node mid-run."""
 
 import json
-import os
-import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import ray
-from conftest import REPO
+from conftest import BIN, REPO, wait_until
+from PIL import Image
 
 from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.runner import RunOptions, run_dataset
-
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.5)
-
-
-@pytest.fixture(scope="module")
-def ray_head(tmp_path_factory):
-    """A real single-node Ray cluster started with `ray start --head` on loopback."""
-    port, dashboard = free_port(), free_port()
-    # Ray >= 2.59 enables token authentication on local clusters: every client needs the token
-    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # job entrypoints run `python` from this venv
-    subprocess.run(
-        [BIN / "ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}", "--num-cpus=2", "--disable-usage-stats"],
-        check=True, capture_output=True, env=env, timeout=120,
-    )  # fmt: skip
-    try:
-        yield {"gcs": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dashboard}", "env": env}
-    finally:
-        subprocess.run([BIN / "ray", "stop", "--force"], capture_output=True, env=env, timeout=120)
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real `mlflow server` on 127.0.0.1 with a SQLite store and served artifacts."""
-    port = free_port()
-    server = subprocess.Popen(
-        [BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_until(healthy, 120, "the MLflow server")
-        yield uri
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-
 
 def test_ray_job_submit_runs_the_demo_with_the_iqa_loss_into_a_real_mlflow_server(ray_head, mlflow_server, tmp_path, iqa_weights_dir):
     out = tmp_path / "out"
@@ -151,3 +89,55 @@ def test_multi_node_cluster_spreads_tasks_and_survives_losing_a_node(tmp_path):
     assert sorted(frame["image_id"]) == sorted(dataset.ids)  # every image exactly once
     assert set(frame["status"]) == {"ok"}
     assert frame["node_id"].nunique() == 2  # both workers ran tasks before one was removed
+
+
+def noise_folder(folder: Path, count: int, side: int) -> Path:
+    """`count` random side x side RGB PNGs (no references)."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(folder / f"img{index:02d}.png")
+    return folder
+
+
+def peak_concurrency(frame: pd.DataFrame) -> int:
+    """Most images computing at once, from each row's compute interval [finished - compute, finished]."""
+    finished = frame["finished_at"].astype("int64") / 1e6
+    started = finished - frame["train_seconds"] - frame["inference_seconds"]
+    events = sorted([(t, 1) for t in started] + [(t, -1) for t in finished])
+    running = peak = 0
+    for _, change in events:
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
+def test_a_node_that_joins_mid_run_gets_work_within_seconds(tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        dataset = open_dataset(f"folder:{noise_folder(tmp_path / 'images', 14, 96)}")
+        options = RunOptions(out=str(tmp_path / "out"), run_id="elastic", flush_seconds=0)
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(table=run_dataset(dataset, S2SConfig(steps=40, passes=2, lambda_iqa=0.0), options).table))
+        thread.start()
+        results = tmp_path / "out" / dataset.key / "elastic" / "results"
+        wait_until(lambda: results.exists() and len(pd.read_parquet(results)) >= 1, 300, "the first image")
+        joined = time.time()
+        cluster.add_node(num_cpus=2)  # from the main thread, as Ray requires
+        thread.join(timeout=600)
+        frame = result["table"].to_pandas()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert sorted(frame["image_id"]) == sorted(dataset.ids) and set(frame["status"]) == {"ok"}
+    finished = frame["finished_at"].astype("int64") / 1e6
+    first_node = frame.loc[finished.idxmin(), "node_id"]
+    new = frame[frame["node_id"] != first_node]
+    new_started = finished[new.index] - new["train_seconds"] - new["inference_seconds"]
+    assert new_started.min() - joined < 15, "the new node got no work within seconds"
+    after = finished > joined
+    assert len(new) >= 0.5 * (2 / 3) * after.sum(), (len(new), after.sum())  # at least half its share by slots
+    assert peak_concurrency(frame) >= 3  # head 1 + new node 2
