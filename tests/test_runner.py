@@ -127,3 +127,16 @@ def test_bad_input_gets_a_one_line_error_before_any_training(tmp_path, args, exp
     done = run_module("s2s_sweep.run", *args, "--out", str(tmp_path), timeout=60)
     assert expected in one_line_error(done)
     assert not (tmp_path / "demo").exists() or not any((tmp_path / "demo").rglob("*.png"))
+
+
+def test_an_image_too_large_for_any_plan_becomes_a_failed_row_before_it_starts(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(np.zeros((2048, 4096, 3), np.uint8)).save(folder / "huge.png")  # only its header is read
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / "small.png")
+    outcome = run_dataset(open_dataset(f"folder:{folder}"), FAST.replace(memory_mb=1200), RunOptions(out=str(tmp_path / "out"), flush_seconds=0))
+    rows = {row["image_id"]: row for row in outcome.table.to_pylist()}
+    assert rows["huge"]["status"] == "failed" and outcome.exit_status == 1
+    assert "huge: 2048x4096 pixels needs at least" in rows["huge"]["error"] and "more than the 1,200 MB budget" in rows["huge"]["error"]
+    assert rows["small"]["status"] == "ok" and rows["small"]["crop"] == 0 and rows["small"]["tile"] == 0
+    assert 500 < rows["small"]["memory_mb"] < 1200 and rows["small"]["precision"] == "fp32"
