@@ -47,6 +47,16 @@ EXIT_STATUSES = f"""exit statuses:
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); {EXIT_TERMINATED} terminated (SIGTERM, ray job stop): records flushed, MLflow run KILLED"""
 
 
+def stop_request(error: BaseException) -> BaseException | None:
+    """The Ctrl-C or SIGTERM behind `error`, if any: raised inside a native call (Ray's wait), it
+    surfaces wrapped, e.g. as a SystemError whose context is the Terminated exception."""
+    while error is not None:
+        if isinstance(error, (KeyboardInterrupt, Terminated)):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def raise_on_sigterm() -> None:
     """Turn SIGTERM into a Terminated exception in the main thread, so `finally` blocks flush."""
 

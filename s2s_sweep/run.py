@@ -21,7 +21,7 @@ from s2s_sweep.configs import ConfigError, load_space, resolve_run_config, space
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.errors import (
     EXIT_BAD_INPUT, EXIT_BUG, EXIT_IMAGES_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUSES, EXIT_STORE_LOST, EXIT_TERMINATED,
-    USER_ERRORS, StoreLost, Terminated, raise_on_sigterm,
+    USER_ERRORS, StoreLost, Terminated, raise_on_sigterm, stop_request,
 )  # fmt: skip
 from s2s_sweep.runner import RunOptions, run_dataset
 from s2s_sweep.store import OutputStore
@@ -66,13 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     except (StoreLost, NoTrialFinished) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_STORE_LOST if isinstance(error, StoreLost) else EXIT_IMAGES_FAILED
-    except KeyboardInterrupt:
-        print("interrupted: finished images are recorded; continue with --resume RUN_ID", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Terminated:
-        print("terminated: finished images are recorded; continue with --resume RUN_ID", file=sys.stderr)
-        return EXIT_TERMINATED
-    except Exception:
+    except (KeyboardInterrupt, Terminated, Exception) as error:
+        stop = stop_request(error)
+        if stop is not None:
+            print(f"{'interrupted' if isinstance(stop, KeyboardInterrupt) else 'terminated'}: finished work is recorded; continue with --resume ID", file=sys.stderr)
+            return EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else EXIT_TERMINATED
         traceback.print_exc()
         print("internal error: please report it with the traceback above", file=sys.stderr)
         return EXIT_BUG

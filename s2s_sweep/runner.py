@@ -46,7 +46,7 @@ from model.denoiser import denoise
 from model.memory import MB, DoesNotFit, Plan, fit_memory
 from s2s_sweep.configs import ConfigError
 from s2s_sweep.datasets import Dataset
-from s2s_sweep.errors import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_TRACKING_BEHIND, StoreLost, Terminated
+from s2s_sweep.errors import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_TRACKING_BEHIND, StoreLost, stop_request
 from s2s_sweep.images import encode_png, to_uint8
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
 from s2s_sweep.results import SCHEMA, ResultsTable, compact_results, parquet_bytes, read_results
@@ -350,7 +350,7 @@ def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> Run
     except BaseException as error:
         if not isinstance(error, StoreLost):
             run.table.flush()  # keep every finished image
-        tracker.finish("KILLED" if isinstance(error, (KeyboardInterrupt, Terminated)) else "FAILED")
+        tracker.finish("KILLED" if stop_request(error) else "FAILED")
         raise
     finally:
         request_resources(bundles=[])  # withdraw the demand from the autoscaler

@@ -38,7 +38,7 @@ from s2s_sweep.configs import ConfigError, SearchSpace
 from s2s_sweep.datasets import Dataset
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
 from s2s_sweep.results import parquet_bytes
-from s2s_sweep.errors import Terminated
+from s2s_sweep.errors import stop_request
 from s2s_sweep.session import connect_ray, open_session, write_record
 from s2s_sweep.tracking import RunTracker
 
@@ -187,7 +187,7 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
     try:
         best = search(dataset, space, trials, session, tracker, (ids, images, checkpoints, base_fields), options.seed)
     except BaseException as error:
-        tracker.finish("KILLED" if isinstance(error, (KeyboardInterrupt, Terminated)) else "FAILED")
+        tracker.finish("KILLED" if stop_request(error) else "FAILED")
         raise
     tracker.finish("FINISHED")
     print(f"best: {best} -> {store.path(dataset.key + '/best_config.yaml')}", flush=True)

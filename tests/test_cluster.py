@@ -3,6 +3,7 @@
 loses a node mid-run."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -141,3 +142,29 @@ def test_a_node_that_joins_mid_run_gets_work_within_seconds(tmp_path):
     after = finished > joined
     assert len(new) >= 0.5 * (2 / 3) * after.sum(), (len(new), after.sum())  # at least half its share by slots
     assert peak_concurrency(frame) >= 3  # head 1 + new node 2
+
+
+def test_ray_job_stop_flushes_the_rows_and_ends_the_mlflow_run_as_killed(ray_head, tmp_path):
+    out = tmp_path / "out"
+    runtime_env = {"excludes": [".git", ".venv", "outputs", "benchmarks/results"]}
+    submitted = subprocess.run(
+        [BIN / "ray", "job", "submit", "--no-wait", "--address", ray_head["dashboard"], "--working-dir", str(REPO),
+         "--runtime-env-json", json.dumps(runtime_env), "--",
+         "python", "-m", "s2s_sweep.run", "demo", "--set", "steps=60", "passes=2", "lambda_iqa=0", "--out", str(out), "--flush-seconds", "3600"],
+        capture_output=True, text=True, timeout=300, env=ray_head["env"],
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    job_id = re.search(r"raysubmit_[A-Za-z0-9]+", submitted.stdout + submitted.stderr).group()
+
+    def logs() -> str:
+        return subprocess.run([BIN / "ray", "job", "logs", "--address", ray_head["dashboard"], job_id], capture_output=True, text=True, timeout=60, env=ray_head["env"]).stdout
+
+    wait_until(lambda: "[1/5]" in logs(), 300, "the job's first image")  # recorded, but not flushed (flush every hour)
+    stopped = subprocess.run([BIN / "ray", "job", "stop", "--address", ray_head["dashboard"], job_id], capture_output=True, text=True, timeout=120, env=ray_head["env"])
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    assert "terminated: finished work is recorded" in logs()
+    frame = pd.read_parquet(next(out.glob("demo/*/results")))
+    assert len(frame) >= 1 and set(frame["status"]) == {"ok"}
+    client = mlflow.MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("s2s-sweep/demo").experiment_id])
+    assert run.info.status == "KILLED"

@@ -1,5 +1,6 @@
 """The hyperparameter search: real Ray Tune, real Optuna, real MLflow, real Parquet."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def test_one_training_yields_the_whole_psnr_vs_steps_curve():
 def test_subset_checkpoints_and_paper_point(space_file):
     space = load_space(space_file)
     dataset = open_dataset("demo")
-    assert subset_ids(dataset, space) == subset_ids(dataset, space) and len(subset_ids(dataset, space)) == 2
+    assert subset_ids(dataset, space) == ["immunohistochemistry", "rocket"]  # seeded: the same subset every time
     assert step_checkpoints(space) == [4, 8, 12]
     assert paper_point(space) == {"p": 0.4}
     full = load_space(SPACES_DIR / "cbsd68.yaml")
@@ -159,3 +160,47 @@ def test_crashing_trials_do_not_kill_the_sweep(space_file, tmp_path):
     trials = pd.read_parquet(sweep_dir / "trials")
     assert len(trials) == 2 and set(trials["status"]) == {"error"}
     assert trials["error"].str.contains("too small").all()
+
+
+IQA_SPACE = SPACE.replace("lambda_iqa: 0\n", "lambda_iqa: {low: 1.0e-9, high: 1.0e-7, log: true, allow_zero: true}\n").replace(
+    "paper: {p: 0.4, steps: 10, lambda_iqa: 0.0, passes: 4}", "paper: {p: 0.4, steps: 4, lambda_iqa: 2.0e-8, passes: 2}"
+).replace("steps: {low: 4, high: 12, step: 4}", "steps: {low: 2, high: 4, step: 2}").replace("subset: {size: 2, seed: 0}", "subset: {size: 1, seed: 0}")
+
+
+def test_run_with_sweep_searches_lambda_iqa_then_runs_the_dataset_with_the_best(tmp_path, iqa_weights_dir):
+    space = tmp_path / "iqa_space.yaml"
+    space.write_text(IQA_SPACE)
+    out = tmp_path / "out"
+    done = run_module(
+        "s2s_sweep.run", "demo", "--sweep", "--space", str(space), "--trials", "2", "--limit", "2", "--iqa-weights", iqa_weights_dir,
+        "--out", str(out), env={"MLFLOW_TRACKING_URI": ""}, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (sweep_dir,) = (out / "demo" / "sweeps").iterdir()
+    trials = pd.read_parquet(sweep_dir / "trials")
+    assert len(trials) == 2 and (trials["lambda_iqa"] == 2e-8).any()  # the paper point trained with the IQA loss
+    best = yaml.safe_load((out / "demo" / "best_config.yaml").read_text())
+    (run_dir,) = [d for d in (out / "demo").iterdir() if d.is_dir() and d.name != "sweeps"]
+    frame = pd.read_parquet(run_dir / "results")
+    assert len(frame) == 2 and set(frame["status"]) == {"ok"}
+    assert (frame["lambda_iqa"] == best["lambda_iqa"]).all() and (frame["steps"] == best["steps"]).all()
+    client = mlflow.MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("s2s-sweep/demo").experiment_id], "tags.`s2s_sweep.kind` = 'dataset-run'")
+    assert [r.data.params["config_source"] for r in runs] == [f"sweep {sweep_dir.name}"]
+
+
+def test_a_terminated_sweep_ends_its_mlflow_parent_run_as_killed(space_file, tmp_path):
+    command = [sys.executable, "-m", "s2s_sweep.run", "demo", "--sweep-only", "--space", str(space_file), "--trials", "4", "--out", str(tmp_path)]
+    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": ""})
+    sweep_id = next(line for line in driver.stdout if line.startswith("sweep ")).split()[1].rstrip(":")
+    tune_dir = tmp_path / "demo" / "sweeps" / sweep_id / "tune"
+    deadline = time.monotonic() + 300
+    while not any(f.stat().st_size for f in tune_dir.glob("*/result.json")):  # a trial reported
+        assert time.monotonic() < deadline, "no trial reported in time"
+        time.sleep(0.5)
+    driver.send_signal(signal.SIGTERM)
+    driver.wait(timeout=60)
+    assert driver.returncode == 143, driver.stderr.read()[-3000:]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (parent,) = client.search_runs([client.get_experiment_by_name("s2s-sweep/demo").experiment_id], "tags.`s2s_sweep.kind` = 'sweep'")
+    assert parent.info.status == "KILLED"
