@@ -15,7 +15,9 @@ process (Python, torch) and the few copies of the image a run holds. On CUDA the
 activation figures are used for the GPU (not yet measured there: no GPU was lent).
 """
 
+import resource
 from dataclasses import dataclass
+from pathlib import Path
 
 from model.config import S2SConfig
 from model.network import padded_size
@@ -138,3 +140,14 @@ def fit_memory(height: int, width: int, config: S2SConfig, budget_bytes: int, de
                 f"(64x64 crops, 192x192 tiles), more than the {budget_bytes / MB:,.0f} MB budget"
             )
 
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory: VmHWM on Linux (ru_maxrss survives exec, so a child
+    of a large process would report its parent's peak), else ru_maxrss."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -43,7 +43,7 @@ from ray.autoscaler.sdk import request_resources
 
 from model.config import S2SConfig
 from model.denoiser import denoise
-from model.memory import MB, DoesNotFit, Plan, fit_memory
+from model.memory import MB, DoesNotFit, Plan, fit_memory, peak_rss_bytes
 from s2s_sweep.configs import ConfigError
 from s2s_sweep.datasets import Dataset
 from s2s_sweep.errors import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_TRACKING_BEHIND, StoreLost, stop_request
@@ -114,8 +114,11 @@ class RunOutcome:
 def denoise_image(image_id: str, noisy: np.ndarray, clean: np.ndarray | None, config: S2SConfig, cpus: float) -> dict:
     """The work of one Ray task: train, denoise, score the input and the output. Plain function, so it also runs without Ray."""
     torch.set_num_threads(max(1, int(cpus)))
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     result = denoise(noisy, config)
     scored = clean is not None
+    on_cuda = torch.device(result.device).type == "cuda"
     return {
         "image_id": image_id,
         "denoised": to_uint8(result.denoised),
@@ -126,11 +129,13 @@ def denoise_image(image_id: str, noisy: np.ndarray, clean: np.ndarray | None, co
         "train_seconds": result.train_seconds,
         "inference_seconds": result.inference_seconds,
         "device": result.device,
-        "precision": config.precision_on(torch.device(result.device).type),
+        "precision": config.precision_on("cuda" if on_cuda else "cpu"),
         "crop": result.plan.crop,
         "crop_batch": result.plan.batch,
         "tile": result.plan.tile,
         "memory_mb": result.plan.peak_bytes / MB,
+        # measured: GPU memory on CUDA; else the worker's peak RSS, a lifetime maximum (an upper bound once it ran larger images)
+        "peak_memory_mb": (torch.cuda.max_memory_allocated() if on_cuda else peak_rss_bytes()) / MB,
         "node": ray.util.get_node_ip_address() if ray.is_initialized() else "local",
         "node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local",
     }

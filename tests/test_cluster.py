@@ -119,10 +119,10 @@ def test_a_node_that_joins_mid_run_gets_work_within_seconds(tmp_path):
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     ray.init(address=cluster.address, log_to_driver=False)
     try:
-        dataset = open_dataset(f"folder:{noise_folder(tmp_path / 'images', 14, 96)}")
+        dataset = open_dataset(f"folder:{noise_folder(tmp_path / 'images', 12, 96)}")
         options = RunOptions(out=str(tmp_path / "out"), run_id="elastic", flush_seconds=0)
         result = {}
-        thread = threading.Thread(target=lambda: result.update(table=run_dataset(dataset, S2SConfig(steps=40, passes=2, lambda_iqa=0.0), options).table))
+        thread = threading.Thread(target=lambda: result.update(table=run_dataset(dataset, S2SConfig(steps=30, passes=2, lambda_iqa=0.0), options).table))
         thread.start()
         results = tmp_path / "out" / dataset.key / "elastic" / "results"
         wait_until(lambda: results.exists() and len(pd.read_parquet(results)) >= 1, 300, "the first image")
@@ -150,7 +150,7 @@ def test_ray_job_stop_flushes_the_rows_and_ends_the_mlflow_run_as_killed(ray_hea
     submitted = subprocess.run(
         [BIN / "ray", "job", "submit", "--no-wait", "--address", ray_head["dashboard"], "--working-dir", str(REPO),
          "--runtime-env-json", json.dumps(runtime_env), "--",
-         "python", "-m", "s2s_sweep.run", "demo", "--set", "steps=60", "passes=2", "lambda_iqa=0", "--out", str(out), "--flush-seconds", "3600"],
+         "python", "-m", "s2s_sweep.run", "demo", "--set", "steps=40", "passes=2", "lambda_iqa=0", "--out", str(out), "--flush-seconds", "3600"],
         capture_output=True, text=True, timeout=300, env=ray_head["env"],
     )  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr[-3000:]

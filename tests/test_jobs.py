@@ -30,6 +30,7 @@ def test_rayjob_manifest_runs_the_runner_on_gpu_workers():
     (workers,) = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     (container,) = workers["template"]["spec"]["containers"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert job["spec"]["rayClusterSpec"]["enableInTreeAutoscaling"] is True and workers["maxReplicas"] > workers["minReplicas"]
 
 
 def test_cluster_launcher_config_validates_against_rays_schema():

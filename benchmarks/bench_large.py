@@ -1,0 +1,171 @@
+"""Large images: is crop training as good as whole-image training, and what do big photos cost?
+
+(a) quality: on 256x256 centre crops of CBSD68 σ = 25 and of PolyU real noise (where both
+    modes fit), whole-image training against training on batches of random crops with the
+    same pixels per step (--crops "128x4" = 4 crops of 128x128 = 256x256 pixels), same seed,
+    steps, passes and precision. Mean and spread of the PSNR/SSIM difference per noise kind.
+    Each (image, mode) result is appended to --pieces as soon as it is done, and a rerun
+    skips what is there: run it in the background, in pieces, and it resumes.
+(b) cost: peak memory (RSS of a fresh process) and seconds per training step and per
+    inference pass (all tiles) at 0.25, 1, 4 and 12 MP in the default crop/tiled plan, and
+    whole-image where it fits this machine (else the estimate), against estimate_memory.
+
+    python benchmarks/bench_large.py quality --data-root ../shared/data [--images 4] [--steps 800]
+    python benchmarks/bench_large.py cost [--sizes 0.25,1,4,12]
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from model.config import S2SConfig
+from model.memory import MB, estimate, estimate_memory
+from s2s_sweep.datasets import open_dataset
+from s2s_sweep.metrics import calculate_psnr, calculate_ssim
+
+RESULTS = Path("benchmarks/results")
+KINDS = {"cbsd68-25": "synthetic σ=25", "polyu": "real (PolyU)"}
+
+
+def centre_crop(image: np.ndarray, side: int) -> np.ndarray:
+    top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
+    return image[top : top + side, left : left + side]
+
+
+def quality(args) -> None:
+    from model.denoiser import denoise
+
+    pieces = Path(args.pieces)
+    pieces.parent.mkdir(parents=True, exist_ok=True)
+    done = {(r["dataset"], r["image_id"], r["mode"]) for r in map(json.loads, pieces.read_text().splitlines())} if pieces.exists() else set()
+    crop, batch = map(int, args.crops.split("x"))
+    modes = {"whole": {}, f"crops {args.crops}": {"crop_size": crop, "crop_batch": batch}}
+    base = S2SConfig(p=0.4, steps=args.steps, passes=args.passes, lambda_iqa=0.0, precision=args.precision, seed=0)
+    for name in KINDS:
+        dataset = open_dataset(name, args.data_root).select(limit=args.images)
+        for image_id, noisy, clean in dataset:
+            noisy, clean = centre_crop(noisy, args.side), centre_crop(clean, args.side)
+            for mode, settings in modes.items():
+                if (name, image_id, mode) in done:
+                    continue
+                config = base.replace(p=0.7 if name == "polyu" else 0.4, **settings)  # the paper's p per kind
+                started = time.perf_counter()
+                result = denoise(noisy, config)
+                row = {
+                    "dataset": name, "image_id": image_id, "mode": mode, "crop": result.plan.crop, "batch": result.plan.batch,
+                    "psnr": calculate_psnr(result.denoised, clean), "ssim": calculate_ssim(result.denoised, clean),
+                    "seconds": time.perf_counter() - started, "steps": config.steps, "passes": config.passes, "precision": config.precision,
+                }  # fmt: skip
+                with pieces.open("a") as stream:
+                    stream.write(json.dumps(row) + "\n")
+                print(f"{name} {image_id} {mode}: {row['psnr']:.2f} dB {row['ssim']:.4f} ({row['seconds']:.0f} s)", flush=True)
+    summarise_quality(pieces, list(modes), Path(args.json))
+
+
+def summarise_quality(pieces: Path, modes: list[str], out: Path) -> None:
+    rows = [json.loads(line) for line in pieces.read_text().splitlines()]
+    whole, cropped = modes
+    report = {"rows": rows, "summary": {}}
+    print(f"| noise | images | whole PSNR | {cropped} PSNR | Δ PSNR (mean ± sd) | Δ SSIM |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, kind in KINDS.items():
+        by_image = {}
+        for row in rows:
+            if row["dataset"] == name:
+                by_image.setdefault(row["image_id"], {})[row["mode"]] = row
+        pairs = [(m[whole], m[cropped]) for m in by_image.values() if whole in m and cropped in m]
+        if not pairs:
+            continue
+        d_psnr = np.array([c["psnr"] - w["psnr"] for w, c in pairs])
+        d_ssim = np.array([c["ssim"] - w["ssim"] for w, c in pairs])
+        summary = {
+            "images": len(pairs), "whole_psnr": float(np.mean([w["psnr"] for w, _ in pairs])), "crops_psnr": float(np.mean([c["psnr"] for _, c in pairs])),
+            "delta_psnr_mean": float(d_psnr.mean()), "delta_psnr_sd": float(d_psnr.std(ddof=1)) if len(pairs) > 1 else 0.0, "delta_ssim_mean": float(d_ssim.mean()),
+        }  # fmt: skip
+        report["summary"][name] = summary
+        print(
+            f"| {kind} | {len(pairs)} | {summary['whole_psnr']:.2f} | {summary['crops_psnr']:.2f} | "
+            f"{summary['delta_psnr_mean']:+.2f} ± {summary['delta_psnr_sd']:.2f} | {summary['delta_ssim_mean']:+.4f} |"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+
+
+MEASURE = """
+import json, sys, time
+import numpy as np, torch
+from model.config import S2SConfig
+from model.denoiser import build_network, infer, to_batch, train
+from model.memory import estimate, peak_rss_bytes
+torch.set_num_threads(2)
+height, width, crop, batch, tile, settings = json.loads(sys.argv[1])
+config = S2SConfig(**settings)
+image = np.random.default_rng(0).random((height, width, 3), dtype=np.float32)
+net, padded = build_network(3, config, torch.device("cpu")), to_batch(image, torch.device("cpu"))
+plan = estimate(height, width, config, crop, batch, tile)
+train(net, padded, height, width, config.replace(steps=1), plan)  # warm-up step
+started = time.perf_counter()
+train(net, padded, height, width, config.replace(steps=config.steps - 1), plan)
+step = (time.perf_counter() - started) / (config.steps - 1)
+started = time.perf_counter()
+infer(net, padded, config.replace(passes=1), tile)
+print(json.dumps({"step_s": step, "pass_s": time.perf_counter() - started, "peak_rss_mb": peak_rss_bytes() / 2**20}))
+"""
+
+
+def cost(args) -> None:
+    settings = {"steps": 3, "passes": 1, "lambda_iqa": 0.0, "precision": args.precision}
+    config = S2SConfig(**settings)
+    rows = []
+    for megapixels in map(float, args.sizes.split(",")):
+        width = int(round(np.sqrt(megapixels * 1e6 * 4 / 3) / 32)) * 32  # 4:3 photos
+        height = int(round(width * 3 / 4 / 32)) * 32
+        default = estimate_memory(height, width, config)
+        plans = {"plan": default} if not (default.crop or default.tile) else {"plan": default, "whole": estimate(height, width, config, 0, 1, 0)}
+        for mode, plan in plans.items():
+            row = {"megapixels": height * width / 1e6, "size": f"{width}x{height}", "mode": mode, "crop": plan.crop, "batch": plan.batch, "tile": plan.tile, "estimate_mb": plan.peak_bytes / MB}
+            if plan.peak_bytes > args.max_gb * 2**30:
+                row["measured"] = False  # does not fit this machine: the estimate stands
+            else:
+                done = subprocess.run([sys.executable, "-c", MEASURE, json.dumps([height, width, plan.crop, plan.batch, plan.tile, settings])], capture_output=True, text=True, check=True)
+                row.update(json.loads(done.stdout.splitlines()[-1]), measured=True)
+                row["estimate_error"] = row["estimate_mb"] / row["peak_rss_mb"] - 1
+            rows.append(row)
+            measured = f"{row['peak_rss_mb']:8.0f} {row['step_s']:8.2f} {row['pass_s']:8.1f}" if row["measured"] else f"{'-':>8} {'-':>8} {'-':>8}"
+            print(f"{row['size']:>10} {row['megapixels']:5.2f} MP {mode:>5} crop {row['crop']:3d}x{row['batch']} tile {row['tile']:3d} | est {row['estimate_mb']:8.0f} MB | {measured}", flush=True)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"precision": args.precision, "rows": rows}, indent=2))
+    print(f"wrote {out}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="part", required=True)
+    q = sub.add_parser("quality")
+    q.add_argument("--data-root")
+    q.add_argument("--images", type=int, default=4, help="per noise kind")
+    q.add_argument("--side", type=int, default=256)
+    q.add_argument("--steps", type=int, default=800)
+    q.add_argument("--passes", type=int, default=50)
+    q.add_argument("--crops", default="128x4", help="SIDExBATCH: crops per step with the whole image's pixels")
+    q.add_argument("--precision", default="bf16")
+    q.add_argument("--pieces", default=str(RESULTS / "bench_large_quality.jsonl"))
+    q.add_argument("--json", default=str(RESULTS / "bench_large_quality.json"))
+    c = sub.add_parser("cost")
+    c.add_argument("--sizes", default="0.25,1,4,12", help="megapixels, comma-separated")
+    c.add_argument("--precision", default="fp32")
+    c.add_argument("--max-gb", type=float, default=20.0, help="measure only what the estimate says fits")
+    c.add_argument("--json", default=str(RESULTS / "bench_large_cost.json"))
+    args = parser.parse_args()
+    quality(args) if args.part == "quality" else cost(args)
+
+
+if __name__ == "__main__":
+    main()
