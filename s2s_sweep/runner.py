@@ -170,7 +170,7 @@ class Progress:
         detail = f"PSNR {row['psnr']:.2f}" if row["psnr"] is not None else row["status"]
         print(
             f"[{self.done}/{self.total}] {row['image_id']}: {detail} | failed {self.failed}"
-            f" | mean PSNR {self.mean_psnr:.2f} | {3600 * self.computed / elapsed:.1f} img/h | ETA {format_seconds(eta)}",
+            f"{f' | mean PSNR {self.mean_psnr:.2f}' if self.psnrs else ''} | {3600 * self.computed / elapsed:.1f} img/h | ETA {format_seconds(eta)}",
             flush=True,
         )
 

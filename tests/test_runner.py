@@ -1,5 +1,7 @@
 """The dataset runner on a real local Ray, with real Parquet files and a real MLflow SQLite store."""
 
+import tempfile
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -10,7 +12,8 @@ from PIL import Image
 
 from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
-from s2s_sweep.runner import RunOptions, run_dataset
+from s2s_sweep.results import read_results
+from s2s_sweep.runner import Progress, RunOptions, run_dataset
 from s2s_sweep.store import OutputStore
 
 FAST = S2SConfig(steps=3, passes=2, lambda_iqa=0.0)
@@ -140,3 +143,15 @@ def test_an_image_too_large_for_any_plan_becomes_a_failed_row_before_it_starts(t
     assert "huge: 2048x4096 pixels needs at least" in rows["huge"]["error"] and "more than the 1,200 MB budget" in rows["huge"]["error"]
     assert rows["small"]["status"] == "ok" and rows["small"]["crop"] == 0 and rows["small"]["tile"] == 0
     assert 500 < rows["small"]["memory_mb"] < 1200 and rows["small"]["precision"] == "fp32"
+
+
+def test_progress_counts_failed_rows_as_done_but_not_into_the_rate_and_weighs_the_eta_by_pixels(capsys):
+    earlier = read_results(OutputStore(tempfile.mkdtemp()), "demo", "none")  # an empty table of the run's schema
+    progress = Progress(total=3, earlier=earlier, pixels_left=1000 + 10 + 10)
+    progress.update({"image_id": "big", "status": "ok", "psnr": 30.0, "ssim": 0.9}, pixels=1000)
+    progress.update({"image_id": "bad", "status": "failed", "psnr": None, "ssim": None}, pixels=10)
+    assert (progress.done, progress.failed, progress.computed, progress.pixels_left) == (2, 1, 1, 10)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith("[2/3] bad: failed | failed 1 | mean PSNR 30.00")
+    eta = lines[-1].rsplit("ETA ", 1)[1]
+    assert eta == "00:00:00"  # 10 pixels left at the rate of 1,000 pixels done: well under a second
