@@ -11,6 +11,7 @@
     whole-image where it fits this machine (else the estimate), against estimate_memory.
 
     python benchmarks/bench_large.py quality --data-root ../shared/data [--images 4] [--steps 800]
+    python benchmarks/bench_large.py summary      # the table of what --pieces holds so far
     python benchmarks/bench_large.py cost [--sizes 0.25,1,4,12]
 """
 
@@ -46,10 +47,11 @@ def quality(args) -> None:
     crop, batch = map(int, args.crops.split("x"))
     modes = {"whole": {}, f"crops {args.crops}": {"crop_size": crop, "crop_batch": batch}}
     base = S2SConfig(p=0.4, steps=args.steps, passes=args.passes, lambda_iqa=0.0, precision=args.precision, seed=0)
-    for name in KINDS:
-        dataset = open_dataset(name, args.data_root).select(limit=args.images)
-        for image_id, noisy, clean in dataset:
-            noisy, clean = centre_crop(noisy, args.side), centre_crop(clean, args.side)
+    datasets = {name: open_dataset(name, args.data_root).select(limit=args.images) for name in KINDS}
+    for index in range(args.images):  # the kinds interleaved, so a partial run already covers both
+        for name, dataset in datasets.items():
+            image_id = dataset.ids[index]
+            noisy, clean = (centre_crop(image, args.side) for image in dataset.load(image_id))
             for mode, settings in modes.items():
                 if (name, image_id, mode) in done:
                     continue
@@ -158,13 +160,20 @@ def main():
     q.add_argument("--precision", default="bf16")
     q.add_argument("--pieces", default=str(RESULTS / "bench_large_quality.jsonl"))
     q.add_argument("--json", default=str(RESULTS / "bench_large_quality.json"))
+    r = sub.add_parser("summary")
+    r.add_argument("--crops", default="128x4")
+    r.add_argument("--pieces", default=str(RESULTS / "bench_large_quality.jsonl"))
+    r.add_argument("--json", default=str(RESULTS / "bench_large_quality.json"))
     c = sub.add_parser("cost")
     c.add_argument("--sizes", default="0.25,1,4,12", help="megapixels, comma-separated")
     c.add_argument("--precision", default="fp32")
     c.add_argument("--max-gb", type=float, default=20.0, help="measure only what the estimate says fits")
     c.add_argument("--json", default=str(RESULTS / "bench_large_cost.json"))
     args = parser.parse_args()
-    quality(args) if args.part == "quality" else cost(args)
+    if args.part == "summary":
+        summarise_quality(Path(args.pieces), ["whole", f"crops {args.crops}"], Path(args.json))
+    else:
+        quality(args) if args.part == "quality" else cost(args)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,13 @@ any crash every image ends up in the table exactly once. MLflow is a view of the
 record: an outage is warned once and caught up by a resume (see tracking.py).
 """
 
+import contextlib
 import hashlib
 import json
 import sys
 import time
 from collections import deque
+from itertools import islice
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -102,13 +104,17 @@ class RunOutcome:
 
     @property
     def failed(self) -> int:
-        return self.table.num_rows - pc.sum(pc.equal(self.table["status"], "ok")).as_py() if self.table.num_rows else 0
+        return count_failed(self.table)
 
     @property
     def exit_status(self) -> int:
         if self.tracking_behind:
             return EXIT_TRACKING_BEHIND
         return EXIT_IMAGES_FAILED if self.failed else EXIT_OK
+
+
+def count_failed(table: pa.Table) -> int:
+    return table.num_rows - (pc.sum(pc.equal(table["status"], "ok")).as_py() or 0)
 
 
 def denoise_image(image_id: str, noisy: np.ndarray, clean: np.ndarray | None, config: S2SConfig, cpus: float) -> dict:
@@ -147,7 +153,7 @@ class Progress:
     def __init__(self, total: int, earlier: pa.Table, pixels_left: int):
         """`earlier`: the rows kept from earlier sessions of the run, which the running means include."""
         self.total, self.done = total, earlier.num_rows
-        self.failed = earlier.num_rows - pc.sum(pc.equal(earlier["status"], "ok")).as_py() if earlier.num_rows else 0
+        self.failed = count_failed(earlier)
         self.pixels_left, self.pixels_computed, self.computed = pixels_left, 0, 0
         self.started = time.monotonic()
         self.psnrs: list[float] = [v for v in earlier.column("psnr").to_pylist() if v is not None]
@@ -272,7 +278,7 @@ class DatasetRun:
                     continue
                 self.submit(image_id, plan, pixels[image_id], pending, progress)
             wanted = [self.bundle(plans[item.image_id]) for item in pending.values()]
-            wanted += [self.bundle(plans[i]) for i in list(queue)[: MAX_DEMAND - len(wanted)] if not isinstance(plans[i], str)]
+            wanted += [self.bundle(plans[i]) for i in islice(queue, max(0, MAX_DEMAND - len(wanted))) if not isinstance(plans[i], str)]
             if wanted != demand:  # the rest of the dataset, visible to the autoscaler
                 request_resources(bundles=wanted)
                 demand = wanted
@@ -354,7 +360,8 @@ def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> Run
         run.table.flush()
     except BaseException as error:
         if not isinstance(error, StoreLost):
-            run.table.flush()  # keep every finished image
+            with contextlib.suppress(OSError):  # keep every finished image, unless the store itself is gone
+                run.table.flush()
         tracker.finish("KILLED" if stop_request(error) else "FAILED")
         raise
     finally:

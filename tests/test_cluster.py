@@ -138,7 +138,8 @@ def test_a_node_that_joins_mid_run_gets_work_within_seconds(tmp_path):
     first_node = frame.loc[finished.idxmin(), "node_id"]
     new = frame[frame["node_id"] != first_node]
     new_started = finished[new.index] - new["train_seconds"] - new["inference_seconds"]
-    assert new_started.min() - joined < 15, "the new node got no work within seconds"
+    # within seconds: the raylet's start, a worker process with torch imported, then its first image
+    assert new_started.min() - joined < 30, "the new node got no work within seconds"
     after = finished > joined
     assert len(new) >= 0.5 * (2 / 3) * after.sum(), (len(new), after.sum())  # at least half its share by slots
     assert peak_concurrency(frame) >= 3  # head 1 + new node 2
