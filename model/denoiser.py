@@ -42,13 +42,17 @@ class DenoiseResult:
     plan: Plan  # whole image or crops, tiles, predicted memory
 
 
+class DeviceUnavailable(ValueError):
+    """A CUDA device was asked for where none is visible."""
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' picks CUDA when present; asking for CUDA where there is none is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {name!r} requested but no CUDA GPU is visible; use --device cpu or auto")
+        raise DeviceUnavailable(f"device: {name!r} requested but no CUDA GPU is visible; use --device cpu or auto")
     return device
 
 

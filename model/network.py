@@ -109,12 +109,16 @@ def padded_size(height: int, width: int) -> tuple[int, int]:
     return tuple(max(MIN_PADDED_SIDE, math.ceil(s / SIDE_MULTIPLE) * SIDE_MULTIPLE) for s in (height, width))
 
 
+class ImageTooSmall(ValueError):
+    """An image with a side too short for the network's 32x downsampling."""
+
+
 def check_image_size(height: int, width: int, name: str = "image") -> None:
     """Reflect padding can only mirror less than a full side, which sets the smallest image."""
     padded_h, padded_w = padded_size(height, width)
     if padded_h - height >= height or padded_w - width >= width:
         min_side = MIN_PADDED_SIDE // 2 + 1
-        raise ValueError(
+        raise ImageTooSmall(
             f"{name}: {height}x{width} pixels is too small; Self2Self+ needs each side "
             f">= {min_side} pixels (the network downsamples 32x and reflect-pads to a multiple of 32)"
         )

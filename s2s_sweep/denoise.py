@@ -10,13 +10,15 @@ noise) and its clean original, so it runs with no download.
 import argparse
 import sys
 import time
+import traceback
 
 from tqdm import tqdm
 
 from model.config import S2SConfig
 from model.denoiser import denoise
-from model.losses import IQAWeightsMissing
+from s2s_sweep.configs import ConfigError
 from s2s_sweep.datasets import open_dataset
+from s2s_sweep.errors import EXIT_BAD_INPUT, EXIT_BUG, IMAGE_ERRORS
 from s2s_sweep.images import ImageError, read_image, write_png
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
 
@@ -43,12 +45,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 0, 2 for bad input (one line: the file, the setting, the memory budget), 70 for a bug (traceback)."""
     args = parse_args(argv)
     try:
-        config = S2SConfig(
-            p=args.p, steps=args.steps, lambda_iqa=args.lambda_iqa, passes=args.passes, seed=args.seed,
-            device=args.device, precision=args.precision, compile=args.compile, iqa_weights=args.iqa_weights,
-        )  # fmt: skip
+        try:
+            config = S2SConfig(
+                p=args.p, steps=args.steps, lambda_iqa=args.lambda_iqa, passes=args.passes, seed=args.seed,
+                device=args.device, precision=args.precision, compile=args.compile, iqa_weights=args.iqa_weights,
+            )  # fmt: skip
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         if args.demo:
             _, noisy, clean = next(iter(open_dataset("demo")))
         else:
@@ -69,10 +75,17 @@ def main(argv: list[str] | None = None) -> int:
                 infer_bar.update(done - infer_bar.n)
 
             result = denoise(noisy, config, on_step, on_pass)
-        write_png(args.output, result.denoised)
-    except (ValueError, OSError, IQAWeightsMissing) as error:
+        try:
+            write_png(args.output, result.denoised)
+        except OSError as error:
+            raise ImageError(f"{args.output}: cannot write the result ({error})") from None
+    except IMAGE_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except Exception:
+        traceback.print_exc()
+        print("internal error: please report it with the traceback above", file=sys.stderr)
+        return EXIT_BUG
 
     plan = result.plan
     training = f"{plan.batch} crops of {plan.crop}x{plan.crop} per step" if plan.crop else "whole image"

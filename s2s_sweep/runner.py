@@ -47,9 +47,9 @@ from model.config import S2SConfig
 from model.denoiser import denoise
 from model.memory import MB, DoesNotFit, Plan, fit_memory, peak_rss_bytes
 from s2s_sweep.configs import ConfigError
-from s2s_sweep.datasets import Dataset
-from s2s_sweep.errors import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_TRACKING_BEHIND, StoreLost, stop_request
-from s2s_sweep.images import encode_png, to_uint8
+from s2s_sweep.datasets import Dataset, DatasetError
+from s2s_sweep.errors import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_TRACKING_BEHIND, IMAGE_ERRORS, StoreLost, stop_request
+from s2s_sweep.images import ImageError, encode_png, to_uint8
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
 from s2s_sweep.results import SCHEMA, ResultsTable, compact_results, parquet_bytes, read_results
 from s2s_sweep.session import OOM_RETRIES, Session, connect_ray, open_session, write_record
@@ -291,7 +291,7 @@ class DatasetRun:
     def submit(self, image_id: str, plan: Plan, pixels: int, pending: dict, progress: Progress) -> None:
         try:
             noisy, clean = self.dataset.load(image_id)
-        except ValueError as error:  # corrupt or mismatched files: record, go on
+        except (DatasetError, ImageError) as error:  # corrupt or mismatched files: record, go on
             progress.update(self.row(image_id, None, one_line(error)), pixels)
             return
         sheet = (sheet_crop(to_uint8(noisy)), None if clean is None else sheet_crop(to_uint8(clean))) if len(self.sheet) + len(pending) < SHEET_IMAGES else None
@@ -304,6 +304,8 @@ class DatasetRun:
             result, error = ray.get(ref), None
         except ray.exceptions.RayTaskError as failure:  # the image's own error: not retried
             result, error = None, one_line(failure.cause) if failure.cause else one_line(failure)
+            if not isinstance(failure.cause, IMAGE_ERRORS):  # a bug, not the image: keep its traceback in the log
+                print(f"{item.image_id}: internal error in its task\n{failure}", file=sys.stderr, flush=True)
         except ray.exceptions.OutOfMemoryError:
             result, error = None, f"out of memory: Ray's memory monitor killed its task {OOM_RETRIES + 1} times; give it a node with more RAM or a smaller --set memory_mb="
         except ray.exceptions.RayError as failure:  # worker/node died after all retries

@@ -1,5 +1,8 @@
+import subprocess
+import sys
+
 import numpy as np
-from conftest import NO_DOWNLOADS, run_module
+from conftest import NO_DOWNLOADS, REPO, run_module
 from PIL import Image
 
 from s2s_sweep.images import to_uint8
@@ -66,3 +69,9 @@ def test_missing_iqa_weights_stop_before_training(tmp_path, astronaut_pair):
     error = one_line_error(done)
     assert "IQA weights missing" in error and "--lambda-iqa 0" in error
     assert "train:   0%" in done.stderr and not (tmp_path / "o.png").exists()
+
+
+def test_an_internal_error_in_denoise_keeps_its_traceback_and_exits_70(tmp_path):
+    script = "import sys, s2s_sweep.denoise as cli\ncli.denoise = lambda *a: {}['bug']\nsys.exit(cli.main(['--demo', '-o', sys.argv[1]]))"
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "o.png")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 70 and "KeyError: 'bug'" in done.stderr and "internal error" in done.stderr
