@@ -10,6 +10,7 @@ MLflow: experiment s2s-sweep/DATASET.
 """
 
 import argparse
+import os
 import sys
 import traceback
 
@@ -114,4 +115,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    if status in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        # Stopped: records are flushed and MLflow updated. Skip Ray's exit-time shutdown, which can
+        # wait on the stopped run's tasks for many seconds (past `ray job stop`'s SIGKILL); the
+        # cluster cancels a dead driver's tasks itself.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
