@@ -59,29 +59,22 @@ class Plan:
         return max(self.train_bytes, self.infer_bytes)
 
 
-def training_pixels(height: int, width: int, crop: int, batch: int) -> int:
-    """Pixels one training step's batch holds (crops are clipped to the padded image)."""
+def piece_pixels(height: int, width: int, side: int) -> int:
+    """Pixels of one square crop or tile of `side` clipped to the padded image; side 0 = the whole padded image."""
     padded_h, padded_w = padded_size(height, width)
-    if not crop:
-        return padded_h * padded_w
-    return batch * min(crop, padded_h) * min(crop, padded_w)
-
-
-def tile_pixels(height: int, width: int, tile: int) -> int:
-    padded_h, padded_w = padded_size(height, width)
-    return padded_h * padded_w if not tile else min(tile, padded_h) * min(tile, padded_w)
+    return padded_h * padded_w if not side else min(side, padded_h) * min(side, padded_w)
 
 
 def estimate(height: int, width: int, config: S2SConfig, crop: int, batch: int, tile: int, device_type: str = "cpu") -> Plan:
     """Predicted peaks of one image with the given crop/batch/tile (see the module docstring)."""
     precision = config.precision_on(device_type)
     image_bytes = IMAGE_BYTES_PER_PIXEL * height * width
-    train_pixels = training_pixels(height, width, crop, batch)
+    train_pixels = batch * piece_pixels(height, width, crop)  # batch is 1 for the whole image
     train = TRAIN_WORKSPACE_BYTES + TRAIN_BYTES_PER_PIXEL[precision] * train_pixels
     if config.lambda_iqa > 0:
         train += IQA_BYTES + IQA_BYTES_PER_PIXEL * train_pixels
-    passes_at_once = passes_per_batch(config, tile_pixels(height, width, tile), device_type)
-    infer = PASS_WORKSPACE_BYTES + PASS_BYTES_PER_PIXEL[precision] * tile_pixels(height, width, tile) * passes_at_once
+    tile_pixels = piece_pixels(height, width, tile)
+    infer = PASS_WORKSPACE_BYTES + PASS_BYTES_PER_PIXEL[precision] * tile_pixels * passes_per_batch(config, tile_pixels, device_type)
     base = PROCESS_BYTES[device_type]
     if device_type == "cpu":
         train, infer = base + image_bytes + train, base + image_bytes + infer

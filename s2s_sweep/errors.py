@@ -24,6 +24,10 @@ class RayUnreachable(ConnectionError):
     """The Ray address given cannot be reached."""
 
 
+class StoreLost(Exception):
+    """A write to the output store failed after work started (disk full, bucket gone, credentials expired)."""
+
+
 class Terminated(BaseException):
     """SIGTERM (what `ray job stop` sends); a BaseException like KeyboardInterrupt, so no
     `except Exception` on the way swallows it."""
@@ -69,7 +73,3 @@ def raise_on_sigterm() -> None:
         raise Terminated("terminated by SIGTERM")
 
     signal.signal(signal.SIGTERM, handler)
-
-
-class StoreLost(Exception):
-    """A write to the output store failed after work started (disk full, bucket gone, credentials expired)."""

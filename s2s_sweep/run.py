@@ -64,9 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (StoreLost, NoTrialFinished) as error:
+    except StoreLost as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_STORE_LOST if isinstance(error, StoreLost) else EXIT_IMAGES_FAILED
+        return EXIT_STORE_LOST
+    except NoTrialFinished as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_IMAGES_FAILED
     except (KeyboardInterrupt, Terminated, Exception) as error:
         stop = stop_request(error)
         if stop is not None:

@@ -52,8 +52,9 @@ from s2s_sweep.errors import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_TRACKING_BEHIND, 
 from s2s_sweep.images import ImageError, encode_png, to_uint8
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
 from s2s_sweep.results import SCHEMA, ResultsTable, compact_results, parquet_bytes, read_results
-from s2s_sweep.session import OOM_RETRIES, Session, connect_ray, open_session, write_record
+from s2s_sweep.session import Session, connect_ray, oom_retries, open_session, write_record
 from s2s_sweep.tracking import RunTracker, contact_sheet, running_metrics, sheet_crop
+from s2s_sweep.uris import redact
 
 SOURCE_DIRS = ("model", "s2s_sweep")
 SHEET_IMAGES = 4
@@ -212,7 +213,7 @@ class DatasetRun:
     """The driver's side of one run: plans, submits, collects and records images as they finish."""
 
     def __init__(self, dataset: Dataset, config: S2SConfig, options: RunOptions, session: Session, tracker: RunTracker, gpus_per_image: float):
-        self.dataset, self.config, self.options, self.session, self.tracker = dataset, config, options, session, tracker
+        self.dataset, self.config, self.options, self.tracker = dataset, config, options, tracker
         self.store, self.run_id, self.folder = session.store, session.id, session.folder
         self.gpus_per_image = gpus_per_image
         self.device_type = "cuda" if gpus_per_image else "cpu"
@@ -240,7 +241,7 @@ class DatasetRun:
                 self.compute_seconds += result["train_seconds"] + result["inference_seconds"]
             self.table.add(row)
         except OSError as failure:
-            raise StoreLost(f"--out {self.options.out}: writing {image_id} failed ({one_line(failure)}); what was written is kept, --resume {self.run_id} computes the rest") from failure
+            raise StoreLost(redact(f"--out {self.options.out}: writing {image_id} failed ({one_line(failure)}); what was written is kept, --resume {self.run_id} computes the rest")) from failure
         return row
 
     def slots(self) -> int:
@@ -265,12 +266,12 @@ class DatasetRun:
             except DoesNotFit as error:
                 plans[image_id] = str(error)
         pixels = {image_id: height * width for image_id, (height, width) in sizes.items()}
-        todo = list(sizes)
-        queue = deque(sorted(todo, key=lambda i: -pixels[i]))  # longest-processing-time first
+        queue = deque(sorted(sizes, key=lambda i: -pixels[i]))  # longest-processing-time first
         pending: dict[ray.ObjectRef, InFlight] = {}
         demand = None
         while queue or pending:
-            while queue and len(pending) < 2 * self.slots():
+            in_flight = 2 * self.slots()  # one look at the live cluster per turn
+            while queue and len(pending) < in_flight:
                 image_id = queue.popleft()
                 plan = plans[image_id]
                 if isinstance(plan, str):  # cannot fit: a failed row before it starts
@@ -307,7 +308,7 @@ class DatasetRun:
             if not isinstance(failure.cause, IMAGE_ERRORS):  # a bug, not the image: keep its traceback in the log
                 print(f"{item.image_id}: internal error in its task\n{failure}", file=sys.stderr, flush=True)
         except ray.exceptions.OutOfMemoryError:
-            result, error = None, f"out of memory: Ray's memory monitor killed its task {OOM_RETRIES + 1} times; give it a node with more RAM or a smaller --set memory_mb="
+            result, error = None, f"out of memory: Ray's memory monitor killed its task {oom_retries() + 1} times; give it a node with more RAM or a smaller --set memory_mb="
         except ray.exceptions.RayError as failure:  # worker/node died after all retries
             result, error = None, one_line(failure)
         row = self.row(item.image_id, result, error)

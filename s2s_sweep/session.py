@@ -23,6 +23,11 @@ from s2s_sweep.tracking import check_reachable, resolve_tracking_uri
 OOM_RETRIES = 2
 
 
+def oom_retries() -> int:
+    """The retries after a memory-monitor kill in effect for this driver (its own setting, or a user's)."""
+    return int(os.environ.get("RAY_task_oom_retries", OOM_RETRIES))
+
+
 @dataclass
 class Session:
     store: OutputStore

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from s2s_sweep.store import OutputStore
+from s2s_sweep.uris import redact
 
 SHEET_TILE = 128  # contact-sheet tiles are centre crops of this side
 HTTP_TIMEOUT_SECONDS = 5  # one try per MLflow HTTP call, so an outage costs seconds, not the retries' minutes
@@ -89,6 +90,14 @@ def running_metrics(psnrs: list[float], ssims: list[float], done: int, failed: i
     }
 
 
+def metric_entities(metrics: dict[str, float | None], step: int) -> list:
+    """MLflow Metric entities of the finite values, for log_batch (None and NaN are left out)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(key, float(value), now, step) for key, value in metrics.items() if value is not None and np.isfinite(value)]
+
+
 class RunTracker:
     """One MLflow run for one dataset job (or sweep); resumes the same MLflow run when the job resumes.
     Opening it is checked (a TrackingError before any work); every later call is best effort."""
@@ -126,36 +135,27 @@ class RunTracker:
     def call(self, method: str, *args, **kwargs):
         """client.method(*args, **kwargs), or None once tracking has failed: a failure is warned
         once and then no more calls are made this session, so the work never waits on MLflow."""
+        from mlflow.exceptions import MlflowException
+
         if self.behind:
             return None
         try:
             return getattr(self.client, method)(*args, **kwargs)
-        except Exception as error:  # MlflowException, requests and OS errors alike: the record is in Parquet
-            self.behind = f"MLflow at {self.uri} failed in {method} ({type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]})"
+        except (MlflowException, OSError) as error:  # the server or store failed (requests' errors are OSErrors); a bug still raises
+            self.behind = redact(f"MLflow at {self.uri} failed in {method} ({type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]})")
             print(f"warning: {self.behind}; images go on, recorded in Parquet; no more MLflow calls this session", file=sys.stderr, flush=True)
             return None
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        batch = [Metric(key, float(value), now, step) for key, value in metrics.items() if value is not None and np.isfinite(value)]
-        self.call("log_batch", self.run_id, metrics=batch)
+        self.call("log_batch", self.run_id, metrics=metric_entities(metrics, step))
 
     def catch_up(self, table: pa.Table) -> None:
         """Log the running metrics of the images recorded after the last step MLflow has."""
         history = self.call("get_metric_history", self.run_id, "images_done")
         if history is None:
             return
-        from mlflow.entities import Metric
-
         last = max((metric.step for metric in history), default=0)
-        now = int(time.time() * 1000)
-        missed = [
-            Metric(key, float(value), now, step)
-            for step, metrics in enumerate(running_history(table), 1) if step > last
-            for key, value in metrics.items() if np.isfinite(value)
-        ]  # fmt: skip
+        missed = [entity for step, metrics in enumerate(running_history(table), 1) if step > last for entity in metric_entities(metrics, step)]
         for start in range(0, len(missed), 1000):  # MLflow's limit per batch
             self.call("log_batch", self.run_id, metrics=missed[start : start + 1000])
 
