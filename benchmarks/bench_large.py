@@ -3,7 +3,9 @@
 (a) quality: on 256x256 centre crops of CBSD68 σ = 25 and of PolyU real noise (where both
     modes fit), whole-image training against training on batches of random crops with the
     same pixels per step (--crops "128x4" = 4 crops of 128x128 = 256x256 pixels), same seed,
-    steps, passes and precision. Mean and spread of the PSNR/SSIM difference per noise kind.
+    steps, passes and precision. Mean and spread of the PSNR/SSIM difference per noise kind,
+    beside the noise floor: the same whole-image training with another seed ("whole seed 1"),
+    i.e. how far two runs of one method differ at this budget.
     Each (image, mode) result is appended to --pieces as soon as it is done, and a rerun
     skips what is there: run it in the background, in pieces, and it resumes.
 (b) cost: peak memory (RSS of a fresh process) and seconds per training step and per
@@ -31,6 +33,7 @@ from s2s_sweep.metrics import calculate_psnr, calculate_ssim
 
 RESULTS = Path("benchmarks/results")
 KINDS = {"cbsd68-25": "synthetic σ=25", "polyu": "real (PolyU)"}
+SEED_FLOOR = "whole seed 1"
 
 
 def centre_crop(image: np.ndarray, side: int) -> np.ndarray:
@@ -45,7 +48,7 @@ def quality(args) -> None:
     pieces.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["dataset"], r["image_id"], r["mode"]) for r in map(json.loads, pieces.read_text().splitlines())} if pieces.exists() else set()
     crop, batch = map(int, args.crops.split("x"))
-    modes = {"whole": {}, f"crops {args.crops}": {"crop_size": crop, "crop_batch": batch}}
+    modes = {"whole": {}, f"crops {args.crops}": {"crop_size": crop, "crop_batch": batch}, SEED_FLOOR: {"seed": 1}}
     base = S2SConfig(p=0.4, steps=args.steps, passes=args.passes, lambda_iqa=0.0, precision=args.precision, seed=0)
     datasets = {name: open_dataset(name, args.data_root).select(limit=args.images) for name in KINDS}
     for index in range(args.images):  # the kinds interleaved, so a partial run already covers both
@@ -61,38 +64,46 @@ def quality(args) -> None:
                 row = {
                     "dataset": name, "image_id": image_id, "mode": mode, "crop": result.plan.crop, "batch": result.plan.batch,
                     "psnr": calculate_psnr(result.denoised, clean), "ssim": calculate_ssim(result.denoised, clean),
-                    "seconds": time.perf_counter() - started, "steps": config.steps, "passes": config.passes, "precision": config.precision,
+                    "seconds": time.perf_counter() - started, "steps": config.steps, "passes": config.passes, "precision": config.precision, "seed": config.seed,
                 }  # fmt: skip
                 with pieces.open("a") as stream:
                     stream.write(json.dumps(row) + "\n")
                 print(f"{name} {image_id} {mode}: {row['psnr']:.2f} dB {row['ssim']:.4f} ({row['seconds']:.0f} s)", flush=True)
-    summarise_quality(pieces, list(modes), Path(args.json))
+    summarise_quality(pieces, f"crops {args.crops}", Path(args.json))
 
 
-def summarise_quality(pieces: Path, modes: list[str], out: Path) -> None:
+def spread(values: np.ndarray) -> float:
+    """Sample standard deviation (0 for fewer than two values)."""
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def summarise_quality(pieces: Path, cropped: str, out: Path) -> None:
+    """Per noise kind: crops − whole (paired by image), beside whole seed 1 − whole (the noise floor)."""
     rows = [json.loads(line) for line in pieces.read_text().splitlines()]
-    whole, cropped = modes
     report = {"rows": rows, "summary": {}}
-    print(f"| noise | images | whole PSNR | {cropped} PSNR | Δ PSNR (mean ± sd) | Δ SSIM |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"| noise | images | whole PSNR | {cropped} PSNR | Δ PSNR crops − whole | Δ SSIM | images | Δ PSNR seed 1 − seed 0 (whole) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, kind in KINDS.items():
         by_image = {}
         for row in rows:
             if row["dataset"] == name:
                 by_image.setdefault(row["image_id"], {})[row["mode"]] = row
-        pairs = [(m[whole], m[cropped]) for m in by_image.values() if whole in m and cropped in m]
+        pairs = [(m["whole"], m[cropped]) for m in by_image.values() if "whole" in m and cropped in m]
+        floor = np.array([m[SEED_FLOOR]["psnr"] - m["whole"]["psnr"] for m in by_image.values() if "whole" in m and SEED_FLOOR in m])
         if not pairs:
             continue
         d_psnr = np.array([c["psnr"] - w["psnr"] for w, c in pairs])
         d_ssim = np.array([c["ssim"] - w["ssim"] for w, c in pairs])
         summary = {
             "images": len(pairs), "whole_psnr": float(np.mean([w["psnr"] for w, _ in pairs])), "crops_psnr": float(np.mean([c["psnr"] for _, c in pairs])),
-            "delta_psnr_mean": float(d_psnr.mean()), "delta_psnr_sd": float(d_psnr.std(ddof=1)) if len(pairs) > 1 else 0.0, "delta_ssim_mean": float(d_ssim.mean()),
+            "delta_psnr_mean": float(d_psnr.mean()), "delta_psnr_sd": spread(d_psnr), "delta_ssim_mean": float(d_ssim.mean()),
+            "seed_floor_images": len(floor), "seed_floor_psnr_mean": float(floor.mean()) if len(floor) else None, "seed_floor_psnr_sd": spread(floor),
         }  # fmt: skip
         report["summary"][name] = summary
+        floor_text = f"{summary['seed_floor_psnr_mean']:+.2f} ± {summary['seed_floor_psnr_sd']:.2f}" if len(floor) else "-"
         print(
             f"| {kind} | {len(pairs)} | {summary['whole_psnr']:.2f} | {summary['crops_psnr']:.2f} | "
-            f"{summary['delta_psnr_mean']:+.2f} ± {summary['delta_psnr_sd']:.2f} | {summary['delta_ssim_mean']:+.4f} |"
+            f"{summary['delta_psnr_mean']:+.2f} ± {summary['delta_psnr_sd']:.2f} | {summary['delta_ssim_mean']:+.4f} | {len(floor)} | {floor_text} |"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
@@ -171,7 +182,7 @@ def main():
     c.add_argument("--json", default=str(RESULTS / "bench_large_cost.json"))
     args = parser.parse_args()
     if args.part == "summary":
-        summarise_quality(Path(args.pieces), ["whole", f"crops {args.crops}"], Path(args.json))
+        summarise_quality(Path(args.pieces), f"crops {args.crops}", Path(args.json))
     else:
         quality(args) if args.part == "quality" else cost(args)
 

@@ -24,10 +24,6 @@ class RayUnreachable(ConnectionError):
     """The Ray address given cannot be reached."""
 
 
-class StoreLost(Exception):
-    """A write to the output store failed after work started (disk full, bucket gone, credentials expired)."""
-
-
 class Terminated(BaseException):
     """SIGTERM (what `ray job stop` sends); a BaseException like KeyboardInterrupt, so no
     `except Exception` on the way swallows it."""
@@ -41,7 +37,7 @@ EXIT_OK = 0  # every image denoised and recorded, tracking up to date
 EXIT_IMAGES_FAILED = 1  # some images have failed rows (their error column says why)
 EXIT_BAD_INPUT = 2  # bad input found before work started; nothing was computed
 EXIT_TRACKING_BEHIND = 3  # every image recorded in Parquet + PNGs, MLflow missed some: --resume RUN_ID catches up
-EXIT_STORE_LOST = 4  # the output store failed mid-run; what was written stays, --resume RUN_ID recomputes the rest
+EXIT_STORE_LOST = 4  # the output store stayed down past --store-patience: finished images saved in --fallback, --resume RUN_ID uploads them
 EXIT_BUG = 70  # an internal error (EX_SOFTWARE): the traceback is printed, please report it
 EXIT_INTERRUPTED = 130  # Ctrl-C: records flushed, MLflow run KILLED
 EXIT_TERMINATED = 143  # SIGTERM / `ray job stop`: records flushed, MLflow run KILLED
@@ -51,7 +47,7 @@ EXIT_STATUSES = f"""exit statuses:
   {EXIT_IMAGES_FAILED}    some images failed (failed rows; rerun them with --resume RUN_ID --retry-failed)
   {EXIT_BAD_INPUT}    bad input found before any work (one line on stderr)
   {EXIT_TRACKING_BEHIND}    MLflow fell behind (Parquet and PNGs are complete); --resume RUN_ID catches it up
-  {EXIT_STORE_LOST}    the output store failed mid-run; --resume RUN_ID recomputes what was not written
+  {EXIT_STORE_LOST}    the output store stayed down past --store-patience; what it missed is in --fallback, --resume RUN_ID uploads it and goes on
   {EXIT_BUG}   internal error (traceback printed)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); {EXIT_TERMINATED} terminated (SIGTERM, ray job stop): records flushed, MLflow run KILLED"""
 

@@ -22,11 +22,12 @@ from s2s_sweep.configs import ConfigError, load_space, resolve_run_config, space
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.errors import (
     EXIT_BAD_INPUT, EXIT_BUG, EXIT_IMAGES_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUSES, EXIT_STORE_LOST, EXIT_TERMINATED,
-    USER_ERRORS, StoreLost, Terminated, raise_on_sigterm, stop_request,
+    USER_ERRORS, Terminated, raise_on_sigterm, stop_request,
 )  # fmt: skip
 from s2s_sweep.runner import RunOptions, run_dataset
-from s2s_sweep.store import OutputStore
+from s2s_sweep.store import DEFAULT_FALLBACK, OutputStore, StoreLost
 from s2s_sweep.sweep import NoTrialFinished, SweepOptions, run_sweep
+from s2s_sweep.uris import redact
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,6 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="device inside each task (default %(default)s)")
     parser.add_argument("--iqa-weights", help="TORCH_HOME-style folder with the IQA weights, on every node")
     parser.add_argument("--flush-seconds", type=float, default=30.0, help="write results to Parquet at least this often")
+    parser.add_argument("--store-patience", type=float, default=300.0, metavar="SECONDS", help="how long finished images wait in memory for an output store that is down (default %(default)s)")
+    parser.add_argument("--fallback", default=str(DEFAULT_FALLBACK), metavar="DIR", help="local folder for them when it stays down longer; --resume uploads them (default %(default)s)")
     sweep = parser.add_argument_group("hyperparameter search (Ray Tune + Optuna TPE + ASHA)")
     sweep.add_argument("--sweep", action="store_true", help="search p, steps and λ_IQA on a subset, save the best, then run the dataset with it")
     sweep.add_argument("--sweep-only", action="store_true", help="stop after the search (the best is saved for --config best)")
@@ -62,20 +65,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {redact(str(error))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except StoreLost as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {redact(str(error))}", file=sys.stderr)
         return EXIT_STORE_LOST
     except NoTrialFinished as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {redact(str(error))}", file=sys.stderr)
         return EXIT_IMAGES_FAILED
     except (KeyboardInterrupt, Terminated, Exception) as error:
         stop = stop_request(error)
         if stop is not None:
             print(f"{'interrupted' if isinstance(stop, KeyboardInterrupt) else 'terminated'}: finished work is recorded; continue with --resume ID", file=sys.stderr)
             return EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else EXIT_TERMINATED
-        traceback.print_exc()
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
         print("internal error: please report it with the traceback above", file=sys.stderr)
         return EXIT_BUG
 
@@ -83,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.retry_failed and not args.resume:
         raise ConfigError("--retry-failed: expected with --resume RUN_ID (the run whose failed images to rerun)")
+    if args.store_patience < 0:
+        raise ConfigError(f"--store-patience {args.store_patience}: expected seconds >= 0")
     dataset = open_dataset(args.dataset, args.data_root, args.clean_dir)
     dataset = dataset.select(args.limit, args.images.split(",") if args.images else None)
     store = OutputStore(args.out)
@@ -112,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     options = RunOptions(
         out=args.out, run_id=None if args.sweep else args.resume, resume=bool(args.resume) and not args.sweep,
         retry_failed=args.retry_failed, cpus_per_image=args.cpus_per_image, gpus_per_image=args.gpus_per_image,
-        mlflow_uri=args.mlflow_uri, address=args.address, flush_seconds=args.flush_seconds, extra_params={"config_source": source},
+        mlflow_uri=args.mlflow_uri, address=args.address, flush_seconds=args.flush_seconds, store_patience_seconds=args.store_patience, fallback=args.fallback,
+        extra_params={"config_source": source},
     )  # fmt: skip
     return run_dataset(dataset, config, options).exit_status
 

@@ -48,13 +48,13 @@ from model.denoiser import denoise
 from model.memory import MB, DoesNotFit, Plan, fit_memory, peak_rss_bytes
 from s2s_sweep.configs import ConfigError
 from s2s_sweep.datasets import Dataset, DatasetError
-from s2s_sweep.errors import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_TRACKING_BEHIND, IMAGE_ERRORS, StoreLost, stop_request
+from s2s_sweep.errors import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_TRACKING_BEHIND, IMAGE_ERRORS, stop_request
 from s2s_sweep.images import ImageError, encode_png, to_uint8
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
 from s2s_sweep.results import SCHEMA, ResultsTable, compact_results, parquet_bytes, read_results
 from s2s_sweep.session import Session, connect_ray, oom_retries, open_session, write_record
+from s2s_sweep.store import DEFAULT_FALLBACK, HeldWrites, StoreLost, upload_fallback
 from s2s_sweep.tracking import RunTracker, contact_sheet, running_metrics, sheet_crop
-from s2s_sweep.uris import redact
 
 SOURCE_DIRS = ("model", "s2s_sweep")
 SHEET_IMAGES = 4
@@ -73,6 +73,8 @@ class RunOptions:
     mlflow_uri: str | None = None
     max_retries: int = 3  # for worker/node deaths only
     flush_seconds: float = 30.0
+    store_patience_seconds: float = 300.0  # how long finished images wait in memory for a store that is down
+    fallback: str = str(DEFAULT_FALLBACK)  # local folder for them when the store stays down longer
     extra_params: dict = field(default_factory=dict)  # more MLflow params (e.g. the CLI's --config)
 
 
@@ -217,7 +219,8 @@ class DatasetRun:
         self.store, self.run_id, self.folder = session.store, session.id, session.folder
         self.gpus_per_image = gpus_per_image
         self.device_type = "cuda" if gpus_per_image else "cpu"
-        self.table = ResultsTable(self.store, dataset.key, self.run_id, options.flush_seconds)
+        self.writes = HeldWrites(self.store, options.store_patience_seconds, Path(options.fallback), f"--resume {self.run_id}")
+        self.table = ResultsTable(self.writes, dataset.key, self.run_id, options.flush_seconds)
         self.version, self.hash = code_version(), config_hash(config)
         self.sheet: list[tuple] = []
         self.compute_seconds = 0.0
@@ -232,16 +235,13 @@ class DatasetRun:
             p=self.config.p, steps=self.config.steps, lambda_iqa=self.config.lambda_iqa, passes=self.config.passes,
             seed=self.config.seed, code_version=self.version, config_hash=self.hash, finished_at=datetime.now(timezone.utc),
         )  # fmt: skip
-        try:
-            if result is not None:
-                output = f"images/{image_id}.png"
-                self.store.write_bytes(f"{self.folder}/{output}", encode_png(result["denoised"]))
-                height, width, channels = result["denoised"].shape
-                row.update({k: v for k, v in result.items() if k in SCHEMA.names}, output=output, height=height, width=width, channels=channels)
-                self.compute_seconds += result["train_seconds"] + result["inference_seconds"]
-            self.table.add(row)
-        except OSError as failure:
-            raise StoreLost(redact(f"--out {self.options.out}: writing {image_id} failed ({one_line(failure)}); what was written is kept, --resume {self.run_id} computes the rest")) from failure
+        if result is not None:
+            output = f"images/{image_id}.png"
+            self.writes.write_bytes(f"{self.folder}/{output}", encode_png(result["denoised"]))
+            height, width, channels = result["denoised"].shape
+            row.update({k: v for k, v in result.items() if k in SCHEMA.names}, output=output, height=height, width=width, channels=channels)
+            self.compute_seconds += result["train_seconds"] + result["inference_seconds"]
+        self.table.add(row)
         return row
 
     def slots(self) -> int:
@@ -283,6 +283,7 @@ class DatasetRun:
             if wanted != demand:  # the rest of the dataset, visible to the autoscaler
                 request_resources(bundles=wanted)
                 demand = wanted
+            self.writes.retry()  # what a store outage held back, when its backoff allows
             if not pending:
                 continue
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
@@ -333,6 +334,9 @@ def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> Run
     if saved_config is not None and config_hash(S2SConfig(**yaml.safe_load(saved_config))) != config_hash(config):
         raise ConfigError(f"run {run_id}: its config.yaml differs from the requested configuration; resume it without --config/--set, or start a new run")
 
+    uploaded = upload_fallback(store, Path(options.fallback), folder)
+    if uploaded:
+        print(f"run {run_id}: uploaded {uploaded} files an earlier session saved in {options.fallback} while the store was down", flush=True)
     earlier = read_results(store, dataset.key, run_id)
     keep = earlier if not options.retry_failed else earlier.filter(pc.equal(earlier["status"], "ok"))
     recorded = set(keep.column("image_id").to_pylist())
@@ -345,7 +349,7 @@ def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> Run
         raise ConfigError(f"--gpus-per-image {gpus_per_image}: the Ray cluster has no GPUs; use --gpus-per-image 0 to run on CPUs")
     params = {
         **asdict(config), **options.extra_params, "dataset": dataset.name, "images": len(dataset), "run_id": run_id,
-        "code_version": code_version(), "config_hash": config_hash(config), "out": options.out,
+        "code_version": code_version(), "config_hash": config_hash(config), "out": store.uri,
         "cpus_per_image": options.cpus_per_image, "gpus_per_image": gpus_per_image,
         "cluster_cpus": resources.get("CPU", 0), "cluster_gpus": resources.get("GPU", 0), "cluster_nodes": len(ray.nodes()),
     }  # fmt: skip
@@ -361,10 +365,14 @@ def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> Run
     try:
         run.execute(sizes, progress)
         run.table.flush()
+        run.writes.retry(wait=True)
     except BaseException as error:
-        if not isinstance(error, StoreLost):
-            with contextlib.suppress(OSError):  # keep every finished image, unless the store itself is gone
+        if not isinstance(error, StoreLost):  # keep every finished image: in the store, or else in the fallback
+            with contextlib.suppress(StoreLost):  # past the patience: saved to the fallback already
                 run.table.flush()
+            run.writes.close()
+            if run.writes.saved:
+                print(f"{run.writes.saved} finished files saved in {options.fallback} (the store is down); --resume {run_id} uploads them", file=sys.stderr, flush=True)
         tracker.finish("KILLED" if stop_request(error) else "FAILED")
         raise
     finally:

@@ -17,6 +17,7 @@ from s2s_sweep.configs import ConfigError
 from s2s_sweep.errors import RayUnreachable, raise_on_sigterm
 from s2s_sweep.store import OutputStore
 from s2s_sweep.tracking import check_reachable, resolve_tracking_uri
+from s2s_sweep.uris import redact
 
 # Ray retries a task killed by its memory monitor forever by default; a bounded number turns
 # an image that never fits into a failed row instead of an endless loop.
@@ -57,7 +58,7 @@ def open_session(out: str, mlflow_uri: str | None, folder_of, record_name: str, 
 
 
 def write_record(session: Session, record_name: str, record: dict) -> None:
-    session.store.write_bytes(f"{session.folder}/{record_name}", json.dumps({**record, "tracking_uri": session.tracking_uri}).encode())
+    session.store.write_bytes(f"{session.folder}/{record_name}", json.dumps({**record, "tracking_uri": redact(session.tracking_uri)}).encode())
 
 
 def connect_ray(address: str | None) -> None:

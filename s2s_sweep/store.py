@@ -3,26 +3,45 @@
 Only the driver writes here, so a multi-node cluster needs no shared disk. Every write
 goes to a temporary name first and is then renamed (on local disks; object stores put
 whole objects), so a crash never leaves a half-written file under its final name.
+
+While a run computes, its writes go through `HeldWrites`: a store that stops answering
+(connection refused, 5xx, throttling, expired credentials) does not lose finished images.
+They are held in memory and retried with backoff; a store down longer than the patience
+ends the run with what is held saved to a local fallback folder in the store's layout,
+which the next session of the run (`--resume`) uploads first.
 """
 
+import shutil
+import sys
+import time
 import uuid
 from pathlib import Path
 
 import pyarrow.fs as pafs
+
+from s2s_sweep.uris import adopt_credentials, redact
+
+
+DEFAULT_FALLBACK = Path.home() / ".cache" / "s2s-sweep" / "fallback"
+MAX_RETRY_DELAY = 30.0  # seconds between two tries of a store that is down, at most
 
 
 class StoreError(OSError):
     """The output location cannot be used."""
 
 
+class StoreLost(Exception):
+    """The output store failed after work started and did not come back within the patience."""
+
+
 class OutputStore:
     def __init__(self, uri: str):
-        location = uri if "://" in uri else str(Path(uri).expanduser().resolve())
+        location = adopt_credentials(uri, "--out") if "://" in uri else str(Path(uri).expanduser().resolve())
+        self.uri = redact(location)  # how it is shown and recorded
         try:
             self.fs, self.root = pafs.FileSystem.from_uri(location)
         except (pafs.ArrowInvalid, ValueError, OSError) as error:
-            raise StoreError(f"--out {uri}: not a usable path or filesystem URI ({error})") from None
-        self.uri = uri
+            raise StoreError(redact(f"--out {self.uri}: not a usable path or filesystem URI ({error})")) from None
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
 
     def path(self, relative: str) -> str:
@@ -35,12 +54,13 @@ class OutputStore:
             self.write_bytes(probe, b"")
             self.fs.delete_file(self.path(probe))
         except OSError as error:
-            raise StoreError(f"--out {self.uri}: cannot write there ({error})") from None
+            raise StoreError(redact(f"--out {self.uri}: cannot write there ({error})")) from None
 
     def write_bytes(self, relative: str, data: bytes) -> None:
         final = self.path(relative)
         folder, name = final.rsplit("/", 1)
-        self.fs.create_dir(folder, recursive=True)
+        if not isinstance(self.fs, pafs.S3FileSystem):  # S3 has no folders: creating markers costs requests
+            self.fs.create_dir(folder, recursive=True)
         # a dot name: readers (pyarrow datasets, DuckDB globs) skip it until it is renamed
         temporary = f"{folder}/.{name}.tmp-{uuid.uuid4().hex[:8]}" if self.local else final
         with self.fs.open_output_stream(temporary) as stream:
@@ -58,3 +78,86 @@ class OutputStore:
     def exists(self, relative: str) -> bool:
         return self.fs.get_file_info(self.path(relative)).type != pafs.FileType.NotFound
 
+
+
+class HeldWrites:
+    """The writes of a running job (same `write_bytes` as the store): in order, and held in
+    memory with retries while the store is down, so no finished image is lost to an outage."""
+
+    def __init__(self, store: OutputStore, patience_seconds: float, fallback: Path, resume_command: str):
+        self.store, self.patience, self.fallback, self.resume_command = store, patience_seconds, fallback, resume_command
+        self.held: dict[str, bytes] = {}  # relative path -> bytes, in the order they were written
+        self.down_since: float | None = None
+        self.next_try, self.delay = 0.0, 1.0
+        self.saved = 0  # files saved to the fallback
+
+    def write_bytes(self, relative: str, data: bytes) -> None:
+        self.held[relative] = data
+        self.retry()
+
+    def retry(self, wait: bool = False) -> None:
+        """Write what is held, unless the backoff says not yet (`wait`: until all is written).
+        Raises StoreLost, after saving what is held to the fallback, once the store has been
+        down longer than the patience."""
+        while self.held:
+            now = time.monotonic()
+            if now < self.next_try:
+                if not wait:
+                    return
+                time.sleep(self.next_try - now)
+                continue
+            try:
+                self.write_held()
+            except OSError as error:
+                self.store_down(error)
+        if self.down_since is not None:
+            print(f"output store back after {time.monotonic() - self.down_since:.0f} s: every held file written", file=sys.stderr, flush=True)
+            self.down_since, self.delay = None, 1.0
+
+    def write_held(self) -> None:
+        for relative in list(self.held):
+            self.store.write_bytes(relative, self.held[relative])
+            del self.held[relative]
+
+    def close(self) -> None:
+        """At a stop: one last try, then what is still held goes to the fallback."""
+        try:
+            self.write_held()
+        except OSError:
+            self.save_to_fallback()
+
+    def store_down(self, error: OSError) -> None:
+        now = time.monotonic()
+        reason = redact(f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[-1]}")[:300]
+        if self.down_since is None:
+            self.down_since = now
+            print(f"warning: output store {self.store.uri} failed ({reason}); finished images are held in memory and retried for up to {self.patience:.0f} s", file=sys.stderr, flush=True)
+        elif now - self.down_since > self.patience:
+            self.save_to_fallback()
+            raise StoreLost(
+                f"--out {self.store.uri}: down for {now - self.down_since:.0f} s ({reason}); {self.saved} finished files saved in {self.fallback}; "
+                f"when the store is back, {self.resume_command} uploads them and computes the rest"
+            ) from error
+        self.next_try, self.delay = now + self.delay, min(2 * self.delay, MAX_RETRY_DELAY)
+
+    def save_to_fallback(self) -> None:
+        for relative, data in self.held.items():
+            path = self.fallback / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(f".{path.name}.tmp")
+            temporary.write_bytes(data)
+            temporary.replace(path)
+        self.saved += len(self.held)
+        self.held = {}
+
+
+def upload_fallback(store: OutputStore, fallback: Path, folder: str) -> int:
+    """Write the files an earlier session of `folder` saved in the fallback during an outage into
+    the store, then remove them locally; the number uploaded."""
+    local = fallback / folder
+    files = sorted(path for path in local.rglob("*") if path.is_file() and not path.name.startswith(".")) if local.is_dir() else []
+    for path in files:  # sorted: a run's PNGs (images/) before the Parquet parts (results/) that name them
+        store.write_bytes(path.relative_to(fallback).as_posix(), path.read_bytes())
+    if local.is_dir():
+        shutil.rmtree(local)
+    return len(files)

@@ -10,6 +10,7 @@ calling for the rest of the session (`behind` says why). A later session of the 
 (`--resume RUN_ID`, even with nothing left to compute) logs what MLflow missed.
 """
 
+import base64
 import os
 import sys
 import tempfile
@@ -22,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from s2s_sweep.store import OutputStore
-from s2s_sweep.uris import redact
+from s2s_sweep.uris import adopt_credentials, redact
 
 SHEET_TILE = 128  # contact-sheet tiles are centre crops of this side
 HTTP_TIMEOUT_SECONDS = 5  # one try per MLflow HTTP call, so an outage costs seconds, not the retries' minutes
@@ -34,7 +35,7 @@ class TrackingError(RuntimeError):
 
 def resolve_tracking_uri(cli_uri: str | None, store: OutputStore) -> str:
     if cli_uri or os.environ.get("MLFLOW_TRACKING_URI"):
-        return cli_uri or os.environ["MLFLOW_TRACKING_URI"]
+        return adopt_credentials(cli_uri or os.environ["MLFLOW_TRACKING_URI"], "--mlflow-uri")
     folder = Path(store.root) if store.local else Path.home() / ".cache" / "s2s-sweep"
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'mlflow.db'}"
@@ -44,11 +45,15 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast (seconds, before any training) when an MLflow server does not answer."""
     if not uri.startswith(("http://", "https://")):
         return
+    request = urllib.request.Request(f"{uri.rstrip('/')}/health")
+    if os.environ.get("MLFLOW_TRACKING_USERNAME"):  # the basic auth MLflow's own client sends
+        user_password = f"{os.environ['MLFLOW_TRACKING_USERNAME']}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}"
+        request.add_header("Authorization", f"Basic {base64.b64encode(user_password.encode()).decode()}")
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
     except (urllib.error.URLError, OSError) as error:
-        raise TrackingError(f"--mlflow-uri {uri}: MLflow server not reachable ({getattr(error, 'reason', error)})") from None
+        raise TrackingError(redact(f"--mlflow-uri {uri}: MLflow server not reachable ({getattr(error, 'reason', error)})")) from None
 
 
 def sheet_crop(image: np.ndarray | None) -> np.ndarray:
@@ -129,7 +134,7 @@ class RunTracker:
                 self.run_id = run.info.run_id
                 self.client.log_batch(self.run_id, params=[Param(key, str(value)) for key, value in params.items()])
         except Exception as error:
-            raise TrackingError(f"--mlflow-uri {self.uri}: cannot start a run ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+            raise TrackingError(redact(f"--mlflow-uri {self.uri}: cannot start a run ({type(error).__name__}: {str(error).splitlines()[0]})")) from None
         return self.run_id
 
     def call(self, method: str, *args, **kwargs):
@@ -174,5 +179,5 @@ class RunTracker:
 
     def ui_command(self) -> str:
         if self.uri.startswith(("http://", "https://")):
-            return f"open {self.uri} (experiment {self.experiment_id}, run {self.run_id})"
-        return f"mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1"
+            return redact(f"open {self.uri} (experiment {self.experiment_id}, run {self.run_id})")
+        return redact(f"mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1")

@@ -1,0 +1,174 @@
+"""Outputs on object storage, end to end: a real S3-compatible server (moto's standalone server)
+on 127.0.0.1, the CLI on a real `ray start` head, a real `mlflow server`. Run, resume, sweep
+and the table read back with pandas, all on s3:// outputs; secrets given in URIs recorded
+nowhere; a store that goes down for seconds, then for longer than the patience."""
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.fs as pafs
+import pytest
+from conftest import BIN, REPO, free_port, start_mlflow_server, stop_server, wait_until
+from test_sweep import SPACE
+
+from s2s_sweep.errors import EXIT_OK, EXIT_STORE_LOST
+
+pytest.importorskip("moto", reason="moto[server] (a dev dependency) provides the S3-compatible test server")
+
+FAST = ["--set", "steps=30", "passes=2", "lambda_iqa=0"]
+BUCKET = "bkt"
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:port to a target port; `down()` makes every new and open connection
+    fail at once (what a store outage looks like to a client), `up()` restores it."""
+
+    def __init__(self, target: int):
+        self.target, self.port, self.is_up = target, free_port(), True
+        self.connections: list[socket.socket] = []
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self) -> None:
+        while True:
+            client, _ = self.listener.accept()
+            if not self.is_up:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.connections += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self.pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                end.close()
+
+    def down(self) -> None:
+        self.is_up = False
+        for connection in self.connections:
+            connection.close()
+        self.connections = []
+
+    def up(self) -> None:
+        self.is_up = True
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's S3 server on 127.0.0.1 with one bucket; yields its port."""
+    port = free_port()
+    server = subprocess.Popen([BIN / "moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    admin = pafs.S3FileSystem(access_key="admin", secret_key="admin", endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1", allow_bucket_creation=True)
+
+    def bucket_created() -> bool:
+        try:
+            admin.create_dir(BUCKET)
+            return True
+        except OSError:
+            return False
+
+    try:
+        wait_until(bucket_created, 60, "the S3 server")
+        yield port
+    finally:
+        stop_server(server)
+
+
+def s3_files(port: int, prefix: str) -> dict[str, bytes]:
+    """Every object under s3://bkt/prefix, read straight from the server."""
+    fs = pafs.S3FileSystem(access_key="reader", secret_key="reader", endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1")
+    infos = fs.get_file_info(pafs.FileSelector(f"{BUCKET}/{prefix}", recursive=True, allow_not_found=True))
+    return {info.path: fs.open_input_stream(info.path).readall() for info in infos if info.type == pafs.FileType.File}
+
+
+def cli(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "s2s_sweep.run", *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def run_id_of(done: subprocess.CompletedProcess) -> str:
+    return next(line for line in done.stdout.splitlines() if line.startswith("run ")).split()[1].rstrip(":")
+
+
+def test_run_resume_and_sweep_on_s3_record_no_secret_anywhere(ray_head, s3_server, tmp_path):
+    out_secret, mlflow_secret = f"outSecret{secrets.token_hex(8)}", f"mlflowSecret{secrets.token_hex(8)}"
+    mlflow_port = free_port()
+    mlflow_server = start_mlflow_server(tmp_path / "mlflow", mlflow_port)
+    out = f"s3://AKIDTEST:{out_secret}@{BUCKET}/runs?endpoint_override=127.0.0.1:{s3_server}&scheme=http&region=us-east-1"
+    where = ["--out", out, "--mlflow-uri", f"http://alice:{mlflow_secret}@127.0.0.1:{mlflow_port}", "--address", ray_head["gcs"]]
+    env = {key: value for key, value in ray_head["env"].items() if not key.startswith(("AWS_", "MLFLOW_"))}
+    try:
+        first = cli("demo", "--limit", "2", *FAST, *where, env=env)
+        assert first.returncode == EXIT_OK, first.stderr[-3000:]
+        assert "carries credentials" in first.stderr and "process list" in first.stderr
+        run_id = run_id_of(first)
+        again = cli("demo", "--limit", "2", "--resume", run_id, *where, env=env)
+        assert again.returncode == EXIT_OK and "0 of 2 images to do" in again.stdout, again.stderr[-3000:]
+        space = tmp_path / "space.yaml"
+        space.write_text(SPACE)
+        sweep = cli("demo", "--sweep-only", "--space", str(space), "--trials", "2", *where, env=env)
+        assert sweep.returncode == EXIT_OK, sweep.stderr[-3000:]
+    finally:
+        stop_server(mlflow_server)
+
+    reader = pafs.S3FileSystem(access_key="reader", secret_key="reader", endpoint_override=f"127.0.0.1:{s3_server}", scheme="http", region="us-east-1")
+    table = pd.read_parquet(f"{BUCKET}/runs/demo/{run_id}/results", filesystem=reader)
+    assert len(table) == 2 and set(table["status"]) == {"ok"} and table["image_id"].is_unique
+    objects = s3_files(s3_server, "runs")
+    assert any("/sweeps/" in path and path.endswith("best_config.yaml") for path in objects)
+
+    written = {f"s3://{path}": data for path, data in objects.items()}
+    written |= {str(path): path.read_bytes() for path in (tmp_path / "mlflow").rglob("*") if path.is_file()}
+    written |= {f"{done.args[3:5]} {name}": text.encode() for done in (first, again, sweep) for name, text in (("stdout", done.stdout), ("stderr", done.stderr))}
+    ray_session = Path("/tmp/ray/session_latest")  # what Ray and Tune logged or pickled for us
+    written |= {str(path): path.read_bytes() for path in ray_session.rglob("*") if path.is_file() and not path.is_socket() and path.stat().st_size < 50 * 2**20}
+    for secret in (out_secret, mlflow_secret):
+        assert not [where for where, data in written.items() if secret.encode() in data]
+    assert len(written) > 20  # the search covered the bucket, the MLflow store and the logs
+
+
+def test_a_store_down_for_seconds_loses_nothing_and_one_down_past_the_patience_resumes_from_the_fallback(ray_head, s3_server, tmp_path):
+    proxy = TcpProxy(s3_server)
+    env = {**ray_head["env"], "AWS_ACCESS_KEY_ID": "AKIDENV", "AWS_SECRET_ACCESS_KEY": "from-the-environment"}
+    out = f"s3://{BUCKET}/outage?endpoint_override=127.0.0.1:{proxy.port}&scheme=http&region=us-east-1"
+    fallback = tmp_path / "fallback"
+    args = ["demo", *FAST, "--out", out, "--fallback", str(fallback), "--store-patience", "20", "--flush-seconds", "0", "--address", ray_head["gcs"]]
+    driver = subprocess.Popen([sys.executable, "-m", "s2s_sweep.run", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    run_id = driver.stdout.readline().split()[1].rstrip(":")
+
+    def pngs() -> int:
+        return len(s3_files(s3_server, f"outage/demo/{run_id}/images"))
+
+    wait_until(lambda: pngs() >= 1, 300, "the first PNG")
+    proxy.down()  # for seconds, longer than the S3 client's own retries (about 6 s): held, then written
+    threading.Timer(8, proxy.up).start()
+    wait_until(lambda: pngs() >= 3, 300, "the store back and two more PNGs")
+    proxy.down()  # past the patience: the run stops, what is held goes to the fallback
+    stdout, stderr = driver.communicate(timeout=600)
+    assert driver.returncode == EXIT_STORE_LOST, stderr[-3000:]
+    assert "output store back after" in stderr and f"--resume {run_id} uploads them" in stderr.strip().splitlines()[-1]
+    held = [path for path in (fallback / "demo" / run_id).rglob("*") if path.is_file()]
+    assert held  # at least the rows of the last images, which the store did not take
+
+    proxy.up()
+    resumed = cli(*args, "--resume", run_id, env=env)
+    assert resumed.returncode == EXIT_OK, resumed.stderr[-3000:]
+    assert f"uploaded {len(held)} files" in resumed.stdout and not (fallback / "demo" / run_id).exists()
+    objects = s3_files(s3_server, f"outage/demo/{run_id}")
+    table = pd.read_parquet(f"{BUCKET}/outage/demo/{run_id}/results", filesystem=pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{s3_server}", scheme="http", region="us-east-1", access_key="a", secret_key="b"))
+    assert len(table) == 5 and table["image_id"].is_unique and set(table["status"]) == {"ok"}  # every image exactly once
+    assert all(any(path.endswith(f"/{output}") for path in objects) for output in table["output"])
+    assert os.environ.get("AWS_SECRET_ACCESS_KEY") != "from-the-environment"  # the test's own process untouched
