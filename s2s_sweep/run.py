@@ -27,7 +27,7 @@ from s2s_sweep.errors import (
 from s2s_sweep.runner import RunOptions, run_dataset
 from s2s_sweep.store import DEFAULT_FALLBACK, OutputStore, StoreLost
 from s2s_sweep.sweep import NoTrialFinished, SweepOptions, run_sweep
-from s2s_sweep.uris import redact
+from s2s_sweep.uris import redact, remove_private_profiles
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -131,5 +131,6 @@ if __name__ == "__main__":
         # cluster cancels a dead driver's tasks itself.
         sys.stdout.flush()
         sys.stderr.flush()
+        remove_private_profiles()
         os._exit(status)
     sys.exit(status)

@@ -28,6 +28,7 @@ S3_QUERY_KEYS = {"access_key": "aws_access_key_id", "secret_key": "aws_secret_ac
 S3_VARIABLES = {"AWS_ACCESS_KEY_ID": "aws_access_key_id", "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key", "AWS_SESSION_TOKEN": "aws_session_token", "AWS_SECURITY_TOKEN": "aws_session_token"}
 
 warned: set[str] = set()  # options already warned about in this process
+profiles: list[str] = []  # the private credentials files this process wrote
 
 
 def redact(text: str) -> str:
@@ -88,5 +89,14 @@ def use_private_s3_profile(keys: dict[str, str]) -> None:
     handle, path = tempfile.mkstemp(prefix="s2s-sweep-aws-", suffix=".ini")  # mode 0600
     with os.fdopen(handle, "w") as stream:
         stream.write(f"[{S3_PROFILE}]\n" + "".join(f"{key} = {value}\n" for key, value in keys.items() if value))
-    atexit.register(lambda: os.path.exists(path) and os.unlink(path))
+    profiles.append(path)
     os.environ.update(AWS_SHARED_CREDENTIALS_FILE=path, AWS_PROFILE=S3_PROFILE)
+
+
+@atexit.register
+def remove_private_profiles() -> None:
+    """Delete the credentials files this process wrote (at exit; call it before an os._exit)."""
+    while profiles:
+        path = profiles.pop()
+        if os.path.exists(path):
+            os.unlink(path)

@@ -8,6 +8,7 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.runtime_env import RuntimeEnv
 
 from s2s_sweep.run import parse_args
+from s2s_sweep.uris import redact
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
@@ -26,9 +27,13 @@ def test_rayjob_manifest_runs_the_runner_on_gpu_workers():
     assert command[:3] == ["python", "-m", "s2s_sweep.run"]
     args = parse_args(command[3:])
     assert args.dataset == "sidd" and args.gpus_per_image == 0.5 and args.out.startswith("s3://")
+    assert redact(job["spec"]["entrypoint"]) == job["spec"]["entrypoint"] and args.fallback.startswith("/mnt/shared/")
     RuntimeEnv(**yaml.safe_load(job["spec"]["runtimeEnvYAML"]))
     (workers,) = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     (container,) = workers["template"]["spec"]["containers"]
+    (head,) = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"]
+    secrets = {item["name"] for item in head["env"] if "secretKeyRef" in item.get("valueFrom", {})}
+    assert secrets == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert job["spec"]["rayClusterSpec"]["enableInTreeAutoscaling"] is True and workers["maxReplicas"] > workers["minReplicas"]
 

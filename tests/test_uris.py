@@ -33,6 +33,8 @@ def test_s3_and_mlflow_credentials_move_out_of_the_uri_to_where_their_libraries_
     profile = Path(os.environ["AWS_SHARED_CREDENTIALS_FILE"])
     assert os.environ["AWS_PROFILE"] == "s2s-sweep" and profile.stat().st_mode & 0o077 == 0  # this user only
     assert profile.read_text() == "[s2s-sweep]\naws_session_token = T0K\naws_access_key_id = AKIA1\naws_secret_access_key = se/cr+t\n"
+    uris.remove_private_profiles()  # at exit
+    assert not profile.exists()
     assert adopt_credentials("https://alice:pa55@mlflow.lab:5000", "--mlflow-uri") == "https://mlflow.lab:5000"
     assert (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]) == ("alice", "pa55")
     warnings = capsys.readouterr().err
