@@ -27,6 +27,8 @@ from s2s_sweep.uris import adopt_credentials, redact
 
 SHEET_TILE = 128  # contact-sheet tiles are centre crops of this side
 HTTP_TIMEOUT_SECONDS = 5  # one try per MLflow HTTP call, so an outage costs seconds, not the retries' minutes
+# MLflow 3's UI picks its view from this tag: the runs table and charts, not the GenAI traces view
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 class TrackingError(RuntimeError):
@@ -116,6 +118,8 @@ class RunTracker:
         try:
             found = self.client.get_experiment_by_name(experiment)
             self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment, artifact_location=artifact_location)
+            if not found or found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+                self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         except Exception as error:
             raise TrackingError(f"--mlflow-uri {uri}: cannot use the tracking store ({type(error).__name__}: {str(error).splitlines()[0]})") from None
         self.uri = uri

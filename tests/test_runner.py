@@ -47,6 +47,7 @@ def test_demo_run_writes_images_parquet_and_mlflow_then_resumes_without_duplicat
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("s2s-sweep/demo")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow 3's UI opens on the runs
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["steps"] == "3" and run.data.params["images"] == "3"
     assert run.data.metrics["final_mean_psnr"] == pytest.approx(frame["psnr"].mean())
