@@ -10,7 +10,9 @@ Steps are the fidelity axis, not a separate dimension: each image is trained onc
 the largest step budget of the search space, and at every step checkpoint the cheap
 ensemble (`search.passes` passes) is scored. One training thus yields the whole
 PSNR-vs-steps curve, and a trial's steps are the checkpoint where its mean curve peaks;
-no configuration is retrained for a smaller budget.
+no configuration is retrained for a smaller budget. Nor twice: a trial's result depends on
+its configuration alone, so the searcher never suggests one already tried (UniqueConfigSearch),
+and a search over a discrete space ends when every configuration has been tried.
 
 Outputs: OUT/DATASET/sweeps/SWEEP_ID/{tune/ (Tune's state, for restore), trials and
 curves Parquet tables, best_config.yaml, sweep.json}, and OUT/DATASET/best_config.yaml for
@@ -23,12 +25,14 @@ import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import optuna
 import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
 from ray import tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from model.config import S2SConfig
@@ -91,6 +95,71 @@ class DefineSpace:
         use_iqa = trial.suggest_categorical("use_iqa", [True, False]) if lam.allow_zero else True
         if use_iqa:
             trial.suggest_float("lambda_iqa", lam.low, lam.high, step=lam.step, log=lam.log)
+
+
+def range_values(dimension) -> list[float] | None:
+    """Every value of a stepped dimension (as Optuna's grid holds them); None when continuous."""
+    if dimension.step is None:
+        return None
+    count = int(round((dimension.high - dimension.low) / dimension.step)) + 1
+    return [round(dimension.low + index * dimension.step, 10) for index in range(count)]
+
+
+def config_grid(space: SearchSpace) -> list[dict] | None:
+    """Every configuration DefineSpace can suggest, in Optuna's parameter names; None when a
+    searched dimension is continuous."""
+    ps, lam = range_values(space.search["p"]), space.search["lambda_iqa"]
+    if lam.fixed_zero:
+        return None if ps is None else [{"p": p} for p in ps]
+    lambdas = range_values(lam)
+    if ps is None or lambdas is None:
+        return None
+    iqa = [{"use_iqa": True, "lambda_iqa": value} if lam.allow_zero else {"lambda_iqa": value} for value in lambdas]
+    return [{"p": p, **choice} for p in ps for choice in ([{"use_iqa": False}] if lam.allow_zero else []) + iqa]
+
+
+def config_key(params: dict) -> tuple:
+    return tuple(sorted((name, round(value, 9) if isinstance(value, float) else value) for name, value in params.items()))
+
+
+class UniqueConfigSearch(OptunaSearch):
+    """Tune's OptunaSearch that never trains a configuration twice. A trial's result is a
+    function of its configuration alone (same seed, images and checkpoints), so a suggestion
+    equal to an earlier trial's is withdrawn (told to Optuna as failed, which its samplers
+    ignore) and asked again; after FRESH_ASKS repeats, an unvisited point of the space's grid
+    is taken instead. A discrete space with no unvisited point left ends the search."""
+
+    FRESH_ASKS = 10
+
+    def __init__(self, *args, grid: list[dict] | None, seed: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.grid = grid
+        self.rng = np.random.default_rng(seed)
+
+    def suggest(self, trial_id: str):
+        for _ in range(self.FRESH_ASKS):
+            config = super().suggest(trial_id)
+            if config_key(self._ot_trials[trial_id].params) not in self.visited(trial_id):
+                return config
+            self.withdraw(trial_id)
+        unvisited = [point for point in self.grid or [] if config_key(point) not in self.visited(trial_id)]
+        if not unvisited:
+            print(f"sweep: every configuration of the space{'' if self.grid else ' met so far'} has been tried; no more trials", flush=True)
+            return Searcher.FINISHED
+        self._ot_study.enqueue_trial(unvisited[self.rng.integers(len(unvisited))])
+        return super().suggest(trial_id)
+
+    def visited(self, trial_id: str) -> set[tuple]:
+        current = self._ot_trials.get(trial_id)
+        return {
+            config_key(trial.params) for trial in self._ot_study.get_trials(deepcopy=False)
+            if not trial.user_attrs.get("withdrawn") and (current is None or trial.number != current.number)
+        }  # fmt: skip
+
+    def withdraw(self, trial_id: str) -> None:
+        repeat = self._ot_trials.pop(trial_id)
+        repeat.set_user_attr("withdrawn", True)
+        self._ot_study.tell(repeat, state=optuna.trial.TrialState.FAIL)
 
 
 def trial_lambda(config: dict) -> float:
@@ -207,12 +276,14 @@ def search(dataset: Dataset, space: SearchSpace, trials: int, session, tracker: 
         print(f"sweep {sweep_id}: restoring from {tune_path}", flush=True)
         tuner = tune.Tuner.restore(tune_path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=store.fs)
     else:
-        searcher = OptunaSearch(
+        searcher = UniqueConfigSearch(
             space=DefineSpace(space),
             metric=METRIC,
             mode="max",
             points_to_evaluate=[paper_point(space)],
             sampler=tpe_sampler(seed),
+            grid=config_grid(space),
+            seed=seed,
         )
         scheduler = ASHAScheduler(
             time_attr="images_done", max_t=len(ids), grace_period=space.grace_images, reduction_factor=space.reduction_factor
@@ -246,8 +317,6 @@ def search(dataset: Dataset, space: SearchSpace, trials: int, session, tracker: 
 
 
 def tpe_sampler(seed: int):
-    import optuna
-
     return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed)
 
 

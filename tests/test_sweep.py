@@ -8,18 +8,22 @@ import time
 
 import mlflow
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import ray
 import yaml
 from conftest import REPO, run_module
 from PIL import Image
+from ray.tune.search import Searcher
 
 from model.config import S2SConfig
 from model.denoiser import denoise, denoise_at_steps
 from s2s_sweep.configs import SPACES_DIR, ConfigError, load_space
 from s2s_sweep.datasets import open_dataset
-from s2s_sweep.sweep import SweepOptions, paper_point, run_sweep, step_checkpoints, subset_ids
+from s2s_sweep.sweep import (
+    DefineSpace, SweepOptions, UniqueConfigSearch, config_grid, paper_point, run_sweep, step_checkpoints, subset_ids, tpe_sampler,
+)  # fmt: skip
 
 SPACE = """
 datasets: [demo]
@@ -61,6 +65,26 @@ def test_subset_checkpoints_and_paper_point(space_file):
     assert paper_point(full) == {"p": 0.4, "use_iqa": True, "lambda_iqa": 2e-8}
 
 
+def test_the_search_never_suggests_a_configuration_twice_and_ends_when_the_grid_is_exhausted(space_file):
+    space = load_space(space_file)  # p from 0.2 to 0.8 by 0.1: 7 configurations
+    grid = config_grid(space)
+    assert [point["p"] for point in grid] == [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    searcher = UniqueConfigSearch(
+        space=DefineSpace(space), metric="mean_psnr", mode="max", points_to_evaluate=[paper_point(space)], sampler=tpe_sampler(0), grid=grid, seed=0
+    )
+    suggested = []
+    for index in range(10):
+        config = searcher.suggest(f"t{index}")
+        if config == Searcher.FINISHED:
+            break
+        suggested.append(config["p"])
+        searcher.on_trial_complete(f"t{index}", {"mean_psnr": 30 - 10 * abs(config["p"] - 0.5)})  # a peaked landscape: TPE repeats itself
+    assert suggested[0] == 0.4  # the paper point first
+    assert sorted(suggested) == pytest.approx([0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])  # each once, then the search ends
+    withdrawn = [t for t in searcher._ot_study.trials if t.user_attrs.get("withdrawn")]
+    assert all(t.state == optuna.trial.TrialState.FAIL for t in withdrawn)
+
+
 def test_sweep_on_demo_early_stops_records_everything_and_feeds_run_config_best(space_file, tmp_path, monkeypatch):
     # Tune's MLflow callback calls mlflow.set_tracking_uri, which exports MLFLOW_TRACKING_URI;
     # set it here (to the default store) so monkeypatch removes it again for later tests.
@@ -76,7 +100,7 @@ def test_sweep_on_demo_early_stops_records_everything_and_feeds_run_config_best(
     assert yaml.safe_load((tmp_path / "demo" / "best_config.yaml").read_text()) == best
 
     trials = pd.read_parquet(tmp_path / "demo" / "sweeps" / "s1" / "trials")
-    assert len(trials) == 6 and set(trials["status"]) == {"ok"}
+    assert len(trials) == 6 and set(trials["status"]) == {"ok"} and trials["p"].round(6).is_unique  # no configuration trained twice
     assert trials["early_stopped"].any(), "ASHA stopped no trial"
     assert (trials.loc[trials["p"] == 0.4, "images_done"] == 2).any()  # the paper point ran first and fully
     curves = pd.read_parquet(tmp_path / "demo" / "sweeps" / "s1" / "curves")
