@@ -56,6 +56,7 @@ class SearchSpace:
     gpus_per_trial: float
     grace_images: int
     reduction_factor: int
+    steps_within_db: float = 0.05  # the saved best takes the fewest steps this close to its curve's peak
 
 
 def space_file_for(dataset: str) -> Path:
@@ -74,7 +75,7 @@ def _mapping(content: dict, key: str, where: str, allowed: set[str]) -> dict:
     _require(isinstance(value, dict), f"{where}: {key}", "a mapping", value)
     unknown = sorted(set(value) - allowed)
     _require(not unknown, f"{where}: {key}", f"only keys {', '.join(sorted(allowed))}", ", ".join(unknown))
-    missing = sorted(allowed - set(value) - {"step", "log", "allow_zero"})
+    missing = sorted(allowed - set(value) - {"step", "log", "allow_zero", "steps_within_db"})  # optional keys
     _require(not missing, f"{where}: {key}", f"the keys {', '.join(missing)}", "none")
     return value
 
@@ -121,7 +122,7 @@ def load_space(path: str | Path) -> SearchSpace:
     datasets = content.get("datasets")
     _require(isinstance(datasets, list) and all(isinstance(d, str) for d in datasets), f"{where}: datasets", "a list of names", datasets)
     paper = run_overrides(content.get("paper"), f"{where}: paper")  # keys known, values in range
-    search = _mapping(content, "search", where, {*SEARCHED, "passes"})
+    search = _mapping(content, "search", where, {*SEARCHED, "passes", "steps_within_db"})
     subset = _mapping(content, "subset", where, {"size", "seed"})
     budget = _mapping(content, "budget", where, {"trials", "concurrency"})
     resources = _mapping(content, "resources", where, {"cpus_per_trial", "gpus_per_trial"})
@@ -140,6 +141,7 @@ def load_space(path: str | Path) -> SearchSpace:
         gpus_per_trial=_number(resources["gpus_per_trial"], f"{where}: resources.gpus_per_trial", 0),
         grace_images=_number(stopping["grace_images"], f"{where}: early_stopping.grace_images", 1, integer=True),
         reduction_factor=_number(stopping["reduction_factor"], f"{where}: early_stopping.reduction_factor", 2, integer=True),
+        steps_within_db=_number(search.get("steps_within_db", 0.05), f"{where}: search.steps_within_db", 0),
     )
 
 
@@ -187,7 +189,9 @@ def resolve_run_config(dataset: str, config: str, assignments: list[str], saved_
         location, text = saved_best
         if text is None:
             raise ConfigError(f"--config best: no saved best configuration at {location}; run the sweep first (--sweep), or use --config paper")
-        values = run_overrides(yaml.safe_load(text), location)
+        saved = yaml.safe_load(text)
+        saved.pop("selection", None)  # how the sweep chose its steps: a record, not a setting
+        values = run_overrides(saved, location)
     else:
         path = Path(config)
         if not path.is_file():

@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import optuna
 import pyarrow as pa
-import pyarrow.compute as pc
 import yaml
 from ray import tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
@@ -303,16 +302,26 @@ def search(dataset: Dataset, space: SearchSpace, trials: int, session, tracker: 
         data = parquet_bytes(table)
         store.write_bytes(f"{folder}/{name}/dataset={dataset.key}/{name}.parquet", data)
         tracker.log_artifact_bytes(f"{name}.parquet", data)
-    for name, png in sweep_plots(trials_table, curves_table).items():
-        tracker.log_artifact_bytes(name, png)
     remove_duplicate_trial_runs(tracker, parent_id)
-    best = best_config(trials_table, space)
-    best_yaml = yaml.safe_dump(best, sort_keys=False).encode()
+    best, selection = best_config(trials_table, curves_table, space)
+    for name, png in sweep_plots(trials_table, curves_table, selection).items():
+        tracker.log_artifact_bytes(name, png)
+    best_yaml = yaml.safe_dump({**best, "selection": selection}, sort_keys=False).encode()
     store.write_bytes(f"{folder}/best_config.yaml", best_yaml)
     store.write_bytes(f"{dataset.key}/best_config.yaml", best_yaml)
     tracker.log_artifact_bytes("best_config.yaml", best_yaml)
-    finished = trials_table.filter(pc.equal(trials_table["images_done"], len(ids)))
-    tracker.log_metrics({"best_mean_psnr": max(finished.column(METRIC).to_pylist()), "trials_run": trials_table.num_rows}, step=trials_table.num_rows)
+    tracker.log_metrics(
+        {
+            "best_mean_psnr": selection["chosen_mean_psnr"], "best_peak_mean_psnr": selection["peak_mean_psnr"], "best_steps": selection["chosen_steps"],
+            "best_peak_steps": selection["peak_steps"], "best_training_saved": selection["training_saved"], "trials_run": trials_table.num_rows,
+        },
+        step=trials_table.num_rows,
+    )  # fmt: skip
+    print(
+        f"best: p {best['p']}, λ_IQA {best['lambda_iqa']:g}: {selection['chosen_steps']} steps at {selection['chosen_mean_psnr']:.2f} dB, "
+        f"{selection['training_saved']:.0%} fewer than its peak ({selection['peak_steps']} steps, {selection['peak_mean_psnr']:.2f} dB; within {space.steps_within_db} dB)",
+        flush=True,
+    )
     return best
 
 
@@ -348,17 +357,46 @@ def sweep_tables(results, sweep_id: str, subset_size: int, checkpoints: list[int
 CURVE_SCHEMA = pa.schema([("sweep_id", pa.string()), ("trial_id", pa.string()), ("image_id", pa.string()), ("metric", pa.string()), ("steps", pa.int64()), ("value", pa.float64())])
 
 
-def best_config(trials: pa.Table, space: SearchSpace) -> dict:
-    """The best trial that scored every subset image, as run settings (with the paper's pass count)."""
+def mean_psnr_curves(curves: pa.Table, trial_ids: list[str]) -> dict[str, list[tuple[int, float]]]:
+    """Each trial's mean PSNR over its scored images at every step checkpoint: [(steps, dB), ...]."""
+    frame = curves.to_pandas()
+    frame = frame[(frame["metric"] == "psnr") & frame["trial_id"].isin(trial_ids)]
+    means = frame.groupby(["trial_id", "steps"])["value"].mean()
+    return {trial_id: [(int(steps), float(value)) for steps, value in means[trial_id].items()] for trial_id in trial_ids if trial_id in means.index}
+
+
+def compute_front(curves: dict[str, list[tuple[int, float]]]) -> list[tuple[int, float, str]]:
+    """The PSNR-vs-compute front: the (steps, mean PSNR, trial) points no other point beats
+    with as few steps or fewer, in order of steps."""
+    points = sorted(((steps, psnr, trial_id) for trial_id, curve in curves.items() for steps, psnr in curve), key=lambda point: (point[0], -point[1]))
+    front = []
+    for point in points:
+        if not front or point[1] > front[-1][1]:
+            front.append(point)
+    return front
+
+
+def best_config(trials: pa.Table, curves: pa.Table, space: SearchSpace) -> tuple[dict, dict]:
+    """The best trial that scored every subset image, as run settings (with the paper's pass
+    count), at the fewest steps whose mean PSNR is within `steps_within_db` of its curve's peak;
+    and the record of that choice (peak, chosen point, training saved)."""
     rows = [r for r in trials.to_pylist() if r["status"] == "ok" and not r["early_stopped"] and r[METRIC] is not None]
     if not rows:
         raise NoTrialFinished("no trial finished the whole subset; raise --trials or check the trials' errors in the trials table")
     best = max(rows, key=lambda r: r[METRIC])
-    return {"p": best["p"], "steps": int(best["steps"]), "lambda_iqa": best["lambda_iqa"], "passes": space.paper.get("passes", S2SConfig.passes)}
+    curve = mean_psnr_curves(curves, [best["trial_id"]])[best["trial_id"]]
+    peak_steps, peak = max(curve, key=lambda point: point[1])
+    steps, psnr = min((point for point in curve if point[1] >= peak - space.steps_within_db), key=lambda point: point[0])
+    selection = {
+        "trial_id": best["trial_id"], "within_db": space.steps_within_db, "peak_steps": peak_steps, "peak_mean_psnr": round(peak, 4),
+        "chosen_steps": steps, "chosen_mean_psnr": round(psnr, 4), "training_saved": round(1 - steps / peak_steps, 4),
+    }  # fmt: skip
+    return {"p": best["p"], "steps": steps, "lambda_iqa": best["lambda_iqa"], "passes": space.paper.get("passes", S2SConfig.passes)}, selection
 
 
-def sweep_plots(trials: pa.Table, curves: pa.Table) -> dict[str, bytes]:
-    """PSNR against p, steps and λ_IQA, and the mean PSNR-vs-steps curve of each trial, as PNGs."""
+def sweep_plots(trials: pa.Table, curves: pa.Table, selection: dict) -> dict[str, bytes]:
+    """PSNR against p, steps and λ_IQA; and PSNR against compute: each trial's mean PSNR-vs-steps
+    curve, the front of all their points, the best's peak and the point chosen (`best_config`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -377,14 +415,17 @@ def sweep_plots(trials: pa.Table, curves: pa.Table) -> dict[str, bytes]:
     plots = {"psnr_vs_params.png": _png(figure)}
 
     figure, axis = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    frame = curves.to_pandas()
-    frame = frame[frame["metric"] == "psnr"]
-    for trial_id, group in frame.groupby("trial_id"):
-        mean = group.groupby("steps")["value"].mean()
-        axis.plot(mean.index, mean.values, marker=".", label=trial_id[-12:])
-    axis.set_xlabel("training steps")
+    mean_curves = mean_psnr_curves(curves, sorted(set(curves["trial_id"].to_pylist())))
+    for trial_id, curve in mean_curves.items():
+        axis.plot(*zip(*curve, strict=True), marker=".", alpha=0.6, label=trial_id[-12:])
+    finished = mean_psnr_curves(curves, [r["trial_id"] for r in trials.to_pylist() if not r["early_stopped"] and r["status"] == "ok"])
+    front = compute_front(finished)
+    axis.step([s for s, _, _ in front], [v for _, v, _ in front], where="post", color="black", label="front (trials that scored every image)")
+    axis.plot(selection["peak_steps"], selection["peak_mean_psnr"], "o", mfc="none", mec="black", ms=10, label="best: its peak")
+    axis.plot(selection["chosen_steps"], selection["chosen_mean_psnr"], "*", color="black", ms=12, label=f"best: chosen (within {selection['within_db']} dB)")
+    axis.set_xlabel("training steps per image (compute)")
     axis.set_ylabel("mean PSNR over images scored (dB)")
-    if frame["trial_id"].nunique() <= 12:
+    if len(mean_curves) <= 12:
         axis.legend(fontsize=6)
     plots["psnr_vs_steps.png"] = _png(figure)
     return plots

@@ -10,6 +10,7 @@ import mlflow
 import numpy as np
 import optuna
 import pandas as pd
+import pyarrow as pa
 import pytest
 import ray
 import yaml
@@ -22,7 +23,8 @@ from model.denoiser import denoise, denoise_at_steps
 from s2s_sweep.configs import SPACES_DIR, ConfigError, load_space
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.sweep import (
-    DefineSpace, SweepOptions, UniqueConfigSearch, config_grid, paper_point, run_sweep, step_checkpoints, subset_ids, tpe_sampler,
+    CURVE_SCHEMA, DefineSpace, SweepOptions, UniqueConfigSearch, best_config, compute_front, config_grid, mean_psnr_curves, paper_point,
+    run_sweep, step_checkpoints, subset_ids, tpe_sampler,
 )  # fmt: skip
 
 SPACE = """
@@ -85,6 +87,26 @@ def test_the_search_never_suggests_a_configuration_twice_and_ends_when_the_grid_
     assert all(t.state == optuna.trial.TrialState.FAIL for t in withdrawn)
 
 
+def test_the_best_takes_the_fewest_steps_within_the_tolerance_of_its_peak(space_file):
+    space = load_space(space_file)
+    trials = pa.Table.from_pylist([
+        {"trial_id": "a", "p": 0.4, "lambda_iqa": 0.0, "status": "ok", "early_stopped": False, "mean_psnr": 30.00},
+        {"trial_id": "b", "p": 0.6, "lambda_iqa": 0.0, "status": "ok", "early_stopped": False, "mean_psnr": 29.00},
+        {"trial_id": "c", "p": 0.2, "lambda_iqa": 0.0, "status": "ok", "early_stopped": True, "mean_psnr": 31.00},  # one image only
+    ])  # fmt: skip
+    mean_curve = {"a": {4: 29.90, 8: 29.97, 12: 30.00}, "b": {4: 29.95, 8: 29.00, 12: 28.00}, "c": {4: 31.0, 8: 31.0, 12: 31.0}}
+    curves = pa.Table.from_pylist(
+        [{"sweep_id": "s", "trial_id": t, "image_id": image, "metric": "psnr", "steps": steps, "value": value + offset}
+         for t, curve in mean_curve.items() for steps, value in curve.items() for image, offset in (("x", 0.5), ("y", -0.5))],
+        schema=CURVE_SCHEMA,
+    )  # fmt: skip
+    best, selection = best_config(trials, curves, space)
+    assert best == {"p": 0.4, "steps": 8, "lambda_iqa": 0.0, "passes": 4}  # 29.97 is within 0.05 dB of the peak 30.00 at 12 steps
+    assert selection["peak_steps"] == 12 and selection["training_saved"] == pytest.approx(1 / 3, abs=1e-4)
+    front = compute_front(mean_psnr_curves(curves, ["a", "b"]))
+    assert [(steps, trial) for steps, _, trial in front] == [(4, "b"), (8, "a"), (12, "a")]
+
+
 def test_sweep_on_demo_early_stops_records_everything_and_feeds_run_config_best(space_file, tmp_path, monkeypatch):
     # Tune's MLflow callback calls mlflow.set_tracking_uri, which exports MLFLOW_TRACKING_URI;
     # set it here (to the default store) so monkeypatch removes it again for later tests.
@@ -97,12 +119,15 @@ def test_sweep_on_demo_early_stops_records_everything_and_feeds_run_config_best(
     finally:
         ray.shutdown()
     assert set(best) == {"p", "steps", "lambda_iqa", "passes"} and best["steps"] in (4, 8, 12) and best["passes"] == 4
-    assert yaml.safe_load((tmp_path / "demo" / "best_config.yaml").read_text()) == best
+    saved = yaml.safe_load((tmp_path / "demo" / "best_config.yaml").read_text())
+    assert {k: v for k, v in saved.items() if k != "selection"} == best
+    assert saved["selection"]["chosen_steps"] == best["steps"] <= saved["selection"]["peak_steps"]
+    assert saved["selection"]["chosen_mean_psnr"] >= saved["selection"]["peak_mean_psnr"] - 0.05
 
     trials = pd.read_parquet(tmp_path / "demo" / "sweeps" / "s1" / "trials")
     assert len(trials) == 6 and set(trials["status"]) == {"ok"} and trials["p"].round(6).is_unique  # no configuration trained twice
     assert trials["early_stopped"].any(), "ASHA stopped no trial"
-    assert (trials.loc[trials["p"] == 0.4, "images_done"] == 2).any()  # the paper point ran first and fully
+    assert (trials["p"].round(6) == 0.4).sum() == 1  # the paper point was tried, once
     curves = pd.read_parquet(tmp_path / "demo" / "sweeps" / "s1" / "curves")
     assert set(curves["steps"]) == {4, 8, 12} and set(curves["metric"]) == {"psnr", "ssim"}
 
