@@ -304,6 +304,8 @@ def search(dataset: Dataset, space: SearchSpace, trials: int, session, tracker: 
         tracker.log_artifact_bytes(f"{name}.parquet", data)
     remove_duplicate_trial_runs(tracker, parent_id)
     best, selection = best_config(trials_table, curves_table, space)
+    device, share = ("GPU", space.gpus_per_trial) if space.gpus_per_trial else ("CPU", space.cpus_per_trial)
+    device_seconds = share * sum(trials_table.column("seconds").to_pylist())  # what the search cost, to set against what it saves
     for name, png in sweep_plots(trials_table, curves_table, selection).items():
         tracker.log_artifact_bytes(name, png)
     best_yaml = yaml.safe_dump({**best, "selection": selection}, sort_keys=False).encode()
@@ -314,12 +316,14 @@ def search(dataset: Dataset, space: SearchSpace, trials: int, session, tracker: 
         {
             "best_mean_psnr": selection["chosen_mean_psnr"], "best_peak_mean_psnr": selection["peak_mean_psnr"], "best_steps": selection["chosen_steps"],
             "best_peak_steps": selection["peak_steps"], "best_training_saved": selection["training_saved"], "trials_run": trials_table.num_rows,
+            f"{device.lower()}_seconds": device_seconds,
         },
         step=trials_table.num_rows,
     )  # fmt: skip
     print(
         f"best: p {best['p']}, λ_IQA {best['lambda_iqa']:g}: {selection['chosen_steps']} steps at {selection['chosen_mean_psnr']:.2f} dB, "
-        f"{selection['training_saved']:.0%} fewer than its peak ({selection['peak_steps']} steps, {selection['peak_mean_psnr']:.2f} dB; within {space.steps_within_db} dB)",
+        f"{selection['training_saved']:.0%} fewer than its peak ({selection['peak_steps']} steps, {selection['peak_mean_psnr']:.2f} dB; within {space.steps_within_db} dB); "
+        f"the search took {device_seconds:,.0f} {device}-seconds",
         flush=True,
     )
     return best

@@ -138,6 +138,8 @@ def test_sweep_on_demo_early_stops_records_everything_and_feeds_run_config_best(
     assert len(children) == 6 and all("mean_psnr" in c.data.metrics for c in children)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"best_config.yaml", "trials.parquet", "curves.parquet", "psnr_vs_params.png", "psnr_vs_steps.png"} <= artifacts
+    assert parent.data.metrics["cpu_seconds"] == pytest.approx(trials["seconds"].sum(), rel=1e-6)  # 1 CPU per trial
+    assert parent.data.metrics["best_steps"] == best["steps"]
 
     # run --config best reuses the saved best configuration
     done = run_module("s2s_sweep.run", "demo", "--config", "best", "--limit", "1", "--set", "passes=2", "--out", str(tmp_path), timeout=300)
