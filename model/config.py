@@ -41,6 +41,7 @@ class S2SConfig:
     tile_size: int = 0  # side of the inference tiles (a multiple of 32, >= 192)
     memory_mb: int = 0  # memory budget of one image (RAM on CPU, GPU memory on CUDA); 0 = what is free
     log_every: int = 50  # steps between loss read-outs (each one syncs the device)
+    quantize: str = "round"  # how the float output becomes 8-bit for its PNG and metrics: "round", or "floor" as the authors' code saves
     iqa_weights: str | None = None  # TORCH_HOME-style folder with the IQA weights; None = torch's hub dir
 
     def __post_init__(self):
@@ -61,6 +62,7 @@ class S2SConfig:
             "tile_size": (self.tile_size == 0 or (is_integer(self.tile_size) and self.tile_size >= 192 and self.tile_size % 32 == 0), "0 (automatic) or a multiple of 32 >= 192"),
             "memory_mb": (is_integer(self.memory_mb) and self.memory_mb >= 0, "an integer >= 0 (0 = what is free)"),
             "log_every": (is_integer(self.log_every) and self.log_every >= 1, "an integer >= 1"),
+            "quantize": (self.quantize in ("round", "floor"), "round or floor"),
         }
         for field, (ok, expected) in checks.items():
             if not ok:

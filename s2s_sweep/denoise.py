@@ -19,7 +19,7 @@ from model.denoiser import denoise
 from s2s_sweep.configs import ConfigError
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.errors import EXIT_BAD_INPUT, EXIT_BUG, IMAGE_ERRORS
-from s2s_sweep.images import ImageError, read_image, write_png
+from s2s_sweep.images import ImageError, read_image, to_uint8, write_png
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
 
 DEFAULTS = S2SConfig()
@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
     parser.add_argument("--precision", default=DEFAULTS.precision, choices=["auto", "fp32", "bf16"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument("--quantize", default=DEFAULTS.quantize, choices=["round", "floor"], help="float output to 8 bits for the PNG and metrics (default %(default)s; floor: as the authors' code)")
     parser.add_argument("--iqa-weights", help="TORCH_HOME-style folder holding hub/checkpoints/resnet18-*.pth and hub/pyiqa/P2P_*.pth")
     return parser.parse_args(argv)
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             config = S2SConfig(
                 p=args.p, steps=args.steps, lambda_iqa=args.lambda_iqa, passes=args.passes, seed=args.seed,
-                device=args.device, precision=args.precision, compile=args.compile, iqa_weights=args.iqa_weights,
+                device=args.device, precision=args.precision, compile=args.compile, iqa_weights=args.iqa_weights, quantize=args.quantize,
             )  # fmt: skip
         except ValueError as error:
             raise ConfigError(str(error)) from None
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
             result = denoise(noisy, config, on_step, on_pass)
         try:
-            write_png(args.output, result.denoised)
+            write_png(args.output, result.denoised, config.quantize)
         except OSError as error:
             raise ImageError(f"{args.output}: cannot write the result ({error})") from None
     except IMAGE_ERRORS as error:
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.output} ({time.perf_counter() - started:.1f} s on {result.device}; training: {training}; inference: {inference}; predicted peak {plan.peak_bytes / 2**20:,.0f} MB)")
     if clean is not None:
         print(f"noisy   PSNR {calculate_psnr(noisy, clean):6.2f} dB  SSIM {calculate_ssim(noisy, clean):.4f}")
-        print(f"S2S+    PSNR {calculate_psnr(result.denoised, clean):6.2f} dB  SSIM {calculate_ssim(result.denoised, clean):.4f}")
+        denoised = to_uint8(result.denoised, config.quantize)  # what was written
+        print(f"S2S+    PSNR {calculate_psnr(denoised, clean):6.2f} dB  SSIM {calculate_ssim(denoised, clean):.4f}")
     return 0
 
 

@@ -58,9 +58,11 @@ def read_image_size(path: str | Path) -> tuple[int, int]:
     return height, width
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """[0, 1] float image -> uint8, rounded to nearest."""
-    return np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
+def to_uint8(image: np.ndarray, quantize: str = "round") -> np.ndarray:
+    """[0, 1] float image -> uint8, rounded to nearest, or floored (`(x * 255).astype(uint8)`
+    after clipping, as the Self2Self+ authors' code saves its results)."""
+    scaled = np.clip(image * 255.0, 0, 255)
+    return (np.round(scaled) if quantize == "round" else np.floor(scaled)).astype(np.uint8)
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
@@ -72,8 +74,8 @@ def encode_png(pixels: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-def write_png(path: str | Path, image: np.ndarray) -> None:
+def write_png(path: str | Path, image: np.ndarray, quantize: str = "round") -> None:
     """Write a [0, 1] float image (H, W, C) as an 8-bit PNG, creating parent folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(encode_png(to_uint8(image)))
+    path.write_bytes(encode_png(to_uint8(image, quantize)))

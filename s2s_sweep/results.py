@@ -33,6 +33,7 @@ SCHEMA = pa.schema(
         ("lambda_iqa", pa.float64()),
         ("passes", pa.int64()),
         ("seed", pa.int64()),
+        ("quantize", pa.string()),  # how the output became 8-bit for its PNG and metrics: "round" or "floor"
         ("psnr", pa.float64()),  # dB, 8-bit protocol (s2s_sweep.metrics); null without a reference
         ("ssim", pa.float64()),
         ("noisy_psnr", pa.float64()),

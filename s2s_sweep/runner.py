@@ -126,13 +126,14 @@ def denoise_image(image_id: str, noisy: np.ndarray, clean: np.ndarray | None, co
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     result = denoise(noisy, config)
+    denoised = to_uint8(result.denoised, config.quantize)  # the saved PNG, and what the metrics score
     scored = clean is not None
     on_cuda = torch.device(result.device).type == "cuda"
     return {
         "image_id": image_id,
-        "denoised": to_uint8(result.denoised),
-        "psnr": calculate_psnr(result.denoised, clean) if scored else None,
-        "ssim": calculate_ssim(result.denoised, clean) if scored else None,
+        "denoised": denoised,
+        "psnr": calculate_psnr(denoised, clean) if scored else None,
+        "ssim": calculate_ssim(denoised, clean) if scored else None,
         "noisy_psnr": calculate_psnr(noisy, clean) if scored else None,
         "noisy_ssim": calculate_ssim(noisy, clean) if scored else None,
         "train_seconds": result.train_seconds,
@@ -233,7 +234,7 @@ class DatasetRun:
         row.update(
             run_id=self.run_id, image_id=image_id, status="failed" if error else "ok", error=error,
             p=self.config.p, steps=self.config.steps, lambda_iqa=self.config.lambda_iqa, passes=self.config.passes,
-            seed=self.config.seed, code_version=self.version, config_hash=self.hash, finished_at=datetime.now(timezone.utc),
+            seed=self.config.seed, quantize=self.config.quantize, code_version=self.version, config_hash=self.hash, finished_at=datetime.now(timezone.utc),
         )  # fmt: skip
         if result is not None:
             output = f"images/{image_id}.png"

@@ -39,6 +39,7 @@ from model.denoiser import denoise_at_steps
 from model.losses import IQAWeightsMissing, ensure_iqa_weights
 from s2s_sweep.configs import ConfigError, SearchSpace
 from s2s_sweep.datasets import Dataset
+from s2s_sweep.images import to_uint8
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
 from s2s_sweep.results import parquet_bytes
 from s2s_sweep.errors import stop_request
@@ -185,6 +186,7 @@ def sweep_trial(config: dict, images: list, base: dict, checkpoints: list[int], 
     psnr_curves, ssim_curves = [], []
     for done, (image_id, noisy, clean) in enumerate(images, 1):
         estimates = denoise_at_steps(noisy, run_config, checkpoints, passes)
+        estimates = [to_uint8(estimate, run_config.quantize) for estimate in estimates]
         psnr_curves.append([calculate_psnr(e, clean) for e in estimates])
         ssim_curves.append([calculate_ssim(e, clean) for e in estimates])
         mean_curve = np.mean(psnr_curves, axis=0)

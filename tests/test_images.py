@@ -62,6 +62,8 @@ def test_write_png_rounds_to_nearest_and_keeps_channels(tmp_path):
     image = np.array([[[100.6, 0.4, 254.6]]], np.float32).repeat(2, 0).repeat(2, 1) / 255
     write_png(tmp_path / "out" / "x.png", image)
     assert np.asarray(Image.open(tmp_path / "out" / "x.png"))[0, 0].tolist() == [101, 0, 255]
+    write_png(tmp_path / "floor.png", image, quantize="floor")  # as the authors' code saves
+    assert np.asarray(Image.open(tmp_path / "floor.png"))[0, 0].tolist() == [100, 0, 254]
     write_png(tmp_path / "gray.png", np.full((4, 5, 1), 0.5, np.float32))
     saved = Image.open(tmp_path / "gray.png")
     assert saved.mode == "L" and np.asarray(saved)[0, 0] == 128

@@ -13,7 +13,8 @@ from PIL import Image
 from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.results import read_results
-from s2s_sweep.runner import Progress, RunOptions, run_dataset
+from s2s_sweep.metrics import calculate_psnr
+from s2s_sweep.runner import Progress, RunOptions, denoise_image, run_dataset
 from s2s_sweep.store import OutputStore
 
 FAST = S2SConfig(steps=3, passes=2, lambda_iqa=0.0)
@@ -40,7 +41,7 @@ def test_demo_run_writes_images_parquet_and_mlflow_then_resumes_without_duplicat
     frame = pd.read_parquet(run_dir / "results")
     assert len(frame) == 3 and set(frame["dataset"].astype(str)) == {"demo"}
     row = frame.iloc[0]
-    assert row["psnr"] > 0 and row["noisy_psnr"] > 0 and row["steps"] == 3 and row["device"] == "cpu"
+    assert row["psnr"] > 0 and row["noisy_psnr"] > 0 and row["steps"] == 3 and row["device"] == "cpu" and row["quantize"] == "round"
     assert row["node"] and row["code_version"] and len(row["config_hash"]) == 12
     output = capsys.readouterr().out
     assert "[3/3]" in output and "ETA" in output and "mlflow ui --backend-store-uri" in output
@@ -156,3 +157,15 @@ def test_progress_counts_failed_rows_as_done_but_not_into_the_rate_and_weighs_th
     assert lines[-1].startswith("[2/3] bad: failed | failed 1 | mean PSNR 30.00")
     eta = lines[-1].rsplit("ETA ", 1)[1]
     assert eta == "00:00:00"  # 10 pixels left at the rate of 1,000 pixels done: well under a second
+
+
+def test_the_png_and_the_metrics_share_one_8_bit_image_rounded_or_floored_as_the_authors_save(astronaut_pair):
+    noisy, clean = astronaut_pair
+    config = S2SConfig(steps=2, passes=2, lambda_iqa=0.0)
+    rounded = denoise_image("x", noisy, clean, config, cpus=1)
+    floored = denoise_image("x", noisy, clean, config.replace(quantize="floor"), cpus=1)
+    difference = rounded["denoised"].astype(int) - floored["denoised"].astype(int)
+    assert set(np.unique(difference)) == {0, 1}  # the same float output, truncated instead of rounded
+    for result in (rounded, floored):
+        assert result["psnr"] == calculate_psnr(result["denoised"], clean)
+    assert floored["psnr"] != rounded["psnr"]
