@@ -354,7 +354,8 @@ def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> Run
         "cpus_per_image": options.cpus_per_image, "gpus_per_image": gpus_per_image,
         "cluster_cpus": resources.get("CPU", 0), "cluster_gpus": resources.get("GPU", 0), "cluster_nodes": len(ray.nodes()),
     }  # fmt: skip
-    mlflow_run_id = tracker.start(run_id, params, resume_run_id=session.record.get("mlflow_run_id"))
+    run_name = f"{dataset.name} S2S+ p={config.p} steps={config.steps} lambda_iqa={config.lambda_iqa:g} {run_id}"  # what the UI's run list shows
+    mlflow_run_id = tracker.start(run_name, params, resume_run_id=session.record.get("mlflow_run_id"))
     store.write_bytes(f"{folder}/config.yaml", yaml.safe_dump(asdict(config), sort_keys=False).encode())
     write_record(session, "run.json", {"dataset": dataset.name, "run_id": run_id, "mlflow_run_id": mlflow_run_id})
     print(f"run {run_id}: {dataset.name}, {len(todo)} of {len(dataset)} images to do, outputs in {store.path(folder)}", flush=True)

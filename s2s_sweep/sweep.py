@@ -252,7 +252,7 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
         "cpus_per_trial": space.cpus_per_trial, "gpus_per_trial": space.gpus_per_trial, "grace_images": space.grace_images,
         "reduction_factor": space.reduction_factor, "seed": options.seed,
     }  # fmt: skip
-    parent_id = tracker.start(f"sweep-{sweep_id}", params, resume_run_id=session.record.get("mlflow_run_id"), kind="sweep")
+    parent_id = tracker.start(f"{dataset.name} sweep {trials} trials {sweep_id}", params, resume_run_id=session.record.get("mlflow_run_id"), kind="sweep")
     write_record(session, "sweep.json", {"dataset": dataset.name, "sweep_id": sweep_id, "mlflow_run_id": parent_id})
     try:
         best = search(dataset, space, trials, session, tracker, (ids, images, checkpoints, base_fields), options.seed)
