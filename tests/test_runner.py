@@ -148,6 +148,17 @@ def test_an_image_too_large_for_any_plan_becomes_a_failed_row_before_it_starts(t
     assert 500 < rows["small"]["memory_mb"] < 1200 and rows["small"]["precision"] == "fp32"
 
 
+def test_images_go_largest_first_so_a_late_big_photo_keeps_no_cluster_waiting(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, side in (("a_small", 64), ("b_large", 160), ("c_medium", 96)):  # file order is not size order
+        Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(folder / f"{name}.png")
+    options = RunOptions(out=str(tmp_path / "out"), flush_seconds=0, cpus_per_image=2)  # one image at a time on this 2-CPU Ray
+    table = run_dataset(open_dataset(f"folder:{folder}"), FAST, options).table
+    assert table.sort_by("finished_at").column("image_id").to_pylist() == ["b_large", "c_medium", "a_small"]
+
+
 def test_progress_counts_failed_rows_as_done_but_not_into_the_rate_and_weighs_the_eta_by_pixels(capsys):
     earlier = read_results(OutputStore(tempfile.mkdtemp()), "demo", "none")  # an empty table of the run's schema
     progress = Progress(total=3, earlier=earlier, pixels_left=1000 + 10 + 10)
