@@ -1,8 +1,7 @@
 """Faults of a running job, end to end through `python -m s2s_sweep.run` on a real `ray start` head:
-a tracking server that dies, SIGTERM / Ctrl-C, an output store lost mid-run, failed images
-rerun, and the exit status of each."""
+a tracking server that dies, SIGTERM / Ctrl-C, failed images rerun, and the exit status of
+each (an output store lost mid-run: test_object_store.py)."""
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 from conftest import REPO, free_port, start_mlflow_server, stop_server, wait_until
 from PIL import Image
 
-from s2s_sweep.errors import EXIT_BUG, EXIT_IMAGES_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STORE_LOST, EXIT_TERMINATED, EXIT_TRACKING_BEHIND
+from s2s_sweep.errors import EXIT_BUG, EXIT_IMAGES_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_TRACKING_BEHIND
 
 FAST = ["--set", "steps=30", "passes=2", "lambda_iqa=0"]
 
@@ -116,34 +115,6 @@ def test_failed_images_exit_1_and_rerun_with_retry_failed_replacing_their_rows(r
     frame = pd.read_parquet(results)
     assert sorted(frame["image_id"]) == ["img00", "img01"] and set(frame["status"]) == {"ok"}  # one row per image
     assert len(list(results.rglob("*.parquet"))) == 1  # compacted
-
-
-def test_a_store_down_past_its_patience_exits_4_with_the_rest_in_the_fallback_which_a_resume_uploads(ray_head, tmp_path):
-    out, fallback = tmp_path / "out", tmp_path / "fallback"
-    store_args = ["--out", str(out), "--fallback", str(fallback), "--store-patience", "2", "--address", ray_head["gcs"], "--flush-seconds", "0"]
-    driver, run_id = start_run("demo", "--limit", "5", *FAST, *store_args, env=ray_head["env"])
-    images = out / "demo" / run_id / "images"
-    wait_until(lambda: images.is_dir() and any(images.iterdir()), 300, "the first PNG")
-    removed = {path.name for path in images.iterdir()}
-    shutil.rmtree(images)
-    images.write_text("a file where the images folder was")  # every later PNG write fails
-    _, stderr = driver.communicate(timeout=600)
-    assert driver.returncode == EXIT_STORE_LOST, stderr[-3000:]
-    assert "Traceback" not in stderr and f"--resume {run_id} uploads them" in stderr.strip().splitlines()[-1]
-    held = [path for path in (fallback / "demo" / run_id).rglob("*") if path.is_file()]
-    held_images = {path.name for path in held if path.suffix == ".png"}
-    assert held_images and recorded(out / "demo" / run_id / "results") >= 1
-    _, run = mlflow_run(f"sqlite:///{out / 'mlflow.db'}", "s2s-sweep/demo")
-    assert run.info.status == "FAILED"
-
-    images.unlink()  # the store is back
-    again = subprocess.run([sys.executable, "-m", "s2s_sweep.run", "demo", "--limit", "5", "--resume", run_id, *store_args], cwd=REPO, capture_output=True, text=True, env=ray_head["env"], timeout=600)
-    assert again.returncode == EXIT_OK, again.stderr[-3000:]
-    assert f"uploaded {len(held)} files" in again.stdout
-    frame = pd.read_parquet(out / "demo" / run_id / "results")
-    assert len(frame) == 5 and frame["image_id"].is_unique and set(frame["status"]) == {"ok"}  # every image exactly once
-    assert all((out / "demo" / run_id / output).is_file() for output in frame["output"] if Path(output).name not in removed)
-    assert held_images <= {path.name for path in images.iterdir()} and not (fallback / "demo" / run_id).exists()
 
 
 def test_an_internal_error_keeps_its_traceback_and_exits_70(tmp_path):

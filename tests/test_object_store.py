@@ -1,7 +1,8 @@
 """Outputs on object storage, end to end: a real S3-compatible server (moto's standalone server)
-on 127.0.0.1, the CLI on a real `ray start` head, a real `mlflow server`. Run, resume, sweep
+on 127.0.0.1, the CLI on a real `ray start` head, a real `mlflow server`. Run, sweep, resume
 and the table read back with pandas, all on s3:// outputs; secrets given in URIs recorded
-nowhere; a store that goes down for seconds, then for longer than the patience."""
+nowhere; a store that goes down for seconds, then for longer than the patience (exit 4, the
+fallback), then a resume that uploads the fallback and completes the run."""
 
 import os
 import secrets
@@ -11,12 +12,15 @@ import sys
 import threading
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 from conftest import BIN, REPO, free_port, start_mlflow_server, stop_server, wait_until
+from test_faults import noise_folder
 from test_sweep import SPACE
 
+from s2s_sweep.datasets import open_dataset
 from s2s_sweep.errors import EXIT_OK, EXIT_STORE_LOST
 
 pytest.importorskip("moto", reason="moto[server] (a dev dependency) provides the S3-compatible test server")
@@ -103,7 +107,7 @@ def run_id_of(done: subprocess.CompletedProcess) -> str:
     return next(line for line in done.stdout.splitlines() if line.startswith("run ")).split()[1].rstrip(":")
 
 
-def test_run_resume_and_sweep_on_s3_record_no_secret_anywhere(ray_head, s3_server, tmp_path):
+def test_a_run_and_a_sweep_on_s3_record_no_secret_anywhere(ray_head, s3_server, tmp_path):
     out_secret, mlflow_secret = f"outSecret{secrets.token_hex(8)}", f"mlflowSecret{secrets.token_hex(8)}"
     mlflow_port = free_port()
     mlflow_server = start_mlflow_server(tmp_path / "mlflow", mlflow_port)
@@ -115,8 +119,6 @@ def test_run_resume_and_sweep_on_s3_record_no_secret_anywhere(ray_head, s3_serve
         assert first.returncode == EXIT_OK, first.stderr[-3000:]
         assert "carries credentials" in first.stderr and "process list" in first.stderr
         run_id = run_id_of(first)
-        again = cli("demo", "--limit", "2", "--resume", run_id, *where, env=env)
-        assert again.returncode == EXIT_OK and "0 of 2 images to do" in again.stdout, again.stderr[-3000:]
         space = tmp_path / "space.yaml"
         space.write_text(SPACE)
         sweep = cli("demo", "--sweep-only", "--space", str(space), "--trials", "2", *where, env=env)
@@ -132,7 +134,7 @@ def test_run_resume_and_sweep_on_s3_record_no_secret_anywhere(ray_head, s3_serve
 
     written = {f"s3://{path}": data for path, data in objects.items()}
     written |= {str(path): path.read_bytes() for path in (tmp_path / "mlflow").rglob("*") if path.is_file()}
-    written |= {f"{done.args[3:5]} {name}": text.encode() for done in (first, again, sweep) for name, text in (("stdout", done.stdout), ("stderr", done.stderr))}
+    written |= {f"{done.args[3:5]} {name}": text.encode() for done in (first, sweep) for name, text in (("stdout", done.stdout), ("stderr", done.stderr))}
     ray_session = Path("/tmp/ray/session_latest")  # what Ray and Tune logged or pickled for us
     written |= {str(path): path.read_bytes() for path in ray_session.rglob("*") if path.is_file() and not path.is_socket() and path.stat().st_size < 50 * 2**20}
     for secret in (out_secret, mlflow_secret):
@@ -144,31 +146,41 @@ def test_a_store_down_for_seconds_loses_nothing_and_one_down_past_the_patience_r
     proxy = TcpProxy(s3_server)
     env = {**ray_head["env"], "AWS_ACCESS_KEY_ID": "AKIDENV", "AWS_SECRET_ACCESS_KEY": "from-the-environment"}
     out = f"s3://{BUCKET}/outage?endpoint_override=127.0.0.1:{proxy.port}&scheme=http&region=us-east-1"
-    fallback = tmp_path / "fallback"
-    args = ["demo", *FAST, "--out", out, "--fallback", str(fallback), "--store-patience", "20", "--flush-seconds", "0", "--address", ray_head["gcs"]]
-    driver = subprocess.Popen([sys.executable, "-m", "s2s_sweep.run", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    run_id = driver.stdout.readline().split()[1].rstrip(":")
+    folder = noise_folder(tmp_path / "images", 10, side=96)
+    key, fallback = open_dataset(f"folder:{folder}").key, tmp_path / "fallback"
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [f"folder:{folder}", *FAST, "--out", out, "--fallback", str(fallback), "--store-patience", "20", "--flush-seconds", "0", "--address", ray_head["gcs"], "--mlflow-uri", tracking]
+    with open(tmp_path / "stdout.txt", "w") as stdout:
+        driver = subprocess.Popen([sys.executable, "-m", "s2s_sweep.run", *args], cwd=REPO, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env)
+    stderr: list[str] = []
+    threading.Thread(target=lambda: stderr.extend(iter(driver.stderr.readline, "")), daemon=True).start()
 
-    def pngs() -> int:
-        return len(s3_files(s3_server, f"outage/demo/{run_id}/images"))
+    def said(text: str) -> bool:
+        return any(text in line for line in stderr)
 
-    wait_until(lambda: pngs() >= 1, 300, "the first PNG")
-    proxy.down()  # for seconds, longer than the S3 client's own retries (about 6 s): held, then written
-    threading.Timer(8, proxy.up).start()
-    wait_until(lambda: pngs() >= 3, 300, "the store back and two more PNGs")
-    proxy.down()  # past the patience: the run stops, what is held goes to the fallback
-    stdout, stderr = driver.communicate(timeout=600)
-    assert driver.returncode == EXIT_STORE_LOST, stderr[-3000:]
-    assert "output store back after" in stderr and f"--resume {run_id} uploads them" in stderr.strip().splitlines()[-1]
-    held = [path for path in (fallback / "demo" / run_id).rglob("*") if path.is_file()]
-    assert held  # at least the rows of the last images, which the store did not take
+    wait_until(lambda: (tmp_path / "stdout.txt").read_text().startswith("run "), 120, "the run's first line")
+    run_id = (tmp_path / "stdout.txt").read_text().split()[1].rstrip(":")
+    wait_until(lambda: len(s3_files(s3_server, f"outage/{key}/{run_id}/images")) >= 1, 300, "the first PNG")
+    proxy.down()  # until a finished image is held (the S3 client's own retries take about 6 s first), then back
+    wait_until(lambda: said("held in memory"), 300, "a write held while the store is down")
+    proxy.up()
+    wait_until(lambda: said("output store back after"), 120, "the held files written")
+    proxy.down()  # now past the patience: the run stops, what is held goes to the fallback
+    driver.wait(timeout=600)
+    assert driver.returncode == EXIT_STORE_LOST, "".join(stderr)[-3000:]
+    assert f"--resume {run_id} uploads them" in stderr[-1] and not said("Traceback")
+    held = [path for path in (fallback / key / run_id).rglob("*") if path.is_file()]
+    assert held  # at least the rows of the images the store did not take
+    client = mlflow.MlflowClient(tracking)
+    (run,) = client.search_runs([client.get_experiment_by_name(f"s2s-sweep/{key}").experiment_id])
+    assert run.info.status == "FAILED"
 
     proxy.up()
     resumed = cli(*args, "--resume", run_id, env=env)
     assert resumed.returncode == EXIT_OK, resumed.stderr[-3000:]
-    assert f"uploaded {len(held)} files" in resumed.stdout and not (fallback / "demo" / run_id).exists()
-    objects = s3_files(s3_server, f"outage/demo/{run_id}")
-    table = pd.read_parquet(f"{BUCKET}/outage/demo/{run_id}/results", filesystem=pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{s3_server}", scheme="http", region="us-east-1", access_key="a", secret_key="b"))
-    assert len(table) == 5 and table["image_id"].is_unique and set(table["status"]) == {"ok"}  # every image exactly once
+    assert f"uploaded {len(held)} files" in resumed.stdout and not (fallback / key / run_id).exists()
+    objects = s3_files(s3_server, f"outage/{key}/{run_id}")
+    table = pd.read_parquet(f"{BUCKET}/outage/{key}/{run_id}/results", filesystem=pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{s3_server}", scheme="http", region="us-east-1", access_key="a", secret_key="b"))
+    assert len(table) == 10 and table["image_id"].is_unique and set(table["status"]) == {"ok"}  # every image exactly once
     assert all(any(path.endswith(f"/{output}") for path in objects) for output in table["output"])
     assert os.environ.get("AWS_SECRET_ACCESS_KEY") != "from-the-environment"  # the test's own process untouched
