@@ -70,12 +70,12 @@ def _require(ok: bool, where: str, expected: str, value) -> None:
         raise ConfigError(f"{where}: expected {expected}, got {value!r}")
 
 
-def _mapping(content: dict, key: str, where: str, allowed: set[str]) -> dict:
+def _mapping(content: dict, key: str, where: str, required: set[str], optional: set[str] = frozenset()) -> dict:
     value = content.get(key)
     _require(isinstance(value, dict), f"{where}: {key}", "a mapping", value)
-    unknown = sorted(set(value) - allowed)
-    _require(not unknown, f"{where}: {key}", f"only keys {', '.join(sorted(allowed))}", ", ".join(unknown))
-    missing = sorted(allowed - set(value) - {"step", "log", "allow_zero", "steps_within_db"})  # optional keys
+    unknown = sorted(set(value) - required - optional)
+    _require(not unknown, f"{where}: {key}", f"only keys {', '.join(sorted(required | optional))}", ", ".join(unknown))
+    missing = sorted(required - set(value))
     _require(not missing, f"{where}: {key}", f"the keys {', '.join(missing)}", "none")
     return value
 
@@ -89,7 +89,7 @@ def _number(value, where: str, minimum: float = 0.0, integer: bool = False) -> f
 def parse_range(name: str, spec, where: str) -> Range:
     if name == "lambda_iqa" and spec == 0:  # not searched: trained without the IQA loss
         return Range(0.0, 0.0)
-    _mapping({f"search.{name}": spec}, f"search.{name}", where, {"low", "high", "step", "log", "allow_zero"})
+    _mapping({f"search.{name}": spec}, f"search.{name}", where, {"low", "high"}, {"step", "log", "allow_zero"})
     low, high = (_number(spec[k], f"{where}: search.{name}.{k}") for k in ("low", "high"))
     _require(low < high, f"{where}: search.{name}", "low < high", f"{low} .. {high}")
     if name == "p":
@@ -122,7 +122,7 @@ def load_space(path: str | Path) -> SearchSpace:
     datasets = content.get("datasets")
     _require(isinstance(datasets, list) and all(isinstance(d, str) for d in datasets), f"{where}: datasets", "a list of names", datasets)
     paper = run_overrides(content.get("paper"), f"{where}: paper")  # keys known, values in range
-    search = _mapping(content, "search", where, {*SEARCHED, "passes", "steps_within_db"})
+    search = _mapping(content, "search", where, {*SEARCHED, "passes"}, {"steps_within_db"})
     subset = _mapping(content, "subset", where, {"size", "seed"})
     budget = _mapping(content, "budget", where, {"trials", "concurrency"})
     resources = _mapping(content, "resources", where, {"cpus_per_trial", "gpus_per_trial"})

@@ -2,8 +2,9 @@
 
 Protocol: both images are 8-bit (a float image is rounded to uint8 first; to score truncated
 output as the authors' code saves it, pass `to_uint8(result, "floor")`), data range 255,
-computed on all channels of the full image (no border crop, no conversion to Y). SSIM is Wang et al. 2004: 11x11 Gaussian window with sigma 1.5,
-K1 = 0.01, K2 = 0.03, population covariance, mean over channels. Both come from
+computed on all channels of the full image (no border crop, no conversion to Y). SSIM is
+Wang et al. 2004: 11x11 Gaussian window with sigma 1.5, K1 = 0.01, K2 = 0.03, population
+covariance, mean over channels. Both come from
 scikit-image (`peak_signal_noise_ratio`, `structural_similarity`) with those settings.
 """
 

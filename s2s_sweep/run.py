@@ -64,15 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     raise_on_sigterm()
     try:
         return run(args)
-    except USER_ERRORS as error:
+    except (*USER_ERRORS, StoreLost, NoTrialFinished) as error:  # one line, no traceback
         print(f"error: {redact(str(error))}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except StoreLost as error:
-        print(f"error: {redact(str(error))}", file=sys.stderr)
-        return EXIT_STORE_LOST
-    except NoTrialFinished as error:
-        print(f"error: {redact(str(error))}", file=sys.stderr)
-        return EXIT_IMAGES_FAILED
+        return EXIT_STORE_LOST if isinstance(error, StoreLost) else EXIT_IMAGES_FAILED if isinstance(error, NoTrialFinished) else EXIT_BAD_INPUT
     except (KeyboardInterrupt, Terminated, Exception) as error:
         stop = stop_request(error)
         if stop is not None:
@@ -107,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sweep or args.sweep_only:
         space = load_space(args.space or space_file_for(args.dataset))
         sweep_options = SweepOptions(
-            out=args.out, sweep_id=args.resume, resume=bool(args.resume), trials=args.trials, mlflow_uri=args.mlflow_uri,
+            out=store.location, sweep_id=args.resume, resume=bool(args.resume), trials=args.trials, mlflow_uri=args.mlflow_uri,
             address=args.address, seed=config.seed,
         )  # fmt: skip
         sweep = run_sweep(dataset, space, config, sweep_options)
@@ -115,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_OK
         config, source = config.replace(**sweep.best), f"sweep {sweep.sweep_id}"
     options = RunOptions(
-        out=args.out, run_id=None if args.sweep else args.resume, resume=bool(args.resume) and not args.sweep,
+        out=store.location, run_id=None if args.sweep else args.resume, resume=bool(args.resume) and not args.sweep,
         retry_failed=args.retry_failed, cpus_per_image=args.cpus_per_image, gpus_per_image=args.gpus_per_image,
         mlflow_uri=args.mlflow_uri, address=args.address, flush_seconds=args.flush_seconds, store_patience_seconds=args.store_patience, fallback=args.fallback,
         extra_params={"config_source": source},

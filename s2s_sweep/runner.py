@@ -342,7 +342,7 @@ def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> Run
     keep = earlier if not options.retry_failed else earlier.filter(pc.equal(earlier["status"], "ok"))
     recorded = set(keep.column("image_id").to_pylist())
     todo = [image_id for image_id in dataset.ids if image_id not in recorded]
-    tracker = RunTracker(session.tracking_uri, f"s2s-sweep/{dataset.key}", f"{Path(store.root) / 'mlartifacts'}" if store.local else None)
+    tracker = RunTracker(session.tracking_uri, f"s2s-sweep/{dataset.key}", store)
     connect_ray(options.address)
     resources = ray.cluster_resources()
     gpus_per_image = options.gpus_per_image if options.gpus_per_image is not None else (1.0 if resources.get("GPU", 0) else 0.0)

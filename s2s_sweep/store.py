@@ -21,7 +21,6 @@ import pyarrow.fs as pafs
 
 from s2s_sweep.uris import adopt_credentials, redact
 
-
 DEFAULT_FALLBACK = Path.home() / ".cache" / "s2s-sweep" / "fallback"
 MAX_RETRY_DELAY = 30.0  # seconds between two tries of a store that is down, at most
 
@@ -36,10 +35,11 @@ class StoreLost(Exception):
 
 class OutputStore:
     def __init__(self, uri: str):
-        location = adopt_credentials(uri, "--out") if "://" in uri else str(Path(uri).expanduser().resolve())
-        self.uri = redact(location)  # how it is shown and recorded
+        # the working URI, without the credentials adopt_credentials moved out: open the store again from it
+        self.location = adopt_credentials(uri, "--out") if "://" in uri else str(Path(uri).expanduser().resolve())
+        self.uri = redact(self.location)  # how it is shown and recorded
         try:
-            self.fs, self.root = pafs.FileSystem.from_uri(location)
+            self.fs, self.root = pafs.FileSystem.from_uri(self.location)
         except (pafs.ArrowInvalid, ValueError, OSError) as error:
             raise StoreError(redact(f"--out {self.uri}: not a usable path or filesystem URI ({error})")) from None
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
@@ -77,7 +77,6 @@ class OutputStore:
 
     def exists(self, relative: str) -> bool:
         return self.fs.get_file_info(self.path(relative)).type != pafs.FileType.NotFound
-
 
 
 class HeldWrites:

@@ -245,7 +245,7 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
     connect_ray(options.address)
     ids, images, checkpoints, base_fields = sweep_inputs(dataset, space, base, options.seed)
 
-    tracker = RunTracker(uri, f"s2s-sweep/{dataset.key}", f"{store.root}/mlartifacts" if store.local else None)
+    tracker = RunTracker(uri, f"s2s-sweep/{dataset.key}", store)
     params = {
         "dataset": dataset.name, "sweep_id": sweep_id, "space": str(space.path), "trials": trials, "subset": ",".join(ids),
         "step_checkpoints": ",".join(map(str, checkpoints)), "eval_passes": space.search_passes, "concurrency": space.concurrency,
@@ -424,8 +424,8 @@ def sweep_plots(trials: pa.Table, curves: pa.Table, selection: dict) -> dict[str
     mean_curves = mean_psnr_curves(curves, sorted(set(curves["trial_id"].to_pylist())))
     for trial_id, curve in mean_curves.items():
         axis.plot(*zip(*curve, strict=True), marker=".", alpha=0.6, label=trial_id[-12:])
-    finished = mean_psnr_curves(curves, [r["trial_id"] for r in trials.to_pylist() if not r["early_stopped"] and r["status"] == "ok"])
-    front = compute_front(finished)
+    finished = {r["trial_id"] for r in trials.to_pylist() if not r["early_stopped"] and r["status"] == "ok"}
+    front = compute_front({trial_id: curve for trial_id, curve in mean_curves.items() if trial_id in finished})
     axis.step([s for s, _, _ in front], [v for _, v, _ in front], where="post", color="black", label="front (trials that scored every image)")
     axis.plot(selection["peak_steps"], selection["peak_mean_psnr"], "o", mfc="none", mec="black", ms=10, label="best: its peak")
     axis.plot(selection["chosen_steps"], selection["chosen_mean_psnr"], "*", color="black", ms=12, label=f"best: chosen (within {selection['within_db']} dB)")

@@ -43,6 +43,17 @@ def resolve_tracking_uri(cli_uri: str | None, store: OutputStore) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
+def artifact_location(uri: str, store: OutputStore) -> str | None:
+    """Where a new experiment keeps its artifacts: beside the outputs of a local store, beside the
+    database of a SQLite store (MLflow's own default, ./mlruns, is wherever the job was started);
+    a tracking server decides for itself."""
+    if store.local:
+        return str(Path(store.root) / "mlartifacts")
+    if uri.startswith("sqlite:///"):
+        return str(Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts")
+    return None
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast (seconds, before any training) when an MLflow server does not answer."""
     if not uri.startswith(("http://", "https://")):
@@ -109,7 +120,7 @@ class RunTracker:
     """One MLflow run for one dataset job (or sweep); resumes the same MLflow run when the job resumes.
     Opening it is checked (a TrackingError before any work); every later call is best effort."""
 
-    def __init__(self, uri: str, experiment: str, artifact_location: str | None):
+    def __init__(self, uri: str, experiment: str, store: OutputStore):
         import mlflow
 
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
@@ -117,7 +128,7 @@ class RunTracker:
         self.client = mlflow.MlflowClient(uri)
         try:
             found = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment, artifact_location=artifact_location)
+            self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment, artifact_location=artifact_location(uri, store))
             if not found or found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
                 self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         except Exception as error:

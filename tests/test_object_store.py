@@ -172,7 +172,9 @@ def test_a_store_down_for_seconds_loses_nothing_and_one_down_past_the_patience_r
     held = [path for path in (fallback / key / run_id).rglob("*") if path.is_file()]
     assert held  # at least the rows of the images the store did not take
     client = mlflow.MlflowClient(tracking)
-    (run,) = client.search_runs([client.get_experiment_by_name(f"s2s-sweep/{key}").experiment_id])
+    experiment = client.get_experiment_by_name(f"s2s-sweep/{key}")
+    assert experiment.artifact_location == str(tmp_path / "mlartifacts")  # beside the database, not ./mlruns where the job started
+    (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FAILED"
 
     proxy.up()
