@@ -6,23 +6,24 @@ of 128x128, 300 training steps, 50 passes. The paper protocol is the same comman
 
     python benchmarks/bench_quality.py [--dataset cbsd68-25] [--data-root DIR] [--limit 4] [--crop 128]
 
-Baselines: CBM3D (`bm3d` package, `pip install -e ".[bench]"`), scikit-image's non-local
-means and BayesShrink wavelet denoiser. Noise σ: from the dataset name for CBSD68
-(the true σ), else estimated per image with skimage.restoration.estimate_sigma.
+Baselines: those of the runner (s2s_sweep/methods.py: CBM3D with `pip install -e ".[baselines]"`,
+scikit-image's non-local means and BayesShrink wavelets), given the dataset's true σ where it is
+known (CBSD68), else the σ estimated from each image.
 Metrics: s2s_sweep.metrics (8-bit PSNR/SSIM). Prints a table and writes JSON.
 """
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
 
 import numpy as np
-from skimage.restoration import denoise_nl_means, denoise_wavelet, estimate_sigma
 
 from model.config import S2SConfig
 from model.denoiser import denoise
 from s2s_sweep.datasets import open_dataset
+from s2s_sweep.methods import BASELINES, LABELS, estimate_noise_sigma, run_baseline
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
 
 
@@ -31,22 +32,6 @@ def centre_crop(image: np.ndarray, side: int) -> np.ndarray:
         return image
     top, left = max(0, (image.shape[0] - side) // 2), max(0, (image.shape[1] - side) // 2)
     return image[top : top + side, left : left + side]
-
-
-def cbm3d(noisy: np.ndarray, sigma: float) -> np.ndarray:
-    import bm3d
-
-    if noisy.shape[2] == 3:
-        return bm3d.bm3d_rgb(noisy, sigma)
-    return bm3d.bm3d(noisy[..., 0], sigma)[..., None]
-
-
-def nl_means(noisy: np.ndarray, sigma: float) -> np.ndarray:
-    return denoise_nl_means(noisy, h=0.8 * sigma, sigma=sigma, fast_mode=True, patch_size=5, patch_distance=6, channel_axis=-1)
-
-
-def wavelet(noisy: np.ndarray, sigma: float) -> np.ndarray:
-    return denoise_wavelet(noisy, sigma=sigma, method="BayesShrink", mode="soft", rescale_sigma=True, channel_axis=-1)
 
 
 def main():
@@ -67,12 +52,11 @@ def main():
     dataset = open_dataset(args.dataset, args.data_root).select(limit=args.limit)
     if not dataset.has_clean:
         raise SystemExit(f"error: {args.dataset} has no clean references to score against")
-    known_sigma = float(args.dataset.removeprefix("cbsd68-")) / 255 if args.dataset.startswith("cbsd68-") else None
-    methods = {"S2S+": lambda noisy, sigma: denoise(noisy, config).denoised, "CBM3D": cbm3d, "NL-means": nl_means, "wavelet": wavelet}
+    methods = {"S2S+": lambda noisy, sigma: denoise(noisy, config).denoised, **{LABELS[name]: functools.partial(run_baseline, name) for name in BASELINES}}
     scores = {name: {"psnr": [], "ssim": [], "seconds": []} for name in ["noisy", *methods]}
     for index, (image_id, noisy, clean) in enumerate(dataset, 1):
         noisy, clean = centre_crop(noisy, args.crop), centre_crop(clean, args.crop)
-        sigma = known_sigma or float(np.mean(estimate_sigma(noisy, channel_axis=-1)))
+        sigma = dataset.sigma if dataset.sigma is not None else estimate_noise_sigma(noisy)
         results = {"noisy": (noisy, 0.0)}
         for name, method in methods.items():
             started = time.perf_counter()

@@ -27,7 +27,8 @@ import torch
 
 from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
-from s2s_sweep.runner import RunOptions, denoise_image, run_dataset
+from s2s_sweep.methods import Method, denoise_image
+from s2s_sweep.runner import RunOptions, run_dataset
 
 
 def main():
@@ -42,11 +43,12 @@ def main():
     dataset = open_dataset("demo").select(limit=args.images)
     config = S2SConfig(steps=args.steps, passes=args.passes, lambda_iqa=0.0, device="cpu")
     torch.set_num_threads(1)
-    denoise_image(*next(iter(dataset)), config, cpus=1)  # warm-up: imports, allocator
+    method = Method("s2s+", config)
+    denoise_image(*next(iter(dataset)), method, sigma=None, cpus=1)  # warm-up: imports, allocator
 
     started = time.perf_counter()
     for item in dataset:
-        denoise_image(*item, config, cpus=1)
+        denoise_image(*item, method, sigma=None, cpus=1)
     loop_seconds = time.perf_counter() - started
 
     rows = {"plain_loop": {"workers": 1, "seconds": loop_seconds}}

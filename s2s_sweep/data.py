@@ -3,19 +3,22 @@
     python -m s2s_sweep.data fetch cbsd68-25 [--data-root DIR] [--source URL]
     python -m s2s_sweep.data verify polyu [--data-root DIR]
 
-`fetch` downloads every file of a dataset from its public source (or from `--source`, any
-URL urllib opens, such as file:///mnt/mirror, laid out like a data root), checks it against
-the SHA-256 sums kept in this package (checksums/SHA256SUMS), and keeps only good files.
+`fetch` downloads every file of a dataset with pooch from its public source (or from
+`--source`: http(s), ftp, or file:///mnt/mirror, laid out like a data root), checks it against
+the SHA-256 sums kept in this package (checksums/SHA256SUMS), retries failures with backoff,
+and keeps only good files.
 `verify` checks the files already under the data root. SIDD has no public direct URL:
 both commands explain the manual step.
 """
 
 import argparse
-import hashlib
 import shutil
 import sys
+import urllib.parse
 import urllib.request
 from pathlib import Path
+
+import pooch
 
 from s2s_sweep.datasets import CBSD68_SIGMAS, SIDD_MAT, DatasetError, resolve_data_root
 
@@ -55,14 +58,6 @@ def remote_url(relative: str, source: str | None) -> str:
     return CBSD68_SOURCE + relative
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify(name: str, data_root: Path) -> list[str]:
     """Problems with the files of `name` under `data_root`, one line each (empty when all good)."""
     problems = []
@@ -70,37 +65,36 @@ def verify(name: str, data_root: Path) -> list[str]:
         path = data_root / relative
         if not path.is_file():
             problems.append(f"{path}: missing")
-        elif sha256(path) != digest:
+        elif pooch.file_hash(str(path)) != digest:
             problems.append(f"{path}: SHA-256 mismatch (corrupt or a different version)")
     return problems
 
 
-def download(url: str, path: Path, digest: str) -> str | None:
-    """Download `url` to `path` when its SHA-256 matches; else return the problem and keep nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as file:
-            shutil.copyfileobj(response, file)
-    except OSError as error:
-        partial.unlink(missing_ok=True)
-        return f"{url}: download failed ({error})"
-    if sha256(partial) != digest:
-        partial.unlink()
-        return f"{url}: SHA-256 mismatch, file not kept"
-    partial.replace(path)
+def copy_file_url(url: str, output_file: str, registry: pooch.Pooch, check_only: bool = False) -> bool | None:
+    """A pooch downloader for file:// URLs (a local or mounted mirror), which pooch leaves out."""
+    path = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
+    if check_only:
+        return path.is_file()
+    shutil.copyfile(path, output_file)
     return None
 
 
-def fetch(name: str, data_root: Path, source: str | None = None) -> list[str]:
-    """Download the missing or bad files of `name`; returns the problems left (empty when all good)."""
+def fetch(name: str, data_root: Path, source: str | None = None, retries: int = 3) -> list[str]:
+    """Download the missing or bad files of `name` (each checked against its SHA-256, retried
+    `retries` times with pooch's backoff); returns the problems left (empty when all good)."""
     files = dataset_files(name)
+    urls = {relative: remote_url(relative, source) for relative in files}
+    registry = pooch.create(data_root, base_url="", registry={relative: f"sha256:{digest}" for relative, digest in files.items()}, urls=urls, retry_if_failed=retries)
+    pooch.get_logger().setLevel("WARNING")  # one progress line below instead of a line per file
     problems = []
-    for done, (relative, digest) in enumerate(files.items(), 1):
-        path = data_root / relative
-        if not (path.is_file() and sha256(path) == digest):
-            problem = download(remote_url(relative, source), path, digest)
-            problems += [problem] if problem else []
+    for done, relative in enumerate(files, 1):
+        url = urls[relative]
+        try:
+            registry.fetch(relative, downloader=copy_file_url if url.startswith("file:") else None)
+        except ValueError:  # pooch: the hash does not match; the download is not kept
+            problems.append(f"{url}: SHA-256 mismatch, file not kept")
+        except OSError as error:  # unreachable, missing (requests' errors are OSErrors too)
+            problems.append(f"{url}: download failed ({error})")
         print(f"\r{name}: {done}/{len(files)} files", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     return problems

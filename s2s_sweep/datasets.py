@@ -23,7 +23,7 @@ import functools
 import hashlib
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +58,7 @@ class Dataset:
     loader: Callable[[str], Pair]
     has_clean: bool
     sizer: Callable[[str], tuple[int, int]]  # (height, width) without decoding the pixels
+    sigma: float | None = None  # σ of its noise (0..255) where it is known: synthetic Gaussian noise
 
     @property
     def key(self) -> str:
@@ -99,7 +100,7 @@ class Dataset:
             if limit < 1:
                 raise DatasetError(f"limit: expected an integer >= 1, got {limit}")
             ids = ids[:limit]
-        return Dataset(self.name, ids, self.loader, self.has_clean, self.sizer)
+        return replace(self, ids=ids)
 
 
 def resolve_data_root(data_root: str | Path | None = None) -> Path:
@@ -115,7 +116,9 @@ def open_dataset(name: str, data_root: str | Path | None = None, clean_dir: str 
     root = resolve_data_root(data_root)
     if name.startswith("cbsd68-") and name.removeprefix("cbsd68-") in map(str, CBSD68_SIGMAS):
         base = require_dir(root / "CBSD68", name, root)
-        return folder_dataset(name, require_dir(base / f"noisy{name.removeprefix('cbsd68-')}", name, root), require_dir(base / "original_png", name, root))
+        sigma = name.removeprefix("cbsd68-")
+        dataset = folder_dataset(name, require_dir(base / f"noisy{sigma}", name, root), require_dir(base / "original_png", name, root))
+        return replace(dataset, sigma=float(sigma))
     if name == "polyu":
         folder = require_dir(root / "PolyU" / "CroppedImages", name, root)
         return folder_dataset(name, folder, folder, noisy_suffix="_real", clean_suffix="_mean")
@@ -226,4 +229,4 @@ def demo_dataset() -> Dataset:
         clean = image[top : top + DEMO_SIDE, left : left + DEMO_SIDE, :3].astype(np.float32) / 255.0
         return add_gaussian_noise(clean, DEMO_SIGMA, DEMO_SEED + DEMO_SOURCES.index(image_id)), clean
 
-    return Dataset("demo", DEMO_SOURCES, load, has_clean=True, sizer=lambda image_id: (DEMO_SIDE, DEMO_SIDE))
+    return Dataset("demo", DEMO_SOURCES, load, has_clean=True, sizer=lambda image_id: (DEMO_SIDE, DEMO_SIDE), sigma=DEMO_SIGMA)

@@ -28,12 +28,16 @@ SCHEMA = pa.schema(
         ("image_id", pa.string()),
         ("status", pa.string()),  # "ok" or "failed"
         ("error", pa.string()),  # one line, failed rows only
-        ("p", pa.float64()),
+        ("method", pa.string()),  # "s2s+", or a baseline: "cbm3d", "nlm", "wavelet" (s2s_sweep.methods)
+        ("settings", pa.string()),  # JSON: every setting of the method that changes results (its config_hash covers them)
+        ("p", pa.float64()),  # p, steps, lambda_iqa, passes, seed: S2S+ only (null for a baseline)
         ("steps", pa.int64()),
         ("lambda_iqa", pa.float64()),
         ("passes", pa.int64()),
         ("seed", pa.int64()),
         ("quantize", pa.string()),  # how the output became 8-bit for its PNG and metrics: "round" or "floor"
+        ("noise_sigma", pa.float64()),  # baselines: the noise σ (0..255) they were given
+        ("sigma_source", pa.string()),  # baselines: "dataset" (its true σ) or "estimated" (from the noisy image)
         ("psnr", pa.float64()),  # dB, 8-bit protocol (s2s_sweep.metrics); null without a reference
         ("ssim", pa.float64()),
         ("noisy_psnr", pa.float64()),
@@ -44,7 +48,7 @@ SCHEMA = pa.schema(
         ("train_seconds", pa.float64()),
         ("inference_seconds", pa.float64()),
         ("device", pa.string()),  # e.g. "cuda:0", "cpu"
-        ("precision", pa.string()),  # the arithmetic actually used: "fp32" or "bf16"
+        ("precision", pa.string()),  # S2S+: the arithmetic actually used, "fp32" or "bf16"
         ("crop", pa.int64()),  # side of the training crops; 0 = the whole image (the paper)
         ("crop_batch", pa.int64()),  # crops per training step
         ("tile", pa.int64()),  # side of the inference tiles; 0 = the whole image

@@ -3,6 +3,7 @@
     python -m s2s_sweep.run demo                                  # a laptop: starts Ray locally
     ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- python -m s2s_sweep.run sidd
     python -m s2s_sweep.run cbsd68-25 --config best --set passes=200 --limit 8 --out s3://bucket/s2s
+    python -m s2s_sweep.run cbsd68-25 --method cbm3d              # a baseline, same runner, table and MLflow experiment
 
 With no flags a dataset runs with its paper configuration (search_spaces/<family>.yaml).
 Outputs: OUT/DATASET/RUN_ID/{images/*.png, config.yaml, run.json, results/dataset=DATASET/*.parquet};
@@ -13,6 +14,7 @@ import argparse
 import os
 import sys
 import traceback
+from dataclasses import asdict
 
 import yaml
 
@@ -24,6 +26,7 @@ from s2s_sweep.errors import (
     EXIT_BAD_INPUT, EXIT_BUG, EXIT_IMAGES_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUSES, EXIT_STORE_LOST, EXIT_TERMINATED,
     USER_ERRORS, Terminated, raise_on_sigterm, stop_request,
 )  # fmt: skip
+from s2s_sweep.methods import METHODS, Method
 from s2s_sweep.runner import RunOptions, run_dataset
 from s2s_sweep.store import DEFAULT_FALLBACK, OutputStore, StoreLost
 from s2s_sweep.sweep import NoTrialFinished, SweepOptions, run_sweep
@@ -33,6 +36,7 @@ from s2s_sweep.uris import redact, remove_private_profiles
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m s2s_sweep.run", description=__doc__, epilog=EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", help="cbsd68-15|25|50, sidd, sidd-benchmark, polyu, demo, or folder:PATH")
+    parser.add_argument("--method", choices=METHODS, help="s2s+ (default; a resumed run keeps its own), or a baseline: cbm3d, nlm, wavelet")
     parser.add_argument("--config", default="paper", help="paper (default), best (saved by a sweep) or FILE.yaml")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override settings, e.g. --set p=0.5 steps=2000")
     parser.add_argument("--limit", type=int, help="only the first N images")
@@ -87,15 +91,20 @@ def run(args: argparse.Namespace) -> int:
     store = OutputStore(args.out)
     best = f"{dataset.key}/best_config.yaml"
     saved = store.read_text(f"{dataset.key}/{args.resume}/config.yaml") if args.resume else None
-    if saved and args.config == "paper" and not args.set:  # resuming: the run's own settings
-        values = {k: v for k, v in yaml.safe_load(saved).items() if k not in ("device", "iqa_weights")}
+    if saved and args.config == "paper" and not args.set:  # resuming: the run's own method and settings
+        saved_method = Method.from_settings(yaml.safe_load(saved))
+        values = {k: v for k, v in asdict(saved_method.config).items() if k not in ("device", "iqa_weights")}
+        method = args.method or saved_method.name
     else:
         values = resolve_run_config(args.dataset, args.config, args.set, (store.path(best), store.read_text(best) if args.config == "best" else None))
+        method = args.method or "s2s+"
+    if method != "s2s+":
+        check_baseline_arguments(args, method)
     try:
         config = S2SConfig(**values, device=args.device, iqa_weights=args.iqa_weights)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    if config.lambda_iqa > 0 and not (args.sweep or args.sweep_only):  # a sweep checks its own space
+    if config.lambda_iqa > 0 and method == "s2s+" and not (args.sweep or args.sweep_only):  # a sweep checks its own space
         ensure_iqa_weights(config.iqa_weights)  # on the driver: a clear error before any task starts
     source = args.config
     if args.sweep or args.sweep_only:
@@ -112,9 +121,20 @@ def run(args: argparse.Namespace) -> int:
         out=store.location, run_id=None if args.sweep else args.resume, resume=bool(args.resume) and not args.sweep,
         retry_failed=args.retry_failed, cpus_per_image=args.cpus_per_image, gpus_per_image=args.gpus_per_image,
         mlflow_uri=args.mlflow_uri, address=args.address, flush_seconds=args.flush_seconds, store_patience_seconds=args.store_patience, fallback=args.fallback,
-        extra_params={"config_source": source},
+        method=method, extra_params={"config_source": source},
     )  # fmt: skip
     return run_dataset(dataset, config, options).exit_status
+
+
+def check_baseline_arguments(args: argparse.Namespace, method: str) -> None:
+    """A baseline has fixed settings (s2s_sweep.methods): only the output protocol and memory budget apply."""
+    if args.sweep or args.sweep_only:
+        raise ConfigError(f"--method {method}: --sweep searches S2S+'s settings; a baseline has none to search")
+    if args.config != "paper":
+        raise ConfigError(f"--method {method}: --config {args.config} holds S2S+ settings; a baseline takes none")
+    other = [item for item in args.set if item.split("=", 1)[0] not in ("quantize", "memory_mb")]
+    if other:
+        raise ConfigError(f"--set {' '.join(other)}: --method {method} takes only quantize= and memory_mb=")
 
 
 if __name__ == "__main__":

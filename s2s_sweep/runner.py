@@ -26,12 +26,11 @@ record: an outage is warned once and caught up by a resume (see tracking.py).
 
 import contextlib
 import hashlib
-import json
 import sys
 import time
 from collections import deque
 from itertools import islice
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -39,18 +38,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
-import torch
 import yaml
 from ray.autoscaler.sdk import request_resources
 
 from model.config import S2SConfig
-from model.denoiser import denoise
-from model.memory import MB, DoesNotFit, Plan, fit_memory, peak_rss_bytes
+from model.memory import MB, DoesNotFit, Plan
 from s2s_sweep.configs import ConfigError
 from s2s_sweep.datasets import Dataset, DatasetError
 from s2s_sweep.errors import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_TRACKING_BEHIND, IMAGE_ERRORS, stop_request
 from s2s_sweep.images import ImageError, encode_png, to_uint8
-from s2s_sweep.metrics import calculate_psnr, calculate_ssim
+from s2s_sweep.methods import Method, denoise_image
 from s2s_sweep.results import SCHEMA, ResultsTable, compact_results, parquet_bytes, read_results
 from s2s_sweep.session import Session, connect_ray, oom_retries, open_session, write_record
 from s2s_sweep.store import DEFAULT_FALLBACK, HeldWrites, StoreLost, upload_fallback
@@ -75,6 +72,7 @@ class RunOptions:
     flush_seconds: float = 30.0
     store_patience_seconds: float = 300.0  # how long finished images wait in memory for a store that is down
     fallback: str = str(DEFAULT_FALLBACK)  # local folder for them when the store stays down longer
+    method: str = "s2s+"  # or a baseline: cbm3d, nlm, wavelet (s2s_sweep.methods); S2S+'s settings then only give `quantize`
     extra_params: dict = field(default_factory=dict)  # more MLflow params (e.g. the CLI's --config)
 
 
@@ -91,12 +89,6 @@ def code_version() -> str:
     except PackageNotFoundError:
         package = "0+unknown"
     return f"{package}+{digest.hexdigest()[:10]}"
-
-
-def config_hash(config: S2SConfig) -> str:
-    """Hash of the settings that change results (not device, logging or weights location)."""
-    keep = {k: v for k, v in asdict(config).items() if k not in ("device", "log_every", "iqa_weights")}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -118,37 +110,6 @@ class RunOutcome:
 
 def count_failed(table: pa.Table) -> int:
     return table.num_rows - (pc.sum(pc.equal(table["status"], "ok")).as_py() or 0)
-
-
-def denoise_image(image_id: str, noisy: np.ndarray, clean: np.ndarray | None, config: S2SConfig, cpus: float) -> dict:
-    """The work of one Ray task: train, denoise, score the input and the output. Plain function, so it also runs without Ray."""
-    torch.set_num_threads(max(1, int(cpus)))
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    result = denoise(noisy, config)
-    denoised = to_uint8(result.denoised, config.quantize)  # the saved PNG, and what the metrics score
-    scored = clean is not None
-    on_cuda = torch.device(result.device).type == "cuda"
-    return {
-        "image_id": image_id,
-        "denoised": denoised,
-        "psnr": calculate_psnr(denoised, clean) if scored else None,
-        "ssim": calculate_ssim(denoised, clean) if scored else None,
-        "noisy_psnr": calculate_psnr(noisy, clean) if scored else None,
-        "noisy_ssim": calculate_ssim(noisy, clean) if scored else None,
-        "train_seconds": result.train_seconds,
-        "inference_seconds": result.inference_seconds,
-        "device": result.device,
-        "precision": config.precision_on("cuda" if on_cuda else "cpu"),
-        "crop": result.plan.crop,
-        "crop_batch": result.plan.batch,
-        "tile": result.plan.tile,
-        "memory_mb": result.plan.peak_bytes / MB,
-        # measured: GPU memory on CUDA; else the worker's peak RSS, a lifetime maximum (an upper bound once it ran larger images)
-        "peak_memory_mb": (torch.cuda.max_memory_allocated() if on_cuda else peak_rss_bytes()) / MB,
-        "node": ray.util.get_node_ip_address() if ray.is_initialized() else "local",
-        "node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local",
-    }
 
 
 class Progress:
@@ -215,14 +176,14 @@ class InFlight:
 class DatasetRun:
     """The driver's side of one run: plans, submits, collects and records images as they finish."""
 
-    def __init__(self, dataset: Dataset, config: S2SConfig, options: RunOptions, session: Session, tracker: RunTracker, gpus_per_image: float):
-        self.dataset, self.config, self.options, self.tracker = dataset, config, options, tracker
+    def __init__(self, dataset: Dataset, method: Method, options: RunOptions, session: Session, tracker: RunTracker, gpus_per_image: float):
+        self.dataset, self.method, self.options, self.tracker = dataset, method, options, tracker
         self.store, self.run_id, self.folder = session.store, session.id, session.folder
         self.gpus_per_image = gpus_per_image
         self.device_type = "cuda" if gpus_per_image else "cpu"
         self.writes = HeldWrites(self.store, options.store_patience_seconds, Path(options.fallback), f"--resume {self.run_id}")
         self.table = ResultsTable(self.writes, dataset.key, self.run_id, options.flush_seconds)
-        self.version, self.hash = code_version(), config_hash(config)
+        self.version = code_version()
         self.sheet: list[tuple] = []
         self.compute_seconds = 0.0
         self.task = ray.remote(denoise_image)
@@ -232,9 +193,8 @@ class DatasetRun:
         """Write the PNG (for a result) and record the row."""
         row = dict.fromkeys(SCHEMA.names)
         row.update(
-            run_id=self.run_id, image_id=image_id, status="failed" if error else "ok", error=error,
-            p=self.config.p, steps=self.config.steps, lambda_iqa=self.config.lambda_iqa, passes=self.config.passes,
-            seed=self.config.seed, quantize=self.config.quantize, code_version=self.version, config_hash=self.hash, finished_at=datetime.now(timezone.utc),
+            **self.method.row_values(), run_id=self.run_id, image_id=image_id, status="failed" if error else "ok", error=error,
+            code_version=self.version, config_hash=self.method.hash, finished_at=datetime.now(timezone.utc),
         )  # fmt: skip
         if result is not None:
             output = f"images/{image_id}.png"
@@ -259,11 +219,11 @@ class DatasetRun:
     def execute(self, sizes: dict[str, tuple[int, int]], progress: Progress) -> None:
         """Run every image of `sizes` ({id: (height, width)}), largest first, twice the live slots in flight.
         On GPUs the driver plans for the largest node's RAM and each task re-plans for its GPU's free memory."""
-        budget = self.config.memory_mb * MB or max_node_memory()
+        budget = self.method.config.memory_mb * MB or max_node_memory()
         plans: dict[str, Plan | str] = {}  # the plan, or why the image cannot fit
         for image_id, (height, width) in sizes.items():
             try:
-                plans[image_id] = fit_memory(height, width, self.config, budget, self.device_type, name=f"{self.dataset.name}/{image_id}")
+                plans[image_id] = self.method.plan(height, width, budget, self.device_type, name=f"{self.dataset.name}/{image_id}")
             except DoesNotFit as error:
                 plans[image_id] = str(error)
         pixels = {image_id: height * width for image_id, (height, width) in sizes.items()}
@@ -298,8 +258,8 @@ class DatasetRun:
             progress.update(self.row(image_id, None, one_line(error)), pixels)
             return
         sheet = (sheet_crop(to_uint8(noisy)), None if clean is None else sheet_crop(to_uint8(clean))) if len(self.sheet) + len(pending) < SHEET_IMAGES else None
-        config = self.config.replace(crop_size=plan.crop or self.config.crop_size, crop_batch=plan.batch if plan.crop else self.config.crop_batch, tile_size=plan.tile or self.config.tile_size)
-        ref = self.task.options(**self.task_options, memory=plan.host_bytes).remote(image_id, ray.put(noisy), None if clean is None else ray.put(clean), config, self.options.cpus_per_image)
+        clean_ref = None if clean is None else ray.put(clean)
+        ref = self.task.options(**self.task_options, memory=plan.host_bytes).remote(image_id, ray.put(noisy), clean_ref, self.method.fitted(plan), self.dataset.sigma, self.options.cpus_per_image)
         pending[ref] = InFlight(image_id, pixels, sheet)
 
     def collect(self, ref: ray.ObjectRef, item: InFlight, progress: Progress) -> None:
@@ -329,11 +289,13 @@ def max_node_memory() -> int:
 def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> RunOutcome:
     """Denoise every image of `dataset` on the connected Ray cluster (started locally if none)
     and return the run's full results table (including rows of earlier sessions of the run)."""
+    method = Method(options.method, config)
+    method.check_installed()
     session = open_session(options.out, options.mlflow_uri, lambda run_id: f"{dataset.key}/{run_id}", "run.json", options.run_id, options.resume)
     store, run_id, folder = session.store, session.id, session.folder
     saved_config = store.read_text(f"{folder}/config.yaml")
-    if saved_config is not None and config_hash(S2SConfig(**yaml.safe_load(saved_config))) != config_hash(config):
-        raise ConfigError(f"run {run_id}: its config.yaml differs from the requested configuration; resume it without --config/--set, or start a new run")
+    if saved_config is not None and Method.from_settings(yaml.safe_load(saved_config)).hash != method.hash:
+        raise ConfigError(f"run {run_id}: its config.yaml differs from the requested method or configuration; resume it without --method/--config/--set, or start a new run")
 
     uploaded = upload_fallback(store, Path(options.fallback), folder)
     if uploaded:
@@ -345,22 +307,22 @@ def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> Run
     tracker = RunTracker(session.tracking_uri, f"s2s-sweep/{dataset.key}", store)
     connect_ray(options.address)
     resources = ray.cluster_resources()
-    gpus_per_image = options.gpus_per_image if options.gpus_per_image is not None else (1.0 if resources.get("GPU", 0) else 0.0)
+    gpus_per_image = options.gpus_per_image if options.gpus_per_image is not None else (1.0 if resources.get("GPU", 0) and method.is_s2s else 0.0)
     if gpus_per_image and not resources.get("GPU", 0):
         raise ConfigError(f"--gpus-per-image {gpus_per_image}: the Ray cluster has no GPUs; use --gpus-per-image 0 to run on CPUs")
     params = {
-        **asdict(config), **options.extra_params, "dataset": dataset.name, "images": len(dataset), "run_id": run_id,
-        "code_version": code_version(), "config_hash": config_hash(config), "out": store.uri,
+        **method.settings, **options.extra_params, "dataset": dataset.name, "images": len(dataset), "run_id": run_id,
+        "dataset_sigma": "unknown" if dataset.sigma is None else dataset.sigma,
+        "code_version": code_version(), "config_hash": method.hash, "out": store.uri,
         "cpus_per_image": options.cpus_per_image, "gpus_per_image": gpus_per_image,
         "cluster_cpus": resources.get("CPU", 0), "cluster_gpus": resources.get("GPU", 0), "cluster_nodes": len(ray.nodes()),
     }  # fmt: skip
-    run_name = f"{dataset.name} S2S+ p={config.p} steps={config.steps} lambda_iqa={config.lambda_iqa:g} {run_id}"  # what the UI's run list shows
-    mlflow_run_id = tracker.start(run_name, params, resume_run_id=session.record.get("mlflow_run_id"))
-    store.write_bytes(f"{folder}/config.yaml", yaml.safe_dump(asdict(config), sort_keys=False).encode())
+    mlflow_run_id = tracker.start(method.run_name(dataset.name, run_id), params, resume_run_id=session.record.get("mlflow_run_id"))
+    store.write_bytes(f"{folder}/config.yaml", yaml.safe_dump(method.settings, sort_keys=False).encode())
     write_record(session, "run.json", {"dataset": dataset.name, "run_id": run_id, "mlflow_run_id": mlflow_run_id})
-    print(f"run {run_id}: {dataset.name}, {len(todo)} of {len(dataset)} images to do, outputs in {store.path(folder)}", flush=True)
+    print(f"run {run_id}: {dataset.name} with {method.label}, {len(todo)} of {len(dataset)} images to do, outputs in {store.path(folder)}", flush=True)
 
-    run = DatasetRun(dataset, config, options, session, tracker, gpus_per_image)
+    run = DatasetRun(dataset, method, options, session, tracker, gpus_per_image)
     sizes = {image_id: dataset.size(image_id) for image_id in todo}  # file headers only
     progress = Progress(len(dataset), keep, sum(height * width for height, width in sizes.values()))
     started = time.monotonic()
@@ -407,7 +369,7 @@ def finish_tracking(run: DatasetRun, table: pa.Table, wall_seconds: float, compu
     run.tracker.catch_up(table)
     run.tracker.log_metrics(metrics, step=table.num_rows)
     run.tracker.log_artifact_bytes("results.parquet", parquet_bytes(table))
-    run.tracker.log_artifact_bytes("config.yaml", yaml.safe_dump(asdict(run.config), sort_keys=False).encode())
+    run.tracker.log_artifact_bytes("config.yaml", yaml.safe_dump(run.method.settings, sort_keys=False).encode())
     if run.sheet:
         run.tracker.log_image("contact_sheet.png", contact_sheet(run.sheet))
     run.tracker.finish("FAILED" if failed else "FINISHED")

@@ -68,12 +68,21 @@ class OutputStore:
         if temporary != final:
             self.fs.move(temporary, final)
 
-    def read_text(self, relative: str) -> str | None:
-        """The file's text, or None when it does not exist."""
+    def read_bytes(self, relative: str) -> bytes | None:
+        """The file's content, or None when it does not exist."""
         if self.fs.get_file_info(self.path(relative)).type != pafs.FileType.File:
             return None
         with self.fs.open_input_stream(self.path(relative)) as stream:
-            return stream.read().decode()
+            return stream.read()
+
+    def read_text(self, relative: str) -> str | None:
+        data = self.read_bytes(relative)
+        return None if data is None else data.decode()
+
+    def folders(self, relative: str = "") -> list[str]:
+        """Names of the folders directly inside `relative` (prefixes on object storage), sorted."""
+        selector = pafs.FileSelector(self.path(relative).rstrip("/"), allow_not_found=True)
+        return sorted(info.base_name for info in self.fs.get_file_info(selector) if info.type == pafs.FileType.Directory)
 
     def exists(self, relative: str) -> bool:
         return self.fs.get_file_info(self.path(relative)).type != pafs.FileType.NotFound

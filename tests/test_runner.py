@@ -14,7 +14,8 @@ from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.results import read_results
 from s2s_sweep.metrics import calculate_psnr
-from s2s_sweep.runner import Progress, RunOptions, denoise_image, run_dataset
+from s2s_sweep.methods import Method, denoise_image
+from s2s_sweep.runner import Progress, RunOptions, run_dataset
 from s2s_sweep.store import OutputStore
 
 FAST = S2SConfig(steps=3, passes=2, lambda_iqa=0.0)
@@ -174,8 +175,8 @@ def test_progress_counts_failed_rows_as_done_but_not_into_the_rate_and_weighs_th
 def test_the_png_and_the_metrics_share_one_8_bit_image_rounded_or_floored_as_the_authors_save(astronaut_pair):
     noisy, clean = astronaut_pair
     config = S2SConfig(steps=2, passes=2, lambda_iqa=0.0)
-    rounded = denoise_image("x", noisy, clean, config, cpus=1)
-    floored = denoise_image("x", noisy, clean, config.replace(quantize="floor"), cpus=1)
+    rounded = denoise_image("x", noisy, clean, Method("s2s+", config), sigma=None, cpus=1)
+    floored = denoise_image("x", noisy, clean, Method("s2s+", config.replace(quantize="floor")), sigma=None, cpus=1)
     difference = rounded["denoised"].astype(int) - floored["denoised"].astype(int)
     assert set(np.unique(difference)) == {0, 1}  # the same float output, truncated instead of rounded
     for result in (rounded, floored):
