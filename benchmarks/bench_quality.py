@@ -45,10 +45,11 @@ def main():
     parser.add_argument("--p", type=float, default=0.4)
     parser.add_argument("--lambda-iqa", type=float, default=0.0, help="0 by default: no IQA weights needed")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="S2S+ arithmetic (auto: bf16 where the hardware has it natively)")
     parser.add_argument("--json", default="benchmarks/results/bench_quality.json")
     args = parser.parse_args()
 
-    config = S2SConfig(p=args.p, steps=args.steps, passes=args.passes, lambda_iqa=args.lambda_iqa, device=args.device)
+    config = S2SConfig(p=args.p, steps=args.steps, passes=args.passes, lambda_iqa=args.lambda_iqa, device=args.device, precision=args.precision)
     dataset = open_dataset(args.dataset, args.data_root).select(limit=args.limit)
     if not dataset.has_clean:
         raise SystemExit(f"error: {args.dataset} has no clean references to score against")

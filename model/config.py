@@ -1,6 +1,7 @@
 """Hyperparameters and run settings of one Self2Self+ run."""
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 # Paper Table 1 and "Implementation Details"; λ_IQA and 500 passes for every dataset.
@@ -19,6 +20,25 @@ def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+@functools.cache
+def native_bf16(device_type: str) -> bool:
+    """Whether this machine computes bf16 natively: a CUDA GPU with bf16 units (Ampere and later;
+    emulation does not count), or a CPU with AVX512-BF16 or AMX-BF16 (torch's CPU capability probe).
+    What cannot be detected counts as no. Elsewhere bf16 is emulated, and slower than fp32."""
+    import torch
+
+    if device_type == "cuda":
+        if not torch.cuda.is_available():
+            return False
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch < 2.3 has no emulation and no such argument
+            return torch.cuda.is_bf16_supported()
+    probe = getattr(torch.cpu, "get_capabilities", None)  # torch >= 2.8
+    capabilities = probe() if probe else {}
+    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+
+
 @dataclass(frozen=True)
 class S2SConfig:
     # the method (paper defaults for CBSD68)
@@ -30,7 +50,7 @@ class S2SConfig:
     seed: int = 0
     # where and how it runs
     device: str = "auto"  # "auto" picks CUDA when present, else "cpu"; or "cpu", "cuda", "cuda:1"
-    precision: str = "auto"  # "fp32", "bf16" (autocast), "auto" = bf16 on CUDA, fp32 on CPU
+    precision: str = "auto"  # "fp32", "bf16" (autocast), "auto" = fp32 until bf16 is measured equal (precision_on)
     channels_last: bool = True  # memory layout only; numerics unchanged
     compile: bool = False  # torch.compile the network (slow first step, faster after)
     inference_memory_mb: int = 0  # activation budget of one batch of passes; 0 = automatic
@@ -69,10 +89,10 @@ class S2SConfig:
                 raise ValueError(f"{field}: expected {expected}, got {getattr(self, field)!r}")
 
     def precision_on(self, device_type: str) -> str:
-        """The arithmetic actually used on a device: 'auto' is bf16 on CUDA, fp32 elsewhere."""
-        if self.precision == "auto":
-            return "bf16" if device_type == "cuda" else "fp32"
-        return self.precision
+        """The arithmetic actually used on a device. 'auto' is fp32 everywhere: bf16 autocast would be
+        chosen where the hardware has it natively (native_bf16) once benchmarks/bench_precision.py
+        shows it within 0.05 dB of fp32, and so far it does not (README, "Precision")."""
+        return "fp32" if self.precision == "auto" else self.precision
 
     def replace(self, **changes) -> "S2SConfig":
         return dataclasses.replace(self, **changes)

@@ -74,7 +74,7 @@ def memory_budget(config: S2SConfig, device: torch.device) -> int:
 
 def to_batch(image: np.ndarray, device: torch.device) -> torch.Tensor:
     """(H, W, C) array -> (1, C, H', W') float tensor reflect-padded to the network's size."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+    tensor = torch.from_numpy(np.array(image, dtype=np.float32, order="C")).permute(2, 0, 1)[None]  # a writable copy: Ray hands tasks read-only arrays
     return pad_to_network(tensor.to(device))
 
 

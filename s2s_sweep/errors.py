@@ -24,6 +24,10 @@ class RayUnreachable(ConnectionError):
     """The Ray address given cannot be reached."""
 
 
+class NoTrialFinished(Exception):
+    """Every trial of a sweep errored or was stopped early: there is no best configuration to save."""
+
+
 class Terminated(BaseException):
     """SIGTERM (what `ray job stop` sends); a BaseException like KeyboardInterrupt, so no
     `except Exception` on the way swallows it."""

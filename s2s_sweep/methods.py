@@ -86,9 +86,12 @@ class Method:
 
     @property
     def hash(self) -> str:
-        """Hash of the settings that change results (not device, logging or weights location)."""
-        keep = {k: v for k, v in self.settings.items() if k not in UNUSED_SETTINGS}
-        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
+        """Hash of the requested settings that change results (not device, logging or weights location)."""
+        return settings_hash(self.settings)
+
+    def row_hash(self, precision: str | None) -> str:
+        """Hash of what made a row: for S2S+, with the precision it actually used instead of "auto"."""
+        return settings_hash({**self.settings, "precision": precision}) if self.is_s2s and precision else self.hash
 
     def run_name(self, dataset: str, run_id: str) -> str:
         """What the MLflow UI's run list shows."""
@@ -122,6 +125,11 @@ class Method:
             return self
         config = self.config
         return replace(self, config=config.replace(crop_size=plan.crop or config.crop_size, crop_batch=plan.batch if plan.crop else config.crop_batch, tile_size=plan.tile or config.tile_size))
+
+
+def settings_hash(settings: dict) -> str:
+    keep = {k: v for k, v in settings.items() if k not in UNUSED_SETTINGS}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def baseline_peak_bytes(name: str, height: int, width: int) -> int:

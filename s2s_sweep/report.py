@@ -166,7 +166,7 @@ def protocol_notes(run: Run) -> list[str]:
         if key in paper and s.get(key) != paper[key]:
             notes.append(f"{name} {s.get(key):g} (paper {paper[key]:g})")
     if (ok["crop"].fillna(0) > 0).any():
-        notes.append(f"{int((ok['crop'] > 0).sum())} images trained on crops")
+        notes.append(f"{int((ok['crop'] > 0).sum())} of {len(ok)} images trained on crops")
     if (ok["precision"] == "bf16").any():
         notes.append("bf16 arithmetic")
     if s.get("quantize") == "round":
@@ -182,10 +182,14 @@ def format_interval(interval: tuple[float, float, int], digits: int) -> str:
 
 
 def summary_rows(runs: list[Run]) -> list[dict[str, str]]:
-    """One row per run, as text: the columns of both the Markdown and the HTML table."""
+    """One row per run, as text: the columns of both the Markdown and the HTML table. Runs of
+    different images are also compared on the images they all scored."""
+    scored = [set(run.rows.loc[(run.rows["status"] == "ok") & run.rows["psnr"].notna(), "image_id"]) for run in runs]
+    shared = set.intersection(*scored) if scored else set()
     table = []
     for run in runs:
         summary = summarize(run)
+        on_shared = run.rows.loc[run.rows["image_id"].isin(shared), "psnr"]
         paper = PAPER_RESULTS.get(run.dataset, {}).get(run.method)
         table.append({
             "method": run.label,
@@ -194,6 +198,7 @@ def summary_rows(runs: list[Run]) -> list[dict[str, str]]:
             "PSNR dB, 95% CI": format_interval(summary["psnr"], 2),
             "SSIM, 95% CI": format_interval(summary["ssim"], 4),
             "gain over noisy dB": format_interval(summary["gain"], 2),
+            f"PSNR on the {len(shared)} shared images": f"{on_shared.mean():.2f}" if shared else "–",
             "paper PSNR / SSIM": f"{paper[0]:.2f} / {paper[1]:.4f}" if paper else "–",
             "differs from the paper": "; ".join(protocol_notes(run)) if paper else "",
         })  # fmt: skip

@@ -24,12 +24,11 @@ from s2s_sweep.configs import ConfigError, load_space, resolve_run_config, space
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.errors import (
     EXIT_BAD_INPUT, EXIT_BUG, EXIT_IMAGES_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUSES, EXIT_STORE_LOST, EXIT_TERMINATED,
-    USER_ERRORS, Terminated, raise_on_sigterm, stop_request,
+    USER_ERRORS, NoTrialFinished, Terminated, raise_on_sigterm, stop_request,
 )  # fmt: skip
 from s2s_sweep.methods import METHODS, Method
 from s2s_sweep.runner import RunOptions, run_dataset
 from s2s_sweep.store import DEFAULT_FALLBACK, OutputStore, StoreLost
-from s2s_sweep.sweep import NoTrialFinished, SweepOptions, run_sweep
 from s2s_sweep.uris import redact, remove_private_profiles
 
 
@@ -91,15 +90,14 @@ def run(args: argparse.Namespace) -> int:
     store = OutputStore(args.out)
     best = f"{dataset.key}/best_config.yaml"
     saved = store.read_text(f"{dataset.key}/{args.resume}/config.yaml") if args.resume else None
-    if saved and args.config == "paper" and not args.set:  # resuming: the run's own method and settings
-        saved_method = Method.from_settings(yaml.safe_load(saved))
-        values = {k: v for k, v in asdict(saved_method.config).items() if k not in ("device", "iqa_weights")}
-        method = args.method or saved_method.name
-    else:
-        values = resolve_run_config(args.dataset, args.config, args.set, (store.path(best), store.read_text(best) if args.config == "best" else None))
-        method = args.method or "s2s+"
+    saved_method = Method.from_settings(yaml.safe_load(saved)) if saved else None
+    method = args.method or (saved_method.name if saved_method else "s2s+")  # resuming: the run's own method
     if method != "s2s+":
         check_baseline_arguments(args, method)
+    if saved_method and args.config == "paper" and not args.set:  # resuming: the run's own settings
+        values = {k: v for k, v in asdict(saved_method.config).items() if k not in ("device", "iqa_weights")}
+    else:
+        values = resolve_run_config(args.dataset, args.config, args.set, (store.path(best), store.read_text(best) if args.config == "best" else None))
     try:
         config = S2SConfig(**values, device=args.device, iqa_weights=args.iqa_weights)
     except ValueError as error:
@@ -108,6 +106,11 @@ def run(args: argparse.Namespace) -> int:
         ensure_iqa_weights(config.iqa_weights)  # on the driver: a clear error before any task starts
     source = args.config
     if args.sweep or args.sweep_only:
+        from s2s_sweep.sweep import (  # Tune and Optuna load only for a sweep: a second off every other start
+            SweepOptions,
+            run_sweep,
+        )
+
         space = load_space(args.space or space_file_for(args.dataset))
         sweep_options = SweepOptions(
             out=store.location, sweep_id=args.resume, resume=bool(args.resume), trials=args.trials, mlflow_uri=args.mlflow_uri,

@@ -29,9 +29,9 @@ import hashlib
 import sys
 import time
 from collections import deque
-from itertools import islice
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -194,7 +194,7 @@ class DatasetRun:
         row = dict.fromkeys(SCHEMA.names)
         row.update(
             **self.method.row_values(), run_id=self.run_id, image_id=image_id, status="failed" if error else "ok", error=error,
-            code_version=self.version, config_hash=self.method.hash, finished_at=datetime.now(timezone.utc),
+            code_version=self.version, config_hash=self.method.row_hash(result and result.get("precision")), finished_at=datetime.now(timezone.utc),
         )  # fmt: skip
         if result is not None:
             output = f"images/{image_id}.png"

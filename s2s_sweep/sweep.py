@@ -39,18 +39,14 @@ from model.denoiser import denoise_at_steps
 from model.losses import IQAWeightsMissing, ensure_iqa_weights
 from s2s_sweep.configs import ConfigError, SearchSpace
 from s2s_sweep.datasets import Dataset
+from s2s_sweep.errors import NoTrialFinished, stop_request
 from s2s_sweep.images import to_uint8
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
 from s2s_sweep.results import parquet_bytes
-from s2s_sweep.errors import stop_request
 from s2s_sweep.session import connect_ray, open_session, write_record
 from s2s_sweep.tracking import RunTracker
 
 METRIC = "mean_psnr"
-
-
-class NoTrialFinished(Exception):
-    """Every trial errored or was stopped early: there is no best configuration to save."""
 
 
 @dataclass

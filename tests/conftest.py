@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+from model.config import native_bf16
 from model.losses import PAQ2PIQ_FILE, RESNET18_FILE
 from s2s_sweep.datasets import add_gaussian_noise
 
 REPO = Path(__file__).resolve().parents[1]
+# End-to-end tests of the flow (faults, clusters, storage) train in the fastest arithmetic this CPU has natively.
+FLOW_PRECISION = "bf16" if native_bf16("cpu") else "fp32"
 # Every download goes through a proxy that refuses connections, so a verdict never depends on the network.
 NO_DOWNLOADS = {name: "http://127.0.0.1:9" for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")} | {"no_proxy": "", "NO_PROXY": ""}
 

@@ -16,12 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import ray
-from conftest import BIN, REPO, wait_until
+from conftest import BIN, FLOW_PRECISION, REPO, wait_until
 from PIL import Image
 
 from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.runner import RunOptions, run_dataset
+
 
 def test_ray_job_submit_runs_the_demo_with_the_iqa_loss_into_a_real_mlflow_server(ray_head, mlflow_server, tmp_path, iqa_weights_dir):
     out = tmp_path / "out"
@@ -47,7 +48,7 @@ def test_ray_job_submit_runs_the_demo_with_the_iqa_loss_into_a_real_mlflow_serve
 
 def test_driver_killed_with_sigkill_then_resumed_records_every_image_exactly_once(ray_head, tmp_path):
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "s2s_sweep.run", "demo", "--limit", "4", "--set", "steps=30", "passes=2", "lambda_iqa=0",
+    command = [sys.executable, "-m", "s2s_sweep.run", "demo", "--limit", "4", "--set", "steps=30", "passes=2", "lambda_iqa=0", f"precision={FLOW_PRECISION}",
                "--out", str(out), "--address", ray_head["gcs"], "--flush-seconds", "0"]  # fmt: skip
     driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True, env=ray_head["env"])
     run_id = driver.stdout.readline().split()[1].rstrip(":")  # "run <id>: demo, ..."
@@ -77,7 +78,7 @@ def test_multi_node_cluster_spreads_tasks_and_survives_losing_a_node(tmp_path):
         dataset = open_dataset("demo")
         options = RunOptions(out=str(tmp_path), run_id="multi", flush_seconds=0)
         result = {}
-        thread = threading.Thread(target=lambda: result.update(table=run_dataset(dataset, S2SConfig(steps=25, passes=2, lambda_iqa=0.0), options).table))
+        thread = threading.Thread(target=lambda: result.update(table=run_dataset(dataset, S2SConfig(steps=25, passes=2, lambda_iqa=0.0, precision=FLOW_PRECISION), options).table))
         thread.start()
         results = tmp_path / "demo" / "multi" / "results"
         wait_until(lambda: results.exists() and pd.read_parquet(results)["node_id"].nunique() == 2, 300, "a result from each worker")
@@ -122,7 +123,7 @@ def test_a_node_that_joins_mid_run_gets_work_within_seconds(tmp_path):
         dataset = open_dataset(f"folder:{noise_folder(tmp_path / 'images', 12, 96)}")
         options = RunOptions(out=str(tmp_path / "out"), run_id="elastic", flush_seconds=0)
         result = {}
-        thread = threading.Thread(target=lambda: result.update(table=run_dataset(dataset, S2SConfig(steps=30, passes=2, lambda_iqa=0.0), options).table))
+        thread = threading.Thread(target=lambda: result.update(table=run_dataset(dataset, S2SConfig(steps=30, passes=2, lambda_iqa=0.0, precision=FLOW_PRECISION), options).table))
         thread.start()
         results = tmp_path / "out" / dataset.key / "elastic" / "results"
         wait_until(lambda: results.exists() and len(pd.read_parquet(results)) >= 1, 300, "the first image")
@@ -151,7 +152,7 @@ def test_ray_job_stop_flushes_the_rows_and_ends_the_mlflow_run_as_killed(ray_hea
     submitted = subprocess.run(
         [BIN / "ray", "job", "submit", "--no-wait", "--address", ray_head["dashboard"], "--working-dir", str(REPO),
          "--runtime-env-json", json.dumps(runtime_env), "--",
-         "python", "-m", "s2s_sweep.run", "demo", "--set", "steps=40", "passes=2", "lambda_iqa=0", "--out", str(out), "--flush-seconds", "3600"],
+         "python", "-m", "s2s_sweep.run", "demo", "--set", "steps=40", "passes=2", "lambda_iqa=0", f"precision={FLOW_PRECISION}", "--out", str(out), "--flush-seconds", "3600"],
         capture_output=True, text=True, timeout=300, env=ray_head["env"],
     )  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr[-3000:]

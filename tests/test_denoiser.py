@@ -1,8 +1,10 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from model.config import S2SConfig
+from model.config import S2SConfig, native_bf16
 from model.denoiser import build_network, denoise, infer, resolve_device, to_batch
 from model.memory import passes_per_batch
 from s2s_sweep.metrics import calculate_psnr
@@ -96,3 +98,26 @@ def test_short_training_denoises_a_real_photograph(astronaut_pair):
     result = denoise(noisy, S2SConfig(p=0.4, steps=100, passes=30, lambda_iqa=0.0, seed=0))
     gain = calculate_psnr(result.denoised, clean) - calculate_psnr(noisy, clean)
     assert gain > 2.0, f"PSNR gain {gain:.2f} dB"
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as the Linux kernel reports them (independent of torch's probe)."""
+    with open("/proc/cpuinfo") as file:
+        return {flag for line in file if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="needs Linux's /proc/cpuinfo to check the detection against")
+def test_bf16_is_detected_as_native_exactly_where_the_cpu_has_it_and_auto_stays_fp32_until_measured_equal(astronaut_pair):
+    assert native_bf16("cpu") is bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    assert S2SConfig(precision="auto").precision_on("cpu") == "fp32"  # bench_precision: not shown within 0.05 dB (README)
+    noisy, _ = astronaut_pair
+    auto = denoise(noisy, S2SConfig(steps=2, passes=1, lambda_iqa=0.0, precision="auto", device="cpu")).denoised
+    fp32 = denoise(noisy, S2SConfig(steps=2, passes=1, lambda_iqa=0.0, precision="fp32", device="cpu")).denoised
+    np.testing.assert_array_equal(auto, fp32)  # auto runs exactly the arithmetic it names
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: none is visible here")
+def test_bf16_is_native_on_cuda_from_ampere_on_and_auto_stays_fp32_until_measured_equal():
+    major, _ = torch.cuda.get_device_capability()
+    assert native_bf16("cuda") is (major >= 8)  # Ampere and later have bf16 units
+    assert S2SConfig(precision="auto").precision_on("cuda") == "fp32"

@@ -12,12 +12,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, free_port, start_mlflow_server, stop_server, wait_until
+from conftest import FLOW_PRECISION, REPO, free_port, start_mlflow_server, stop_server, wait_until
 from PIL import Image
 
 from s2s_sweep.errors import EXIT_BUG, EXIT_IMAGES_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_TRACKING_BEHIND
 
-FAST = ["--set", "steps=30", "passes=2", "lambda_iqa=0"]
+FAST = ["--set", "steps=30", "passes=2", "lambda_iqa=0", f"precision={FLOW_PRECISION}"]
 
 
 def noise_folder(folder: Path, count: int, side: int = 64) -> Path:

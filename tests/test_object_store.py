@@ -16,7 +16,7 @@ import mlflow
 import pandas as pd
 import pyarrow.fs as pafs
 import pytest
-from conftest import BIN, REPO, free_port, start_mlflow_server, stop_server, wait_until
+from conftest import BIN, FLOW_PRECISION, REPO, free_port, start_mlflow_server, stop_server, wait_until
 from test_faults import noise_folder
 from test_sweep import SPACE
 
@@ -25,7 +25,7 @@ from s2s_sweep.errors import EXIT_OK, EXIT_STORE_LOST
 
 pytest.importorskip("moto", reason="moto[server] (a dev dependency) provides the S3-compatible test server")
 
-FAST = ["--set", "steps=30", "passes=2", "lambda_iqa=0"]
+FAST = ["--set", "steps=30", "passes=2", "lambda_iqa=0", f"precision={FLOW_PRECISION}"]
 BUCKET = "bkt"
 
 
@@ -99,8 +99,8 @@ def s3_files(port: int, prefix: str) -> dict[str, bytes]:
     return {info.path: fs.open_input_stream(info.path).readall() for info in infos if info.type == pafs.FileType.File}
 
 
-def cli(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "s2s_sweep.run", *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=timeout)
+def cli(*args: str, env: dict, timeout: float = 600, module: str = "s2s_sweep.run") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def run_id_of(done: subprocess.CompletedProcess) -> str:
@@ -123,6 +123,8 @@ def test_a_run_and_a_sweep_on_s3_record_no_secret_anywhere(ray_head, s3_server, 
         space.write_text(SPACE)
         sweep = cli("demo", "--sweep-only", "--space", str(space), "--trials", "2", *where, env=env)
         assert sweep.returncode == EXIT_OK, sweep.stderr[-3000:]
+        report = cli(out, *where[2:4], env=env, module="s2s_sweep.report")
+        assert report.returncode == EXIT_OK, report.stderr[-3000:]
     finally:
         stop_server(mlflow_server)
 
@@ -131,10 +133,12 @@ def test_a_run_and_a_sweep_on_s3_record_no_secret_anywhere(ray_head, s3_server, 
     assert len(table) == 2 and set(table["status"]) == {"ok"} and table["image_id"].is_unique
     objects = s3_files(s3_server, "runs")
     assert any("/sweeps/" in path and path.endswith("best_config.yaml") for path in objects)
+    (page,) = [data.decode() for path, data in objects.items() if path.endswith("report.html")]
+    assert run_id in page and "Sweeps" in page  # the report read the run and the sweep back from the bucket
 
     written = {f"s3://{path}": data for path, data in objects.items()}
     written |= {str(path): path.read_bytes() for path in (tmp_path / "mlflow").rglob("*") if path.is_file()}
-    written |= {f"{done.args[3:5]} {name}": text.encode() for done in (first, sweep) for name, text in (("stdout", done.stdout), ("stderr", done.stderr))}
+    written |= {f"{done.args[3:5]} {name}": text.encode() for done in (first, sweep, report) for name, text in (("stdout", done.stdout), ("stderr", done.stderr))}
     ray_session = Path("/tmp/ray/session_latest")  # what Ray and Tune logged or pickled for us
     written |= {str(path): path.read_bytes() for path in ray_session.rglob("*") if path.is_file() and not path.is_socket() and path.stat().st_size < 50 * 2**20}
     for secret in (out_secret, mlflow_secret):
@@ -149,7 +153,7 @@ def test_a_store_down_for_seconds_loses_nothing_and_one_down_past_the_patience_r
     folder = noise_folder(tmp_path / "images", 10, side=96)
     key, fallback = open_dataset(f"folder:{folder}").key, tmp_path / "fallback"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = [f"folder:{folder}", *FAST, "--out", out, "--fallback", str(fallback), "--store-patience", "20", "--flush-seconds", "0", "--address", ray_head["gcs"], "--mlflow-uri", tracking]
+    args = [f"folder:{folder}", *FAST, "--out", out, "--fallback", str(fallback), "--store-patience", "12", "--flush-seconds", "0", "--address", ray_head["gcs"], "--mlflow-uri", tracking]
     with open(tmp_path / "stdout.txt", "w") as stdout:
         driver = subprocess.Popen([sys.executable, "-m", "s2s_sweep.run", *args], cwd=REPO, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env)
     stderr: list[str] = []

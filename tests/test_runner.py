@@ -12,9 +12,9 @@ from PIL import Image
 
 from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
-from s2s_sweep.results import read_results
-from s2s_sweep.metrics import calculate_psnr
 from s2s_sweep.methods import Method, denoise_image
+from s2s_sweep.metrics import calculate_psnr
+from s2s_sweep.results import read_results
 from s2s_sweep.runner import Progress, RunOptions, run_dataset
 from s2s_sweep.store import OutputStore
 
@@ -146,7 +146,7 @@ def test_an_image_too_large_for_any_plan_becomes_a_failed_row_before_it_starts(t
     assert rows["huge"]["status"] == "failed" and outcome.exit_status == 1
     assert "huge: 2048x4096 pixels needs at least" in rows["huge"]["error"] and "more than the 1,200 MB budget" in rows["huge"]["error"]
     assert rows["small"]["status"] == "ok" and rows["small"]["crop"] == 0 and rows["small"]["tile"] == 0
-    assert 500 < rows["small"]["memory_mb"] < 1200 and rows["small"]["precision"] == "fp32"
+    assert 500 < rows["small"]["memory_mb"] < 1200 and rows["small"]["precision"] == FAST.precision_on("cpu")
 
 
 def test_images_go_largest_first_so_a_late_big_photo_keeps_no_cluster_waiting(tmp_path):

@@ -1,0 +1,132 @@
+"""Baselines on the runner and the report of a store, on real tables made by short runs (real Ray, Parquet, MLflow)."""
+
+import html.parser
+import json
+
+import mlflow
+import pandas as pd
+import pytest
+import ray
+from conftest import run_module
+
+from model.config import S2SConfig
+from s2s_sweep.datasets import open_dataset
+from s2s_sweep.report import Run, main, protocol_notes, summary_rows
+from s2s_sweep.runner import RunOptions, run_dataset
+
+SHORT = S2SConfig(steps=10, passes=2, lambda_iqa=0.0)
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    """A store with an S2S+ run and two baseline runs on the same 3 demo images."""
+    out = tmp_path_factory.mktemp("store")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        dataset = open_dataset("demo").select(limit=3)
+        for method in ("s2s+", "nlm", "cbm3d"):
+            run_dataset(dataset, SHORT, RunOptions(out=str(out), method=method, flush_seconds=0))
+    finally:
+        ray.shutdown()
+    return out
+
+
+def test_a_baseline_runs_like_s2s_recorded_with_its_sigma_and_resumes_only_as_itself(tmp_path):
+    done = run_module("s2s_sweep.run", "demo", "--method", "wavelet", "--limit", "2", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "demo with wavelet, 2 of 2 images to do" in done.stdout and "[2/2]" in done.stdout
+    (run_dir,) = (tmp_path / "demo").iterdir()
+    table = pd.read_parquet(run_dir / "results")
+    assert set(table["method"]) == {"wavelet"} and set(table["status"]) == {"ok"} and table["p"].isna().all()
+    assert set(table["sigma_source"]) == {"dataset"} and set(table["noise_sigma"]) == {25.0}  # the demo's true σ
+    assert (table["psnr"] > table["noisy_psnr"] + 3).all()
+    assert json.loads(table["settings"].iloc[0]) == {"method": "wavelet", "quantize": "round", "threshold": "BayesShrink", "mode": "soft", "rescale_sigma": True}
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("s2s-sweep/demo").experiment_id])
+    assert run.info.run_name == f"demo wavelet {run_dir.name}" and run.data.params["method"] == "wavelet"
+    assert run.data.metrics["final_mean_psnr"] == pytest.approx(table["psnr"].mean())
+
+    other = run_module("s2s_sweep.run", "demo", "--method", "nlm", "--limit", "2", "--out", str(tmp_path), "--resume", run_dir.name)
+    assert other.returncode == 2 and "differs from the requested method or configuration" in other.stderr.strip().splitlines()[-1]
+    again = run_module("s2s_sweep.run", "demo", "--set", "steps=5", "--out", str(tmp_path), "--resume", run_dir.name)
+    assert again.returncode == 2 and again.stderr.strip().endswith("--method wavelet takes only quantize= and memory_mb=")  # it kept its own method
+
+
+class Page(html.parser.HTMLParser):
+    """What the test reads from the report: tables as rows of cell texts, and every image and link address."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.sources, self.links, self.cell = [], [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self.cell = ""
+        elif tag == "img":
+            self.sources.append(attrs["src"])
+        elif tag in ("a", "link", "script"):
+            self.links.append(attrs.get("href") or attrs.get("src") or tag)
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell += data
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.tables[-1][-1].append(self.cell.strip())
+            self.cell = None
+
+
+def test_the_report_compares_the_methods_in_one_offline_html_file_and_markdown_logged_to_mlflow(outputs, capsys):
+    assert main([str(outputs)]) == 0
+    (folder,) = (outputs / "reports").iterdir()
+    page = Page()
+    page.feed((folder / "report.html").read_text())
+    header, *rows = page.tables[0]
+    assert header[:4] == ["method", "run", "images (failed)", "PSNR dB, 95% CI"] and "PSNR on the 3 shared images" in header
+    assert [row[0] for row in rows] == ["S2S+ p=0.4 steps=10 passes=2 λ=0", "CBM3D", "NL-means"]
+    runs = {row[0]: row for row in rows}
+    results = pd.read_parquet(outputs / "demo" / runs["CBM3D"][1] / "results")
+    psnr = results["psnr"]
+    half = 4.302653 * psnr.std() / len(psnr) ** 0.5  # Student's t, 2 degrees of freedom
+    assert runs["CBM3D"][2] == "3 (0)" and runs["CBM3D"][3] == f"{psnr.mean():.2f} ± {half:.2f}"
+    sheet = next(table for table in page.tables if table[0][:2] == ["image", "noisy"])
+    assert len(sheet) == 4 and sheet[0][-1] == "clean" and all(cell.endswith("dB") for cell in sheet[1][2:-1])
+    assert len(page.sources) >= 1 + 3 * 5 and all(src.startswith("data:image/png;base64,") for src in page.sources)  # inline: opens offline
+    assert page.links == ["#demo"]  # no script, no stylesheet, no address outside the file
+    markdown = (folder / "report.md").read_text()
+    assert "| CBM3D | " + runs["CBM3D"][1] in markdown and "## demo" in markdown
+    assert "| CBM3D |" in capsys.readouterr().out
+
+    client = mlflow.MlflowClient(f"sqlite:///{outputs / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("s2s-sweep/reports").experiment_id])
+    assert run.data.tags["s2s_sweep.kind"] == "report" and run.info.status == "FINISHED"
+    assert {artifact.path for artifact in client.list_artifacts(run.info.run_id)} == {"report.html", "report.md"}
+
+    assert main([str(outputs), "--datasets", "polyu"]) == 2
+    assert capsys.readouterr().err.strip().endswith("no runs of polyu with results found (expected DATASET/RUN_ID/run.json and results/)")
+
+
+def test_the_paper_column_says_how_a_short_run_differs_from_the_paper():
+    rows = pd.DataFrame({"image_id": ["a", "b"], "status": ["ok", "ok"], "psnr": [27.0, 28.0], "ssim": [0.8, 0.9], "noisy_psnr": [20.0, 20.5],
+                         "crop": [0, 256], "precision": ["bf16", "bf16"], "sigma_source": [None, None]})  # fmt: skip
+    s2s = Run("cbsd68-25", "cbsd68-25", "r", {"method": "s2s+", "p": 0.4, "steps": 300, "passes": 50, "lambda_iqa": 0.0, "quantize": "round"}, rows)
+    assert protocol_notes(s2s) == [
+        "2 images; the paper tests the 68 images", "steps 300 (paper 4000)", "passes 50 (paper 500)", "λ_IQA 0 (paper 2e-08)",
+        "1 of 2 images trained on crops", "bf16 arithmetic", "output rounded to 8 bits (the authors' code truncates)",
+    ]  # fmt: skip
+    (row,) = summary_rows([s2s])
+    assert row["paper PSNR / SSIM"] == "28.71 / 0.9076" and row["PSNR dB, 95% CI"] == "27.50 ± 6.35"
+    other = Run("cbsd68-25", "cbsd68-25", "r2", s2s.settings, rows.assign(image_id=["a", "c"], psnr=[30.0, 1.0]))
+    first, second = summary_rows([s2s, other])
+    assert first["PSNR on the 1 shared images"] == "27.00" and second["PSNR on the 1 shared images"] == "30.00"  # image "a" only
+    polyu = Run("polyu", "polyu", "r", {"method": "cbm3d", "quantize": "floor"}, rows.assign(sigma_source="estimated"))
+    assert protocol_notes(polyu) == ["2 images; the paper tests 30 of the 100 crops, which the paper does not name", "σ estimated from each image",
+                                     "CBM3D of the bm3d package (profile np); the paper does not say which"]  # fmt: skip
+    assert summary_rows([Run("demo", "demo", "r", polyu.settings, rows)])[0]["paper PSNR / SSIM"] == "–"
