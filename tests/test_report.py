@@ -7,14 +7,14 @@ import mlflow
 import pandas as pd
 import pytest
 import ray
-from conftest import run_module
+from conftest import FLOW_PRECISION, run_module
 
 from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.report import Run, main, protocol_notes, summary_rows
 from s2s_sweep.runner import RunOptions, run_dataset
 
-SHORT = S2SConfig(steps=10, passes=2, lambda_iqa=0.0)
+SHORT = S2SConfig(steps=10, passes=2, lambda_iqa=0.0, precision=FLOW_PRECISION)
 
 
 @pytest.fixture(scope="module")

@@ -164,9 +164,11 @@ def test_sweep_bad_inputs(space_file, tmp_path):
     assert done.returncode == 2 and "MLflow server not reachable" in done.stderr
 
 
-def test_a_sweep_killed_mid_way_restores_and_finishes_without_duplicates(space_file, tmp_path):
+def test_a_sweep_terminated_mid_way_is_killed_in_mlflow_then_restores_and_finishes_without_duplicates(space_file, tmp_path):
     command = [sys.executable, "-m", "s2s_sweep.run", "demo", "--sweep-only", "--space", str(space_file), "--trials", "4", "--out", str(tmp_path)]
-    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
+    with open(tmp_path / "stderr.txt", "w") as stderr:  # a file, not a pipe nobody reads until the end
+        driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
     sweep_id = next(line for line in driver.stdout if line.startswith("sweep ")).split()[1].rstrip(":")
     tune_dir = tmp_path / "demo" / "sweeps" / sweep_id / "tune"
     deadline = time.monotonic() + 300
@@ -177,19 +179,22 @@ def test_a_sweep_killed_mid_way_restores_and_finishes_without_duplicates(space_f
     while not any(f.stat().st_mtime > reported for f in tune_dir.glob("experiment_state-*.json")):  # Tune saved its state after that
         assert time.monotonic() < deadline, "Tune saved no experiment state in time"
         time.sleep(0.5)
-    driver.send_signal(signal.SIGKILL)
-    driver.wait(timeout=30)
+    driver.send_signal(signal.SIGTERM)  # as `ray job stop` does: the driver exits at once, without Ray's shutdown
+    driver.wait(timeout=60)
+    assert driver.returncode == 143, (tmp_path / "stderr.txt").read_text()[-3000:]
     assert not (tmp_path / "demo" / "sweeps" / sweep_id / "best_config.yaml").exists()
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("s2s-sweep/demo")
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`s2s_sweep.kind` = 'sweep'")
+    assert parent.info.status == "KILLED"
 
-    resumed = subprocess.run([*command, "--resume", sweep_id], cwd=REPO, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run([*command, "--resume", sweep_id], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"sweep {sweep_id}: restoring" in resumed.stdout
     trials = pd.read_parquet(tmp_path / "demo" / "sweeps" / sweep_id / "trials")
     assert len(trials) == 4 and trials["trial_id"].is_unique
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("s2s-sweep/demo")
     parents = client.search_runs([experiment.experiment_id], "tags.`s2s_sweep.kind` = 'sweep'")
-    assert len(parents) == 1  # the restored sweep continued its parent run
+    assert [p.info.status for p in parents] == ["FINISHED"]  # the restored sweep continued its parent run
     children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
     names = [c.data.tags["trial_name"] for c in children]
     assert len(names) == len(set(names)) == 4
@@ -238,20 +243,3 @@ def test_run_with_sweep_searches_lambda_iqa_then_runs_the_dataset_with_the_best(
     client = mlflow.MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("s2s-sweep/demo").experiment_id], "tags.`s2s_sweep.kind` = 'dataset-run'")
     assert [r.data.params["config_source"] for r in runs] == [f"sweep {sweep_dir.name}"]
-
-
-def test_a_terminated_sweep_ends_its_mlflow_parent_run_as_killed(space_file, tmp_path):
-    command = [sys.executable, "-m", "s2s_sweep.run", "demo", "--sweep-only", "--space", str(space_file), "--trials", "4", "--out", str(tmp_path)]
-    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": ""})
-    sweep_id = next(line for line in driver.stdout if line.startswith("sweep ")).split()[1].rstrip(":")
-    tune_dir = tmp_path / "demo" / "sweeps" / sweep_id / "tune"
-    deadline = time.monotonic() + 300
-    while not any(f.stat().st_size for f in tune_dir.glob("*/result.json")):  # a trial reported
-        assert time.monotonic() < deadline, "no trial reported in time"
-        time.sleep(0.5)
-    driver.send_signal(signal.SIGTERM)
-    driver.wait(timeout=60)
-    assert driver.returncode == 143, driver.stderr.read()[-3000:]
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    (parent,) = client.search_runs([client.get_experiment_by_name("s2s-sweep/demo").experiment_id], "tags.`s2s_sweep.kind` = 'sweep'")
-    assert parent.info.status == "KILLED"

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import FLOW_PRECISION, REPO
 
 from model.config import S2SConfig
 from model.denoiser import build_network, denoise, ensemble, infer, to_batch, train
@@ -82,7 +82,7 @@ def test_tiles_overlap_and_cover_every_pixel_with_positive_weight():
 def test_tiled_inference_of_a_flat_image_shows_no_seam():
     rng = np.random.default_rng(5)
     flat = np.clip(0.5 + rng.normal(0, 0.1, (128, 448, 3)), 0, 1).astype(np.float32)
-    config = FAST.replace(steps=15, passes=6, lr=1e-3)
+    config = FAST.replace(steps=15, passes=6, lr=1e-3, precision=FLOW_PRECISION)
     net = build_network(3, config, CPU)
     padded = to_batch(flat, CPU)
     train(net, padded, 128, 448, config, estimate_memory(128, 448, config))
