@@ -3,8 +3,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from model.config import PAPER_DEFAULTS
+from model.config import PAPER_DEFAULTS, S2SConfig
 from s2s_sweep.configs import SPACES_DIR, ConfigError, load_space, parse_set, resolve_run_config, space_file_for
+from s2s_sweep.methods import Method
 
 NO_BEST = ("OUT/demo/best_config.yaml", None)
 
@@ -93,3 +94,10 @@ def test_run_config_from_paper_best_file_and_set(tmp_path):
     assert resolve_run_config("demo", str(tmp_path / "mine.yaml"), ["seed=3"], NO_BEST) == {"p": 0.55, "steps": 800, "lambda_iqa": 0.0, "seed": 3}
     with pytest.raises(ConfigError, match="--config nope.yaml: expected paper, best or an existing YAML file"):
         resolve_run_config("demo", "nope.yaml", [], NO_BEST)
+    run_config = S2SConfig(p=0.6, steps=300, lambda_iqa=0.0)  # a run's own config.yaml is usable as --config
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(Method("s2s+", run_config).settings))
+    values = resolve_run_config("demo", str(tmp_path / "config.yaml"), [], NO_BEST)
+    assert S2SConfig(**values) == run_config
+    (tmp_path / "cbm3d.yaml").write_text(yaml.safe_dump(Method("cbm3d").settings))
+    with pytest.raises(ConfigError, match="holds the settings of a cbm3d run, not of S2S\\+; run it with --method cbm3d"):
+        resolve_run_config("demo", str(tmp_path / "cbm3d.yaml"), [], NO_BEST)
