@@ -106,10 +106,7 @@ def run(args: argparse.Namespace) -> int:
         ensure_iqa_weights(config.iqa_weights)  # on the driver: a clear error before any task starts
     source = args.config
     if args.sweep or args.sweep_only:
-        from s2s_sweep.sweep import (  # Tune and Optuna load only for a sweep: a second off every other start
-            SweepOptions,
-            run_sweep,
-        )
+        from s2s_sweep.sweep import SweepOptions, run_sweep  # Tune and Optuna load only for a sweep: a second off every other start
 
         space = load_space(args.space or space_file_for(args.dataset))
         sweep_options = SweepOptions(
