@@ -1,27 +1,40 @@
-"""Training-step and inference speed of model/ against a plain reference loop.
+"""Training-step and inference-pass speed of model/ against a plain reference loop.
 
 The reference is written the way the authors' public code works: separate feature and
 gate convolutions, nn.Conv2d reflect padding, F.dropout on the global RNG, one image,
-loss.item() every step, sequential inference passes under no_grad, NCHW layout. Same
-image, same network and math, both run side by side in one process, so the figures are
-ratios on one machine.
+loss.item() every step, sequential inference passes under no_grad, NCHW layout, fp32.
+Every variant runs in one process on the same image, `--repeats` times interleaved
+(reference, ours fp32, ours bf16, ... then again), so drifts of a shared machine hit all
+alike; the table shows medians and the spread (min-max) over repeats. The headline ratios
+compare fp32 with fp32; bf16 autocast is a separate row, and so is the IQA term (λ 2e-8,
+PaQ-2-PiQ; randomly initialised weight files are generated when --iqa-weights is not given,
+which cost what the real ones cost). Last, the paper protocol (4000 steps with the IQA term +
+500 passes) projected per image from the medians, and where the speed goals stand.
 
-    python benchmarks/bench_core.py                      # 128², 256², 320x480 on this machine
-    python benchmarks/bench_core.py --sizes 128x128 --steps 5 --passes 10 --json out.json
+    python benchmarks/bench_core.py                             # 128² and 256² on this machine
+    python benchmarks/bench_core.py --device cuda --sizes 256x256,512x512 --steps 20 --passes 100
 """
 
 import argparse
 import json
 import platform
+import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.config import S2SConfig
+from model.config import S2SConfig, native_bf16
 from model.denoiser import build_network, infer, resolve_device, train
+from model.losses import write_random_iqa_weights
 from model.memory import estimate
+
+PAPER_STEPS, PAPER_PASSES, PAPER_LAMBDA_IQA = 4000, 500, 2e-8
+# ratio to the reference at 256² (issue 10): training fp32, training bf16, inference fp32, inference bf16
+GOALS = {("train", "fp32"): 1.8, ("train", "bf16"): 3.5, ("infer", "fp32"): 2.5, ("infer", "bf16"): 4.0}
 
 
 class ReferenceGatedConv(nn.Module):
@@ -90,7 +103,7 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def timed(fn, device):
+def timed(fn, device) -> float:
     synchronize(device)
     start = time.perf_counter()
     fn()
@@ -98,61 +111,122 @@ def timed(fn, device):
     return time.perf_counter() - start
 
 
-def bench_size(height, width, steps, passes, device, config):
+def variants(height, width, steps, passes, device, config):
+    """(phase, name, precision, iqa, run) per variant; run() does `steps` steps or `passes` passes, warmed up."""
     noisy = torch.rand(1, 3, height, width, device=device)
     reference = ReferenceNet(3, config.p).to(device)
-    ours = build_network(3, config, device)
-    step_config = config.replace(steps=steps, log_every=max(steps, 1))
-    infer_config = config.replace(passes=passes)
     whole = estimate(height, width, config, crop=0, batch=1, tile=0, device_type=device.type)  # the paper's whole image
-    # warm-up: allocator, cuDNN/oneDNN kernel choice, compile
-    reference_train_steps(reference, noisy, 2)
-    train(ours, noisy, height, width, config.replace(steps=2, log_every=2), whole)
-    row = {"size": f"{height}x{width}", "steps": steps, "passes": passes}
-    row["ref_step_s"] = timed(lambda: reference_train_steps(reference, noisy, steps), device) / steps
-    row["ours_step_s"] = timed(lambda: train(ours, noisy, height, width, step_config, whole), device) / steps
-    row["ref_infer_s"] = timed(lambda: reference_infer(reference, noisy, passes), device)
-    row["ours_infer_s"] = timed(lambda: infer(ours, noisy, infer_config), device)
-    row["train_speedup"] = row["ref_step_s"] / row["ours_step_s"]
-    row["infer_speedup"] = row["ref_infer_s"] / row["ours_infer_s"]
-    return row
+    found = [
+        ("train", "reference", "fp32", False, lambda: reference_train_steps(reference, noisy, steps)),
+        ("infer", "reference", "fp32", False, lambda: reference_infer(reference, noisy, passes)),
+    ]
+    for precision in ("fp32", "bf16"):
+        for iqa in (False, True):
+            step_config = config.replace(precision=precision, steps=steps, log_every=steps, lambda_iqa=PAPER_LAMBDA_IQA if iqa else 0.0)
+            net = build_network(3, step_config, device)
+            found.append(("train", "ours", precision, iqa, lambda n=net, c=step_config: train(n, noisy, height, width, c, whole)))
+        infer_config = config.replace(precision=precision, passes=passes)
+        found.append(("infer", "ours", precision, False, lambda n=net, c=infer_config: infer(n, noisy, c)))
+    for *_, run in found:  # warm-up: allocator, cuDNN/oneDNN kernel choice, IQA model load
+        run()
+    return found
+
+
+def bench_size(height, width, steps, passes, repeats, device, config):
+    found = variants(height, width, steps, passes, device, config)
+    seconds = {index: [] for index in range(len(found))}
+    for _ in range(repeats):
+        for index, (*_, run) in enumerate(found):
+            seconds[index].append(timed(run, device))
+    reference = {phase: seconds[index] for index, (phase, name, *_) in enumerate(found) if name == "reference"}
+    rows = []
+    for index, (phase, name, precision, iqa, _) in enumerate(found):
+        per = steps if phase == "train" else passes
+        each = [s / per for s in seconds[index]]
+        ratios = sorted(r / s for r, s in zip(reference[phase], seconds[index], strict=True))  # per repeat: interleaved pairs
+        rows.append({
+            "size": f"{height}x{width}", "phase": phase, "variant": name, "precision": precision, "iqa": iqa,
+            "per": "step" if phase == "train" else "pass", "count": per,
+            "median_s": statistics.median(each), "min_s": min(each), "max_s": max(each),
+            "speedup_median": statistics.median(ratios), "speedup_min": ratios[0], "speedup_max": ratios[-1],
+        })
+    return rows
+
+
+def paper_projection(rows):
+    """Seconds per image under the paper protocol from the medians: 4000 steps with the IQA term + 500 passes."""
+    projections = []
+    for size in dict.fromkeys(row["size"] for row in rows):
+        for precision in ("fp32", "bf16"):
+            ours = {(r["phase"], r["iqa"]): r["median_s"] for r in rows if r["size"] == size and r["variant"] == "ours" and r["precision"] == precision}
+            train_s, infer_s = PAPER_STEPS * ours[("train", True)], PAPER_PASSES * ours[("infer", False)]
+            projections.append({"size": size, "precision": precision, "train_s": train_s, "infer_s": infer_s, "image_s": train_s + infer_s,
+                                "iqa_share_of_step": 1 - ours[("train", False)] / ours[("train", True)]})
+    return projections
+
+
+def goal_status(rows):
+    """The speed goals at 256² (median ratios to the reference, without the IQA term, which it does not have)."""
+    status = []
+    for (phase, precision), goal in GOALS.items():
+        row = next((r for r in rows if r["size"] == "256x256" and r["variant"] == "ours" and r["phase"] == phase and r["precision"] == precision and not r["iqa"]), None)
+        if row:
+            status.append({"phase": phase, "precision": precision, "goal": goal, "measured": row["speedup_median"], "met": row["speedup_median"] >= goal})
+    return status
+
+
+def print_tables(rows, projections, status):
+    print(f"{'size':>9} {'phase':>5} {'variant':>9} {'prec':>4} {'iqa':>3} {'per':>4} {'median s':>9} {'min-max s':>15} {'x ref':>6} {'x min-max':>11}")
+    for r in rows:
+        print(
+            f"{r['size']:>9} {r['phase']:>5} {r['variant']:>9} {r['precision']:>4} {'yes' if r['iqa'] else '':>3} {r['per']:>4}"
+            f" {r['median_s']:9.4f} {r['min_s']:7.4f}-{r['max_s']:<7.4f} {r['speedup_median']:6.2f} {r['speedup_min']:5.2f}-{r['speedup_max']:<5.2f}"
+        )
+    print(f"\npaper protocol per image ({PAPER_STEPS} steps with λ_IQA {PAPER_LAMBDA_IQA:g} + {PAPER_PASSES} passes), projected from the medians:")
+    for p in projections:
+        print(f"{p['size']:>9} {p['precision']}: train {p['train_s']:8.0f} s + inference {p['infer_s']:6.0f} s = {p['image_s'] / 60:6.1f} min; IQA term {p['iqa_share_of_step']:.0%} of a step")
+    print("\nspeed goals at 256x256 (x the reference):")
+    for g in status:
+        print(f"  {g['phase']:>5} {g['precision']}: goal {g['goal']:.1f}x, measured {g['measured']:.2f}x — {'met' if g['met'] else 'not met'}")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="128x128,256x256,320x480")
-    parser.add_argument("--steps", type=int, default=10, help="timed training steps per size")
-    parser.add_argument("--passes", type=int, default=500, help="inference passes per size")
+    parser.add_argument("--sizes", default="128x128,256x256")
+    parser.add_argument("--steps", type=int, default=3, help="timed training steps per variant and repeat")
+    parser.add_argument("--passes", type=int, default=8, help="timed inference passes per variant and repeat")
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile our network")
+    parser.add_argument("--iqa-weights", help="TORCH_HOME-style folder with the IQA weights (default: random ones, generated)")
     parser.add_argument("--json", default="benchmarks/results/bench_core.json")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    config = S2SConfig(lambda_iqa=0.0, device=str(device), precision=args.precision, compile=args.compile)
-    rows = []
-    print(f"{'size':>9} {'ref step':>9} {'ours step':>9} {'x':>5} {'ref infer':>10} {'ours infer':>10} {'x':>5}")
-    for size in args.sizes.split(","):
-        height, width = map(int, size.split("x"))
-        row = bench_size(height, width, args.steps, args.passes, device, config)
-        rows.append(row)
-        print(
-            f"{row['size']:>9} {row['ref_step_s']:9.3f} {row['ours_step_s']:9.3f} {row['train_speedup']:5.2f}"
-            f" {row['ref_infer_s']:10.2f} {row['ours_infer_s']:10.2f} {row['infer_speedup']:5.2f}",
-            flush=True,
-        )
+    with tempfile.TemporaryDirectory() as generated:
+        if not args.iqa_weights:
+            write_random_iqa_weights(Path(generated))
+        config = S2SConfig(device=str(device), compile=args.compile, iqa_weights=args.iqa_weights or generated)
+        rows = []
+        for size in args.sizes.split(","):
+            height, width = map(int, size.split("x"))
+            rows += bench_size(height, width, args.steps, args.passes, args.repeats, device, config)
+            print(f"{size} done", flush=True)
+    projections, status = paper_projection(rows), goal_status(rows)
+    print_tables(rows, projections, status)
     report = {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "native_bf16": native_bf16(device.type),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "precision": args.precision,
         "compile": args.compile,
+        "repeats": args.repeats,
+        "command": "python benchmarks/bench_core.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False) and k != "json"),
         "rows": rows,
+        "paper_projection": projections,
+        "goals": status,
     }
-    from pathlib import Path
-
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
     print(f"wrote {args.json}")

@@ -82,3 +82,20 @@ def load_iqa_model(weights_dir: str | None, device: str) -> torch.nn.Module:
         )
     model.requires_grad_(False)  # gradients flow to the denoiser's output only
     return model
+
+
+def write_random_iqa_weights(root: Path) -> None:
+    """A TORCH_HOME-style folder `root` with randomly initialised ResNet-18 and PaQ-2-PiQ weight files,
+    in the exact places and formats pyiqa and torchvision read them from: for tests and timing
+    offline (they cost what the real ones cost), never for training that is meant to denoise."""
+    import torchvision
+    from pyiqa.archs.paq2piq_arch import PAQ2PIQ
+
+    hub = Path(root) / "hub"
+    (hub / RESNET18_FILE).parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), hub / RESNET18_FILE)
+    with _torch_hub_dir(hub):  # PAQ2PIQ's constructor reads the ResNet-18 file from here
+        paq2piq = PAQ2PIQ(pretrained=False)
+    (hub / PAQ2PIQ_FILE).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(paq2piq.state_dict(), hub / PAQ2PIQ_FILE)

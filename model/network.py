@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.masking import per_sample_uniform
+from model.masking import keep_mask
 
 ENCODER_WIDTH = 48
 DECODER_WIDTH = 96
@@ -95,13 +95,13 @@ class S2SPlusNet(nn.Module):
     def dropout(self, h: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
         """Inverted dropout with probability p, drawn per batch element from its generator.
 
-        Uniforms are drawn in (H, W, C) order whatever the memory format, so
+        Entries are drawn in (H, W, C) order whatever the memory format, so
         channels_last and contiguous layouts see the same random numbers.
         """
         _, channels, height, width = h.shape
-        uniform = per_sample_uniform((height, width, channels), generators, h.device)
-        scale = uniform.ge_(self.p).mul_(1.0 / (1.0 - self.p))  # in place: 0 or 1/(1-p)
-        return h * scale.permute(0, 3, 1, 2).to(h.dtype)  # (B, C, H, W) view of (B, H, W, C)
+        keep = keep_mask((height, width, channels), self.p, generators, h.device)
+        scale = keep.to(h.dtype).mul_(1.0 / (1.0 - self.p))  # 0 or 1/(1-p)
+        return h * scale.permute(0, 3, 1, 2)  # (B, C, H, W) view of (B, H, W, C)
 
 
 def padded_size(height: int, width: int) -> tuple[int, int]:

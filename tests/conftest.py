@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from model.config import native_bf16
-from model.losses import PAQ2PIQ_FILE, RESNET18_FILE
+from model.losses import write_random_iqa_weights
 from s2s_sweep.datasets import add_gaussian_noise
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,24 +25,8 @@ NO_DOWNLOADS = {name: "http://127.0.0.1:9" for name in ("http_proxy", "https_pro
 
 @pytest.fixture(scope="session")
 def iqa_weights_dir(tmp_path_factory) -> str:
-    """A TORCH_HOME-style folder with randomly initialised ResNet-18 and PaQ-2-PiQ weight files,
-    in the exact places and formats pyiqa and torchvision read them from."""
-    import torchvision
-    from pyiqa.archs.paq2piq_arch import PAQ2PIQ
-
     root = tmp_path_factory.mktemp("torch_home")
-    hub = root / "hub"
-    (hub / RESNET18_FILE).parent.mkdir(parents=True)
-    torch.manual_seed(0)
-    torch.save(torchvision.models.resnet18().state_dict(), hub / RESNET18_FILE)
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(hub))  # PAQ2PIQ's constructor reads the ResNet-18 file from here
-    try:
-        paq2piq = PAQ2PIQ(pretrained=False)
-    finally:
-        torch.hub.set_dir(previous)
-    (hub / PAQ2PIQ_FILE).parent.mkdir(parents=True)
-    torch.save(paq2piq.state_dict(), hub / PAQ2PIQ_FILE)
+    write_random_iqa_weights(root)
     return str(root)
 
 
