@@ -87,6 +87,11 @@ def build_network(channels: int, config: S2SConfig, device: torch.device) -> tor
     return net
 
 
+def make_optimizer(net: S2SPlusNet, config: S2SConfig, device: torch.device) -> torch.optim.Adam:
+    """The authors' Adam; fused into one kernel per step on CUDA (same update, fewer launches)."""
+    return torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.9, 0.999), fused=device.type == "cuda")
+
+
 def train(
     net: S2SPlusNet,
     noisy: torch.Tensor,
@@ -104,7 +109,7 @@ def train(
     `on_checkpoint(step)` runs after each step listed in `checkpoints`."""
     device = noisy.device
     iqa_model = load_iqa_model(config.iqa_weights, str(device)) if config.lambda_iqa > 0 else None
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.9, 0.999), fused=device.type == "cuda")
+    optimizer = make_optimizer(net, config, device)
     forward = torch.compile(net) if config.compile else net
     generator = make_generator(device, config.seed, TRAIN_STREAM)
     crops = CropSampler(noisy, height, width, plan.crop, plan.batch, config.seed) if plan.crop else None

@@ -183,11 +183,20 @@ def denoise_image(image_id: str, noisy: np.ndarray, clean: np.ndarray | None, me
     }
 
 
+def gpu_share_memory_mb(config: S2SConfig) -> int:
+    """`memory_mb` for a task that holds a fraction of a GPU (--gpus-per-image 0.25): that fraction of
+    the GPU's memory, so images packed on one GPU do not each plan for all that is free."""
+    share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0) if ray.is_initialized() else 0
+    if config.memory_mb or not 0 < share < 1 or not torch.cuda.is_available():
+        return config.memory_mb
+    return int(share * torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / MB)
+
+
 def s2s_image(noisy: np.ndarray, config: S2SConfig) -> tuple[dict, np.ndarray]:
     """Train a fresh S2S+ network on the image and denoise it."""
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    result = denoise(noisy, config)
+    result = denoise(noisy, config.replace(memory_mb=gpu_share_memory_mb(config)))
     on_cuda = torch.device(result.device).type == "cuda"
     values = {
         "train_seconds": result.train_seconds,

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from model.config import S2SConfig, native_bf16
-from model.denoiser import build_network, denoise, infer, resolve_device, to_batch
+from model.denoiser import build_network, denoise, infer, make_optimizer, resolve_device, to_batch
 from model.memory import passes_per_batch
 from s2s_sweep.metrics import calculate_psnr
 
@@ -32,6 +32,11 @@ def test_inference_averages_distinct_dropout_passes():
     one = infer(net, noisy, config)
     two = infer(net, noisy, config.replace(passes=2))
     assert not torch.equal(one, two)
+
+
+def test_adam_is_fused_on_cuda_only():  # the CUDA half: test_cuda.py
+    config = S2SConfig()
+    assert make_optimizer(build_network(3, config, CPU), config, CPU).defaults["fused"] is False
 
 
 def test_memory_budget_sizes_the_batches():
