@@ -196,12 +196,29 @@ def infer(
     return (total / weight_sum).clamp(0.0, 1.0)[None]
 
 
-def prepare(noisy: np.ndarray, config: S2SConfig) -> tuple[S2SPlusNet, torch.Tensor]:
-    """A freshly initialised network and the padded image (1, C, H', W') on the run's device."""
+def prepare(noisy: np.ndarray, config: S2SConfig, initial_state: dict | None = None) -> tuple[S2SPlusNet, torch.Tensor]:
+    """The network (freshly initialised, or with `initial_state`'s weights: a warm start) and the
+    padded image (1, C, H', W') on the run's device."""
     height, width, channels = noisy.shape
     check_image_size(height, width)
     device = resolve_device(config.device)
-    return build_network(channels, config, device), to_batch(noisy, device)
+    net = build_network(channels, config, device)
+    if initial_state is not None:
+        net.load_state_dict(initial_state)
+    return net, to_batch(noisy, device)
+
+
+def train_seed(images: list[np.ndarray], config: S2SConfig) -> dict[str, torch.Tensor]:
+    """Weights to warm-start other images from: a fresh network trained `config.steps` steps on each
+    of `images` in turn (fresh Adam state each), as a CPU state dict."""
+    net = None
+    for noisy in images:
+        height, width, _ = noisy.shape
+        fresh, padded = prepare(noisy, config)
+        net = net or fresh
+        plan = fit_memory(height, width, config, memory_budget(config, padded.device), padded.device.type)
+        train(net, padded, height, width, config, plan)
+    return {name: tensor.detach().cpu() for name, tensor in net.state_dict().items()}
 
 
 def to_image(estimate: torch.Tensor, height: int, width: int) -> np.ndarray:
@@ -214,11 +231,13 @@ def denoise(
     config: S2SConfig,
     on_step: StepCallback | None = None,
     on_pass: PassCallback | None = None,
+    initial_state: dict | None = None,
 ) -> DenoiseResult:
-    """Train a fresh Self2Self+ network on `noisy` (H, W, C) in [0, 1] and return its denoised estimate.
+    """Train a Self2Self+ network on `noisy` (H, W, C) in [0, 1], fresh or from `initial_state`
+    (a warm start: train_seed's weights), and return its denoised estimate.
     Raises DoesNotFit (before training) when the image cannot fit the memory budget in any plan."""
     height, width, _ = noisy.shape
-    net, padded = prepare(noisy, config)
+    net, padded = prepare(noisy, config, initial_state)
     plan = fit_memory(height, width, config, memory_budget(config, padded.device), padded.device.type)
     started = time.perf_counter()
     losses = train(net, padded, height, width, config, plan, on_step)
@@ -234,11 +253,11 @@ def denoise(
     )
 
 
-def denoise_at_steps(noisy: np.ndarray, config: S2SConfig, steps: list[int], passes: int) -> list[np.ndarray]:
-    """Train once up to max(steps) and return the `passes`-pass estimate at each of `steps`:
-    the PSNR-vs-steps curve of one training, used as the fidelity axis of the sweep."""
+def denoise_at_steps(noisy: np.ndarray, config: S2SConfig, steps: list[int], passes: int, initial_state: dict | None = None) -> list[np.ndarray]:
+    """Train once up to max(steps) (fresh, or from `initial_state`) and return the `passes`-pass
+    estimate at each of `steps`: the PSNR-vs-steps curve of one training, the sweep's fidelity axis."""
     height, width, _ = noisy.shape
-    net, padded = prepare(noisy, config)
+    net, padded = prepare(noisy, config, initial_state)
     plan = fit_memory(height, width, config, memory_budget(config, padded.device), padded.device.type)
     estimates = []
 

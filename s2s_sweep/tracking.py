@@ -70,11 +70,14 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 def sheet_crop(image: np.ndarray | None) -> np.ndarray:
-    """The contact-sheet tile of a uint8 image: its RGB centre crop of 128 px (black where none)."""
+    """The contact-sheet tile of a uint8 image: its RGB centre crop of 128 px (black where none);
+    an image smaller than that is enlarged by a whole factor first, pixels repeated, not smoothed."""
     canvas = np.zeros((SHEET_TILE, SHEET_TILE, 3), np.uint8)
     if image is None:
         return canvas
     image = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+    factor = max(1, SHEET_TILE // max(image.shape[:2]))
+    image = image.repeat(factor, axis=0).repeat(factor, axis=1)
     top, left = max(0, (image.shape[0] - SHEET_TILE) // 2), max(0, (image.shape[1] - SHEET_TILE) // 2)
     crop = image[top : top + SHEET_TILE, left : left + SHEET_TILE]
     canvas[: crop.shape[0], : crop.shape[1]] = crop

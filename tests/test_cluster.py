@@ -68,31 +68,6 @@ def test_driver_killed_with_sigkill_then_resumed_records_every_image_exactly_onc
         assert (out / "demo" / run_id / output).stat().st_size > 0
 
 
-def test_multi_node_cluster_spreads_tasks_and_survives_losing_a_node(tmp_path):
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
-    ray.init(address=cluster.address, log_to_driver=False)
-    try:
-        dataset = open_dataset("demo")
-        options = RunOptions(out=str(tmp_path), run_id="multi", flush_seconds=0)
-        result = {}
-        thread = threading.Thread(target=lambda: result.update(table=run_dataset(dataset, S2SConfig(steps=25, passes=2, lambda_iqa=0.0, precision=FLOW_PRECISION), options).table))
-        thread.start()
-        results = tmp_path / "demo" / "multi" / "results"
-        wait_until(lambda: results.exists() and pd.read_parquet(results)["node_id"].nunique() == 2, 300, "a result from each worker")
-        cluster.remove_node(workers[1])  # its running task dies with it and is retried elsewhere
-        thread.join(timeout=600)
-        frame = result["table"].to_pandas()
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-    assert sorted(frame["image_id"]) == sorted(dataset.ids)  # every image exactly once
-    assert set(frame["status"]) == {"ok"}
-    assert frame["node_id"].nunique() == 2  # both workers ran tasks before one was removed
-
-
 def noise_folder(folder: Path, count: int, side: int) -> Path:
     """`count` random side x side RGB PNGs (no references)."""
     folder.mkdir(parents=True)
@@ -114,10 +89,11 @@ def peak_concurrency(frame: pd.DataFrame) -> int:
     return peak
 
 
-def test_a_node_that_joins_mid_run_gets_work_within_seconds(tmp_path):
+def test_a_node_joins_mid_run_gets_work_within_seconds_and_losing_it_loses_no_image(tmp_path):
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
     ray.init(address=cluster.address, log_to_driver=False)
     try:
         dataset = open_dataset(f"folder:{noise_folder(tmp_path / 'images', 12, 96)}")
@@ -127,23 +103,24 @@ def test_a_node_that_joins_mid_run_gets_work_within_seconds(tmp_path):
         thread.start()
         results = tmp_path / "out" / dataset.key / "elastic" / "results"
         wait_until(lambda: results.exists() and len(pd.read_parquet(results)) >= 1, 300, "the first image")
+        first_node = pd.read_parquet(results)["node_id"].iloc[0]
         joined = time.time()
-        cluster.add_node(num_cpus=2)  # from the main thread, as Ray requires
+        new_node = cluster.add_node(num_cpus=2)  # from the main thread, as Ray requires
+        wait_until(lambda: (pd.read_parquet(results)["node_id"] != first_node).sum() >= 2, 300, "two images from the new node")
+        cluster.remove_node(new_node)  # its running tasks die with it and are retried on the first node
         thread.join(timeout=600)
         frame = result["table"].to_pandas()
     finally:
         ray.shutdown()
         cluster.shutdown()
-    assert sorted(frame["image_id"]) == sorted(dataset.ids) and set(frame["status"]) == {"ok"}
+    assert sorted(frame["image_id"]) == sorted(dataset.ids) and set(frame["status"]) == {"ok"}  # every image exactly once
     finished = frame["finished_at"].astype("int64") / 1e6
-    first_node = frame.loc[finished.idxmin(), "node_id"]
     new = frame[frame["node_id"] != first_node]
     new_started = finished[new.index] - new["train_seconds"] - new["inference_seconds"]
     # within seconds: the raylet's start, a worker process with torch imported, then its first image
     assert new_started.min() - joined < 30, "the new node got no work within seconds"
-    after = finished > joined
-    assert len(new) >= 0.5 * (2 / 3) * after.sum(), (len(new), after.sum())  # at least half its share by slots
-    assert peak_concurrency(frame) >= 3  # head 1 + new node 2
+    assert peak_concurrency(frame) >= 3  # first node 1 + new node 2
+    assert (frame["node_id"] == first_node).sum() > 1  # the first node finished the rest after the loss
 
 
 def test_ray_job_stop_flushes_the_rows_and_ends_the_mlflow_run_as_killed(ray_head, tmp_path):

@@ -182,3 +182,14 @@ def test_the_png_and_the_metrics_share_one_8_bit_image_rounded_or_floored_as_the
     for result in (rounded, floored):
         assert result["psnr"] == calculate_psnr(result["denoised"], clean)
     assert floored["psnr"] != rounded["psnr"]
+
+
+def test_contact_sheet_tiles_enlarge_small_images_by_whole_factors_and_crop_large_ones():
+    from s2s_sweep.tracking import sheet_crop
+
+    small = np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    tile = sheet_crop(small)
+    assert tile.shape == (128, 128, 3)
+    assert np.array_equal(tile[:128, :96], small.repeat(2, 0).repeat(2, 1)) and not tile[:, 96:].any()
+    large = np.random.default_rng(1).integers(0, 256, (300, 200, 1), dtype=np.uint8)
+    assert np.array_equal(sheet_crop(large), np.repeat(large[86:214, 36:164], 3, axis=2))

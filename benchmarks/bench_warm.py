@@ -1,0 +1,192 @@
+"""Warm starts: does an image trained from another image's network reach the cold PSNR in fewer steps?
+
+Per noise kind (CBSD68 σ = 25, PolyU real noise), the first --images images, centre crops of
+--side (0: whole images, the paper's protocol on a GPU), the kind's paper p, λ_IQA 0 (the real
+IQA weights are not to be had offline), the same seed everywhere:
+- cold: a fresh network, one training up to the largest --cold-steps, PSNR/SSIM at each of them;
+- warm: for each --seed-images image (not among the evaluated ones), a seed network trained
+  --seed-steps on it alone (model.denoiser.train_seed); every evaluated image then starts from
+  it (fresh Adam state) and is read out at each of --warm-steps.
+Each curve is appended to --pieces as soon as it is done and a rerun skips what is there, so it
+runs in the background, in pieces (one process per kind on a 2-core machine); seeds are kept in
+--seed-cache. The summary gives per kind the mean curves, the warm steps at which the mean warm
+PSNR equals the cold one at each horizon (per seed image, and their spread), the worst image at
+half the steps, and the dataset's total-steps ratio.
+
+    python benchmarks/bench_warm.py run --data-root ../shared/data --kinds cbsd68-25 &
+    python benchmarks/bench_warm.py run --data-root ../shared/data --kinds polyu &
+    python benchmarks/bench_warm.py summary
+    python benchmarks/bench_warm.py run --device cuda --side 0 --images 20 --cold-steps 500,1000,2000,3000,4000 \\
+        --warm-steps 250,500,1000,2000 --seed-steps 4000 --passes 500 --precision fp32   # the paper's protocol, GPU
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from model.config import PAPER_DEFAULTS, S2SConfig
+from s2s_sweep.datasets import open_dataset
+from s2s_sweep.images import to_uint8
+from s2s_sweep.metrics import calculate_psnr, calculate_ssim
+
+RESULTS = Path("benchmarks/results")
+KINDS = {"cbsd68-25": "synthetic σ=25", "polyu": "real (PolyU)"}
+WITHIN_DB = 0.05  # the issue's goal: mean PSNR within this of cold
+WORST_DB = 0.3  # and no image more than this below its cold result
+
+
+def centre_crop(image: np.ndarray, side: int) -> np.ndarray:
+    if not side:
+        return image
+    top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
+    return image[top : top + side, left : left + side]
+
+
+def steps_list(text: str) -> list[int]:
+    return sorted(int(step) for step in text.split(","))
+
+
+def scores(estimates: list[np.ndarray], clean: np.ndarray) -> tuple[list[float], list[float]]:
+    denoised = [to_uint8(estimate) for estimate in estimates]
+    return [calculate_psnr(d, clean) for d in denoised], [calculate_ssim(d, clean) for d in denoised]
+
+
+def load_seed(kind: str, dataset, seed_id: str, config: S2SConfig, args) -> dict:
+    """The seed network's weights, trained once and kept in --seed-cache."""
+    import torch
+
+    from model.denoiser import train_seed
+
+    path = Path(args.seed_cache).expanduser() / f"{kind}-{seed_id}-side{args.side}-p{config.p}-{args.seed_steps}steps-{args.precision}-{args.device}.pt"
+    if path.exists():
+        return torch.load(path)
+    noisy, _ = (centre_crop(image, args.side) for image in dataset.load(seed_id))
+    started = time.perf_counter()
+    state = train_seed([noisy], config.replace(steps=args.seed_steps))
+    print(f"{kind} seed {seed_id}: {args.seed_steps} steps in {time.perf_counter() - started:.0f} s", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return state
+
+
+def run(args) -> None:
+    import torch
+
+    from model.denoiser import denoise_at_steps
+
+    torch.set_num_threads(args.threads)
+    pieces = Path(args.pieces)
+    pieces.parent.mkdir(parents=True, exist_ok=True)
+    done = {(r["dataset"], r["image_id"], r["seed_image"]) for r in map(json.loads, pieces.read_text().splitlines())} if pieces.exists() else set()
+    cold_steps, warm_steps = steps_list(args.cold_steps), steps_list(args.warm_steps)
+    for kind in args.kinds:
+        dataset = open_dataset(kind, args.data_root)
+        seed_ids = [dataset.ids[index] for index in map(int, args.seed_images.split(","))]
+        config = S2SConfig(p=PAPER_DEFAULTS[kind.split("-")[0]]["p"], passes=args.passes, lambda_iqa=0.0, precision=args.precision, device=args.device, seed=0)
+        for image_id in dataset.ids[: args.images]:
+            noisy, clean = (centre_crop(image, args.side) for image in dataset.load(image_id))
+            for seed_id in [None, *seed_ids]:  # None: cold
+                if (kind, image_id, seed_id) in done:
+                    continue
+                state = load_seed(kind, dataset, seed_id, config, args) if seed_id else None
+                steps = warm_steps if seed_id else cold_steps
+                started = time.perf_counter()
+                psnr, ssim = scores(denoise_at_steps(noisy, config, steps, args.passes, initial_state=state), clean)
+                row = {
+                    "dataset": kind, "image_id": image_id, "seed_image": seed_id, "seed_steps": args.seed_steps if seed_id else 0,
+                    "steps": steps, "psnr": psnr, "ssim": ssim, "noisy_psnr": calculate_psnr(noisy, clean), "side": args.side,
+                    "p": config.p, "passes": args.passes, "precision": args.precision, "device": args.device, "seconds": time.perf_counter() - started,
+                }  # fmt: skip
+                with pieces.open("a") as file:
+                    file.write(json.dumps(row) + "\n")
+                print(f"{kind} {image_id} {'cold' if seed_id is None else f'warm from {seed_id}'}: " + " ".join(f"{s}:{p:.2f}" for s, p in zip(steps, psnr)), flush=True)
+
+
+def steps_to_reach(steps: list[int], curve: np.ndarray, target: float) -> float | None:
+    """The first step count at which the (mean) curve reaches `target`, linear between read-outs; None if it never does."""
+    if curve[0] >= target:
+        return float(steps[0])
+    for (s0, c0), (s1, c1) in zip(zip(steps, curve), zip(steps[1:], curve[1:])):
+        if c0 < target <= c1:
+            return s0 + (target - c0) / (c1 - c0) * (s1 - s0)
+    return None
+
+
+def summarise_kind(rows: list[dict]) -> dict:
+    cold = {r["image_id"]: r for r in rows if r["seed_image"] is None}
+    seeds = sorted({r["seed_image"] for r in rows if r["seed_image"] is not None})
+    warm = {seed: {r["image_id"]: r for r in rows if r["seed_image"] == seed} for seed in seeds}
+    images = [i for i in cold if all(i in warm[s] for s in seeds)]  # complete images only
+    if not images or not seeds:
+        return {}
+    cold_steps, warm_steps = cold[images[0]]["steps"], warm[seeds[0]][images[0]]["steps"]
+    cold_curves = np.array([cold[i]["psnr"] for i in images])  # (images, cold steps)
+    warm_curves = {s: np.array([warm[s][i]["psnr"] for i in images]) for s in seeds}
+    horizons = []
+    for index, horizon in enumerate(cold_steps):
+        reach = {s: steps_to_reach(warm_steps, warm_curves[s].mean(0), cold_curves[:, index].mean()) for s in seeds}
+        entry = {"cold_steps": horizon, "cold_psnr": float(cold_curves[:, index].mean()), "warm_steps_to_equal": reach}
+        if horizon // 2 in warm_steps:  # warm at half the steps against cold at the horizon
+            half = warm_steps.index(horizon // 2)
+            gaps = np.array([warm_curves[s][:, half] - cold_curves[:, index] for s in seeds])  # (seeds, images)
+            worst = np.unravel_index(np.argmin(gaps), gaps.shape)
+            entry |= {
+                "half_steps_gap_db": {s: float(gaps[k].mean()) for k, s in enumerate(seeds)},
+                "half_steps_worst_db": float(gaps[worst]), "half_steps_worst_image": images[worst[1]], "half_steps_worst_seed": seeds[worst[0]],
+                "goal_met": bool(gaps.mean(1).min() >= -WITHIN_DB and gaps.min() >= -WORST_DB),
+            }  # fmt: skip
+        horizons.append(entry)
+    return {
+        "images": len(images), "seed_images": seeds, "seed_steps": warm[seeds[0]][images[0]]["seed_steps"],
+        "cold_steps": cold_steps, "warm_steps": warm_steps, "noisy_psnr": float(np.mean([cold[i]["noisy_psnr"] for i in images])),
+        "cold_mean": cold_curves.mean(0).tolist(), "warm_mean": {s: warm_curves[s].mean(0).tolist() for s in seeds}, "horizons": horizons,
+    }  # fmt: skip
+
+
+def summary(args) -> None:
+    rows = [json.loads(line) for line in Path(args.pieces).read_text().splitlines()]
+    table = {kind: summarise_kind([r for r in rows if r["dataset"] == kind]) for kind in KINDS}
+    table = {kind: entry for kind, entry in table.items() if entry}
+    for kind, t in table.items():
+        print(f"\n{KINDS[kind]}: {t['images']} images, noisy {t['noisy_psnr']:.2f} dB, seeds {', '.join(t['seed_images'])} ({t['seed_steps']} steps)")
+        print("  cold  " + "  ".join(f"{s}:{p:.2f}" for s, p in zip(t["cold_steps"], t["cold_mean"])))
+        for seed, curve in t["warm_mean"].items():
+            print(f"  warm {seed} " + "  ".join(f"{s}:{p:.2f}" for s, p in zip(t["warm_steps"], curve)))
+        for h in t["horizons"]:
+            reach = ", ".join("—" if v is None else f"{v:.0f}" for v in h["warm_steps_to_equal"].values())
+            line = f"  cold {h['cold_steps']:>5}: {h['cold_psnr']:.2f} dB; warm steps to equal it: {reach}"
+            if "half_steps_gap_db" in h:
+                gaps = ", ".join(f"{v:+.2f}" for v in h["half_steps_gap_db"].values())
+                line += f"; warm {h['cold_steps'] // 2} − cold {h['cold_steps']}: {gaps} dB (worst image {h['half_steps_worst_image']} {h['half_steps_worst_db']:+.2f}) — goal {'met' if h['goal_met'] else 'not met'}"
+            print(line)
+    Path(args.json).write_text(json.dumps({"kinds": table, "within_db": WITHIN_DB, "worst_db": WORST_DB}, indent=2))
+    print(f"wrote {args.json}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["run", "summary"])
+    parser.add_argument("--data-root")
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
+    parser.add_argument("--images", type=int, default=6, help="evaluated images: the first N of each kind")
+    parser.add_argument("--seed-images", default="10,11", help="indices of the images the seeds train on (not evaluated)")
+    parser.add_argument("--side", type=int, default=128, help="centre crops of this side; 0 = whole images")
+    parser.add_argument("--cold-steps", default="100,200,300,400,600,800,1000,1200")
+    parser.add_argument("--warm-steps", default="100,200,300,400,500,600")
+    parser.add_argument("--seed-steps", type=int, default=1200)
+    parser.add_argument("--passes", type=int, default=50)
+    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (run one process per kind on a 2-core machine)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed-cache", default="~/.cache/s2s-sweep/warm_seeds")
+    parser.add_argument("--pieces", default=str(RESULTS / "bench_warm.jsonl"))
+    parser.add_argument("--json", default=str(RESULTS / "bench_warm.json"))
+    args = parser.parse_args()
+    run(args) if args.command == "run" else summary(args)
+
+
+if __name__ == "__main__":
+    main()
