@@ -175,7 +175,7 @@ def main() -> None:
     parser.add_argument("--seed-images", default="10,11", help="indices of the images the seeds train on (not evaluated)")
     parser.add_argument("--side", type=int, default=128, help="centre crops of this side; 0 = whole images")
     parser.add_argument("--cold-steps", default="100,200,300,400,600,800,1000,1200")
-    parser.add_argument("--warm-steps", default="100,200,300,400,500,600")
+    parser.add_argument("--warm-steps", default="100,200,300,400,500,600,800")
     parser.add_argument("--seed-steps", type=int, default=1200)
     parser.add_argument("--passes", type=int, default=50)
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])

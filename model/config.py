@@ -62,6 +62,10 @@ class S2SConfig:
     memory_mb: int = 0  # memory budget of one image (RAM on CPU, GPU memory on CUDA); 0 = what is free
     log_every: int = 50  # steps between loss read-outs (each one syncs the device)
     quantize: str = "round"  # how the float output becomes 8-bit for its PNG and metrics: "round", or "floor" as the authors' code saves
+    # warm starts: images start from a seed network instead of a fresh one (README, "Warm starts")
+    init: str = "cold"  # "cold" (the paper: a fresh network per image); "warm" (a seed trained `steps` on each of the dataset's first `warm_images`); or a saved seed's path
+    warm_steps: int = 0  # training steps of each warm-started image; 0 = steps // 2
+    warm_images: int = 1  # images the "warm" seed trains on, in turn
     iqa_weights: str | None = None  # TORCH_HOME-style folder with the IQA weights; None = torch's hub dir
 
     def __post_init__(self):
@@ -83,6 +87,9 @@ class S2SConfig:
             "memory_mb": (is_integer(self.memory_mb) and self.memory_mb >= 0, "an integer >= 0 (0 = what is free)"),
             "log_every": (is_integer(self.log_every) and self.log_every >= 1, "an integer >= 1"),
             "quantize": (self.quantize in ("round", "floor"), "round or floor"),
+            "init": (isinstance(self.init, str) and bool(self.init), "cold, warm or the path of a saved seed network"),
+            "warm_steps": (is_integer(self.warm_steps) and self.warm_steps >= 0, "an integer >= 0 (0 = steps // 2)"),
+            "warm_images": (is_integer(self.warm_images) and self.warm_images >= 1, "an integer >= 1"),
         }
         for field, (ok, expected) in checks.items():
             if not ok:
@@ -93,6 +100,11 @@ class S2SConfig:
         chosen where the hardware has it natively (native_bf16) once benchmarks/bench_precision.py
         shows it within 0.05 dB of fp32, and so far it does not (README, "Precision")."""
         return "fp32" if self.precision == "auto" else self.precision
+
+    @property
+    def image_steps(self) -> int:
+        """Training steps of one image: `steps` from a fresh network, `warm_steps` from a seed."""
+        return self.steps if self.init == "cold" else self.warm_steps or max(1, self.steps // 2)
 
     def replace(self, **changes) -> "S2SConfig":
         return dataclasses.replace(self, **changes)

@@ -46,6 +46,10 @@ class DeviceUnavailable(ValueError):
     """A CUDA device was asked for where none is visible."""
 
 
+class SeedMismatch(ValueError):
+    """A warm start's seed network does not fit the image (another channel count)."""
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' picks CUDA when present; asking for CUDA where there is none is an error."""
     if name == "auto":
@@ -204,6 +208,9 @@ def prepare(noisy: np.ndarray, config: S2SConfig, initial_state: dict | None = N
     device = resolve_device(config.device)
     net = build_network(channels, config, device)
     if initial_state is not None:
+        seed_channels = initial_state["encoder_in.0.conv.weight"].shape[1] // 2  # mask + masked image
+        if seed_channels != channels:
+            raise SeedMismatch(f"init: the seed network was trained on {seed_channels}-channel images; this image has {channels} channels")
         net.load_state_dict(initial_state)
     return net, to_batch(noisy, device)
 

@@ -2,6 +2,7 @@
 
     python -m s2s_sweep.denoise NOISY.png -o OUT.png [--clean CLEAN.png] [--p 0.4 --steps 4000 ...]
     python -m s2s_sweep.denoise --demo -o demo.png --steps 400 --passes 100
+    python -m s2s_sweep.denoise NOISY.png -o OUT.png --init outputs/DATASET/RUN_ID/seed.pt   # warm start
 
 `--demo` uses the first built-in demo image (a scikit-image photograph with seeded σ = 25
 noise) and its clean original, so it runs with no download.
@@ -20,7 +21,9 @@ from s2s_sweep.configs import ConfigError
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.errors import EXIT_BAD_INPUT, EXIT_BUG, IMAGE_ERRORS
 from s2s_sweep.images import ImageError, read_image, to_uint8, write_png
+from s2s_sweep.methods import load_seed
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
+from s2s_sweep.store import read_file
 
 DEFAULTS = S2SConfig()
 
@@ -42,6 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--quantize", default=DEFAULTS.quantize, choices=["round", "floor"], help="float output to 8 bits for the PNG and metrics (default %(default)s; floor: as the authors' code)")
     parser.add_argument("--iqa-weights", help="TORCH_HOME-style folder holding hub/checkpoints/resnet18-*.pth and hub/pyiqa/P2P_*.pth")
+    parser.add_argument("--init", help="start from a saved seed network (a run's seed.pt: a warm start) instead of a fresh one")
+    parser.add_argument("--warm-steps", type=int, default=DEFAULTS.warm_steps, help="training steps from the seed (default: steps // 2)")
     return parser.parse_args(argv)
 
 
@@ -53,9 +58,11 @@ def main(argv: list[str] | None = None) -> int:
             config = S2SConfig(
                 p=args.p, steps=args.steps, lambda_iqa=args.lambda_iqa, passes=args.passes, seed=args.seed,
                 device=args.device, precision=args.precision, compile=args.compile, iqa_weights=args.iqa_weights, quantize=args.quantize,
+                init=args.init or "cold", warm_steps=args.warm_steps,
             )  # fmt: skip
         except ValueError as error:
             raise ConfigError(str(error)) from None
+        initial_state = load_seed(read_file(args.init, "--init"), args.init) if args.init else None
         if args.demo:
             _, noisy, clean = next(iter(open_dataset("demo")))
         else:
@@ -65,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ImageError(f"{args.clean}: shape {clean.shape} differs from the noisy image's {noisy.shape}")
 
         started = time.perf_counter()
+        config = config.replace(steps=config.image_steps)
         with tqdm(total=config.steps, desc="train", unit="step") as train_bar, tqdm(total=config.passes, desc="infer", unit="pass") as infer_bar:
 
             def on_step(step: int, steps: int, loss: float) -> None:
@@ -75,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 infer_bar.total = passes  # passes x tiles on large images
                 infer_bar.update(done - infer_bar.n)
 
-            result = denoise(noisy, config, on_step, on_pass)
+            result = denoise(noisy, config, on_step, on_pass, initial_state)
         try:
             write_png(args.output, result.denoised, config.quantize)
         except OSError as error:

@@ -9,7 +9,7 @@ on resume, and the end of the run says which of them happened through its status
 
 import signal
 
-from model.denoiser import DeviceUnavailable
+from model.denoiser import DeviceUnavailable, SeedMismatch
 from model.losses import IQAWeightsMissing
 from model.memory import DoesNotFit
 from model.network import ImageTooSmall
@@ -35,7 +35,7 @@ class Terminated(BaseException):
 
 USER_ERRORS = (ConfigError, DatasetError, ImageError, StoreError, TrackingError, IQAWeightsMissing, RayUnreachable)
 # and for one image (`python -m s2s_sweep.denoise`), where the image itself is the input
-IMAGE_ERRORS = (*USER_ERRORS, ImageTooSmall, DoesNotFit, DeviceUnavailable)
+IMAGE_ERRORS = (*USER_ERRORS, ImageTooSmall, DoesNotFit, DeviceUnavailable, SeedMismatch)
 
 EXIT_OK = 0  # every image denoised and recorded, tracking up to date
 EXIT_IMAGES_FAILED = 1  # some images have failed rows (their error column says why)

@@ -17,7 +17,9 @@ the run's `quantize`, the same way as S2S+'s, and is scored the same way.
 
 import hashlib
 import importlib.util
+import io
 import json
+import pickle
 import time
 from dataclasses import asdict, dataclass, field, replace
 
@@ -26,8 +28,9 @@ import ray
 import torch
 
 from model.config import S2SConfig
-from model.denoiser import denoise
+from model.denoiser import denoise, train_seed
 from model.memory import MB, DoesNotFit, Plan, fit_memory, peak_rss_bytes
+from model.network import S2SPlusNet
 from s2s_sweep.configs import ConfigError
 from s2s_sweep.images import to_uint8
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
@@ -103,7 +106,9 @@ class Method:
     def row_values(self) -> dict:
         """The table's settings columns: S2S+'s hyperparameters are null for a baseline."""
         config = self.config if self.is_s2s else None
-        values = {key: getattr(config, key) if config else None for key in ("p", "steps", "lambda_iqa", "passes", "seed")}
+        values = {key: getattr(config, key) if config else None for key in ("p", "lambda_iqa", "passes", "seed")}
+        init = None if not config else config.init if config.init in ("cold", "warm") else "file"
+        values |= {"steps": config.image_steps if config else None, "init": init}  # the steps this image trained
         return {**values, "method": self.name, "quantize": self.config.quantize, "settings": json.dumps(self.settings, sort_keys=True)}
 
     def check_installed(self) -> None:
@@ -160,11 +165,14 @@ def run_baseline(name: str, noisy: np.ndarray, sigma: float) -> np.ndarray:
     return np.clip(denoised, 0.0, 1.0).astype(np.float32)
 
 
-def denoise_image(image_id: str, noisy: np.ndarray, clean: np.ndarray | None, method: Method, sigma: float | None, cpus: float) -> dict:
+def denoise_image(
+    image_id: str, noisy: np.ndarray, clean: np.ndarray | None, method: Method, sigma: float | None, cpus: float, initial_state: dict | None = None
+) -> dict:
     """The work of one Ray task: denoise, score the input and the output. `sigma`: the dataset's
-    true noise σ (0..255), None to estimate it (baselines only). Plain function, so it also runs without Ray."""
+    true noise σ (0..255), None to estimate it (baselines only); `initial_state`: the seed network
+    of a warm start (S2S+). Plain function, so it also runs without Ray."""
     torch.set_num_threads(max(1, int(cpus)))
-    values, denoised = s2s_image(noisy, method.config) if method.is_s2s else baseline_image(noisy, method.name, sigma)
+    values, denoised = s2s_image(noisy, method.config, initial_state) if method.is_s2s else baseline_image(noisy, method.name, sigma)
     on_cuda = values["device"].startswith("cuda")
     denoised = to_uint8(denoised, method.config.quantize)  # the saved PNG, and what the metrics score
     scored = clean is not None
@@ -186,17 +194,18 @@ def denoise_image(image_id: str, noisy: np.ndarray, clean: np.ndarray | None, me
 def gpu_share_memory_mb(config: S2SConfig) -> int:
     """`memory_mb` for a task that holds a fraction of a GPU (--gpus-per-image 0.25): that fraction of
     the GPU's memory, so images packed on one GPU do not each plan for all that is free."""
-    share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0) if ray.is_initialized() else 0
+    in_task = ray.is_initialized() and ray.get_runtime_context().get_task_id() is not None  # not the driver
+    share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0) if in_task else 0
     if config.memory_mb or not 0 < share < 1 or not torch.cuda.is_available():
         return config.memory_mb
     return int(share * torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / MB)
 
 
-def s2s_image(noisy: np.ndarray, config: S2SConfig) -> tuple[dict, np.ndarray]:
-    """Train a fresh S2S+ network on the image and denoise it."""
+def s2s_image(noisy: np.ndarray, config: S2SConfig, initial_state: dict | None = None) -> tuple[dict, np.ndarray]:
+    """Train an S2S+ network on the image, fresh or from a seed (`image_steps` steps), and denoise it."""
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    result = denoise(noisy, config.replace(memory_mb=gpu_share_memory_mb(config)))
+    result = denoise(noisy, config.replace(memory_mb=gpu_share_memory_mb(config), steps=config.image_steps), initial_state=initial_state)
     on_cuda = torch.device(result.device).type == "cuda"
     values = {
         "train_seconds": result.train_seconds,
@@ -226,3 +235,24 @@ def baseline_image(noisy: np.ndarray, name: str, sigma: float | None) -> tuple[d
         "memory_mb": baseline_peak_bytes(name, *noisy.shape[:2]) / MB,
     }
     return values, denoised
+
+
+def train_seed_task(images: list[np.ndarray], config: S2SConfig, cpus: float) -> tuple[bytes, float]:
+    """The Ray task of a warm start's seed: a network trained `steps` on each image in turn, as
+    the bytes of its state dict (the run saves them as seed.pt), and the seconds it took."""
+    torch.set_num_threads(max(1, int(cpus)))
+    started = time.perf_counter()
+    state = train_seed(images, config.replace(memory_mb=gpu_share_memory_mb(config)))
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue(), time.perf_counter() - started
+
+
+def load_seed(data: bytes, name: str) -> dict:
+    """A saved seed's state dict; a file that is not one is a one-line error naming it."""
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        S2SPlusNet(channels=state["encoder_in.0.conv.weight"].shape[1] // 2).load_state_dict(state)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, TypeError, AttributeError) as error:  # what a wrong file raises
+        raise ConfigError(f"init: {name}: not a saved Self2Self+ seed network (a run's seed.pt): {type(error).__name__}: {str(error).splitlines()[0][:200]}") from None
+    return state

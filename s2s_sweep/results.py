@@ -31,10 +31,12 @@ SCHEMA = pa.schema(
         ("method", pa.string()),  # "s2s+", or a baseline: "cbm3d", "nlm", "wavelet" (s2s_sweep.methods)
         ("settings", pa.string()),  # JSON: every setting of the method that changes results (its config_hash covers them)
         ("p", pa.float64()),  # p, steps, lambda_iqa, passes, seed: S2S+ only (null for a baseline)
-        ("steps", pa.int64()),
+        ("steps", pa.int64()),  # the steps this image trained: `steps` cold, `warm_steps` from a seed
         ("lambda_iqa", pa.float64()),
         ("passes", pa.int64()),
         ("seed", pa.int64()),
+        ("init", pa.string()),  # S2S+: "cold" (a fresh network), "warm" (the run's seed network) or "file" (a saved seed)
+        ("init_source", pa.string()),  # where a warm start's weights came from: the run and its seed images, or the file and its hash
         ("quantize", pa.string()),  # how the output became 8-bit for its PNG and metrics: "round" or "floor"
         ("noise_sigma", pa.float64()),  # baselines: the noise σ (0..255) they were given
         ("sigma_source", pa.string()),  # baselines: "dataset" (its true σ) or "estimated" (from the noisy image)

@@ -1,6 +1,6 @@
 """Denoise a whole dataset on Ray: one task per image, the driver records.
 
-    outcome = run_dataset(open_dataset("demo"), S2SConfig(steps=150, passes=30, lambda_iqa=0.0), RunOptions(out="outputs"))
+    outcome = run_dataset(open_dataset("demo"), S2SConfig(steps=500, passes=50, lambda_iqa=0.0), RunOptions(out="outputs"))
 
 Workers compute: each task trains a fresh Self2Self+ network on one image and returns the
 denoised image with its metrics. The driver loads each image just before submitting it,
@@ -47,10 +47,10 @@ from s2s_sweep.configs import ConfigError
 from s2s_sweep.datasets import Dataset, DatasetError
 from s2s_sweep.errors import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_TRACKING_BEHIND, IMAGE_ERRORS, stop_request
 from s2s_sweep.images import ImageError, encode_png, to_uint8
-from s2s_sweep.methods import Method, denoise_image
+from s2s_sweep.methods import Method, denoise_image, load_seed, train_seed_task
 from s2s_sweep.results import SCHEMA, ResultsTable, compact_results, parquet_bytes, read_results
 from s2s_sweep.session import Session, connect_ray, oom_retries, open_session, write_record
-from s2s_sweep.store import DEFAULT_FALLBACK, HeldWrites, StoreLost, upload_fallback
+from s2s_sweep.store import DEFAULT_FALLBACK, HeldWrites, StoreLost, read_file, upload_fallback
 from s2s_sweep.tracking import RunTracker, contact_sheet, running_metrics, sheet_crop
 
 SOURCE_DIRS = ("model", "s2s_sweep")
@@ -188,6 +188,8 @@ class DatasetRun:
         self.compute_seconds = 0.0
         self.task = ray.remote(denoise_image)
         self.task_options = {"num_cpus": options.cpus_per_image, "num_gpus": gpus_per_image, "max_retries": options.max_retries, "retry_exceptions": False}
+        self.seed: ray.ObjectRef | None = None  # a warm start's seed network, in Ray's object store once
+        self.init_source: str | None = None
 
     def row(self, image_id: str, result: dict | None, error: str | None) -> dict:
         """Write the PNG (for a result) and record the row."""
@@ -195,6 +197,7 @@ class DatasetRun:
         row.update(
             **self.method.row_values(), run_id=self.run_id, image_id=image_id, status="failed" if error else "ok", error=error,
             code_version=self.version, config_hash=self.method.row_hash(result and result.get("precision")), finished_at=datetime.now(timezone.utc),
+            init_source=self.init_source,
         )  # fmt: skip
         if result is not None:
             output = f"images/{image_id}.png"
@@ -215,6 +218,34 @@ class DatasetRun:
     def bundle(self, plan: Plan) -> dict:
         bundle = {"CPU": self.options.cpus_per_image, "memory": plan.host_bytes}
         return {**bundle, "GPU": self.gpus_per_image} if self.gpus_per_image else bundle
+
+    def load_seed(self) -> None:
+        """A warm start's seed network into Ray's object store, once for the run: `init: PATH` reads
+        a saved one; `init: warm` reuses the run's seed.pt (a resume) or trains it on the dataset's
+        first `warm_images` images as one task, and saves it with the run and to MLflow."""
+        config = self.method.config
+        if not self.method.is_s2s or config.init == "cold":
+            return
+        if config.init != "warm":
+            data = read_file(config.init, "init:")
+            self.init_source = f"{config.init} sha256:{hashlib.sha256(data).hexdigest()[:12]}"
+        else:
+            seed_ids = self.dataset.ids[: config.warm_images]
+            self.init_source = f"run {self.run_id} seed.pt, {config.steps} steps on {', '.join(seed_ids)}"
+            data = self.store.read_bytes(f"{self.folder}/seed.pt")
+            if data is not None:
+                print(f"seed: reusing this run's seed.pt ({self.init_source})", flush=True)
+            else:
+                print(f"seed: training on {', '.join(seed_ids)}, {config.steps} steps each", flush=True)
+                images = [self.dataset.load(image_id)[0] for image_id in seed_ids]
+                memory = max(self.method.plan(*image.shape[:2], max_node_memory(), self.device_type, image_id).host_bytes for image, image_id in zip(images, seed_ids))
+                task = ray.remote(train_seed_task).options(**self.task_options, memory=memory)
+                data, seconds = ray.get(task.remote(images, config, self.options.cpus_per_image))
+                self.compute_seconds += seconds
+                self.store.write_bytes(f"{self.folder}/seed.pt", data)
+                self.tracker.log_artifact_bytes("seed.pt", data)
+                print(f"seed: trained in {format_seconds(seconds)}; every image starts from it and trains {config.image_steps} steps", flush=True)
+        self.seed = ray.put(load_seed(data, config.init))
 
     def execute(self, sizes: dict[str, tuple[int, int]], progress: Progress) -> None:
         """Run every image of `sizes` ({id: (height, width)}), largest first, twice the live slots in flight.
@@ -259,7 +290,9 @@ class DatasetRun:
             return
         sheet = (sheet_crop(to_uint8(noisy)), None if clean is None else sheet_crop(to_uint8(clean))) if len(self.sheet) + len(pending) < SHEET_IMAGES else None
         clean_ref = None if clean is None else ray.put(clean)
-        ref = self.task.options(**self.task_options, memory=plan.host_bytes).remote(image_id, ray.put(noisy), clean_ref, self.method.fitted(plan), self.dataset.sigma, self.options.cpus_per_image)
+        ref = self.task.options(**self.task_options, memory=plan.host_bytes).remote(
+            image_id, ray.put(noisy), clean_ref, self.method.fitted(plan), self.dataset.sigma, self.options.cpus_per_image, self.seed
+        )  # fmt: skip
         pending[ref] = InFlight(image_id, pixels, sheet)
 
     def collect(self, ref: ray.ObjectRef, item: InFlight, progress: Progress) -> None:
@@ -327,6 +360,7 @@ def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> Run
     progress = Progress(len(dataset), keep, sum(height * width for height, width in sizes.values()))
     started = time.monotonic()
     try:
+        run.load_seed()
         run.execute(sizes, progress)
         run.table.flush()
         run.writes.retry(wait=True)

@@ -40,7 +40,7 @@ class OutputStore:
         self.uri = redact(self.location)  # how it is shown and recorded
         try:
             self.fs, self.root = pafs.FileSystem.from_uri(self.location)
-        except (pafs.ArrowInvalid, ValueError, OSError) as error:
+        except (ValueError, OSError) as error:  # pyarrow.ArrowInvalid is a ValueError
             raise StoreError(redact(f"--out {self.uri}: not a usable path or filesystem URI ({error})")) from None
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
 
@@ -86,6 +86,20 @@ class OutputStore:
 
     def exists(self, relative: str) -> bool:
         return self.fs.get_file_info(self.path(relative)).type != pafs.FileType.NotFound
+
+
+def read_file(location: str, what: str) -> bytes:
+    """The bytes of one file given by a local path or a filesystem URI (credentials as for --out);
+    one line naming `what` when it cannot be read."""
+    try:
+        if "://" in location:
+            fs, path = pafs.FileSystem.from_uri(adopt_credentials(location, what))
+        else:
+            fs, path = pafs.LocalFileSystem(), str(Path(location).expanduser().resolve())
+        with fs.open_input_stream(path) as stream:
+            return stream.read()
+    except (ValueError, OSError) as error:  # pyarrow.ArrowInvalid is a ValueError
+        raise StoreError(redact(f"{what} {location}: cannot read it ({str(error).splitlines()[0]})")) from None
 
 
 class HeldWrites:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from model.config import native_bf16
 from model.losses import write_random_iqa_weights

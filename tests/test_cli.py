@@ -37,7 +37,7 @@ def test_denoise_cli_with_the_iqa_loss_and_local_weights(tmp_path, astronaut_pai
 def test_denoise_cli_demo_needs_no_files(tmp_path):
     done = run_module("s2s_sweep.denoise", "--demo", "-o", str(tmp_path / "demo.png"), *FAST)
     assert done.returncode == 0, done.stderr
-    assert np.asarray(Image.open(tmp_path / "demo.png")).shape == (128, 128, 3)
+    assert np.asarray(Image.open(tmp_path / "demo.png")).shape == (64, 64, 3)
     assert "S2S+    PSNR" in done.stdout
 
 

@@ -129,7 +129,7 @@ def test_ray_job_stop_flushes_the_rows_and_ends_the_mlflow_run_as_killed(ray_hea
     submitted = subprocess.run(
         [BIN / "ray", "job", "submit", "--no-wait", "--address", ray_head["dashboard"], "--working-dir", str(REPO),
          "--runtime-env-json", json.dumps(runtime_env), "--",
-         "python", "-m", "s2s_sweep.run", "demo", "--set", "steps=40", "passes=2", "lambda_iqa=0", f"precision={FLOW_PRECISION}", "--out", str(out), "--flush-seconds", "3600"],
+         "python", "-m", "s2s_sweep.run", "demo", "--set", "steps=150", "passes=2", "lambda_iqa=0", f"precision={FLOW_PRECISION}", "--out", str(out), "--flush-seconds", "3600"],
         capture_output=True, text=True, timeout=300, env=ray_head["env"],
     )  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr[-3000:]
@@ -138,7 +138,7 @@ def test_ray_job_stop_flushes_the_rows_and_ends_the_mlflow_run_as_killed(ray_hea
     def logs() -> str:
         return subprocess.run([BIN / "ray", "job", "logs", "--address", ray_head["dashboard"], job_id], capture_output=True, text=True, timeout=60, env=ray_head["env"]).stdout
 
-    wait_until(lambda: "[1/5]" in logs(), 300, "the job's first image")  # recorded, but not flushed (flush every hour)
+    wait_until(lambda: "[1/4]" in logs(), 300, "the job's first image")  # recorded, but not flushed (flush every hour)
     stopped = subprocess.run([BIN / "ray", "job", "stop", "--address", ray_head["dashboard"], job_id], capture_output=True, text=True, timeout=120, env=ray_head["env"])
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     assert "terminated: finished work is recorded" in logs()

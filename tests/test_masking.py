@@ -52,7 +52,7 @@ def test_entries_of_a_mask_are_jointly_independent():
         windows = torch.stack([keep[o : keep.numel() - 16 + o : 16] for o in offsets])
         patterns = (windows * torch.tensor([[1], [2], [4], [8]])).sum(0)
         observed = torch.bincount(patterns, minlength=16).double()
-        kept = torch.tensor([bin(k).count("1") for k in range(16)], dtype=torch.float64)
+        kept = torch.tensor([k.bit_count() for k in range(16)], dtype=torch.float64)
         expected = patterns.numel() * (1 - p) ** kept * p ** (4 - kept)
         chi_square = ((observed - expected) ** 2 / expected).sum().item()
         assert chi_square < 50, (offsets, chi_square)  # P(chi2_15 > 50) ~ 1e-5

@@ -36,7 +36,7 @@ def test_demo_run_writes_images_parquet_and_mlflow_then_resumes_without_duplicat
     assert set(table.column("status").to_pylist()) == {"ok"}
     run_dir = tmp_path / "demo" / "r1"
     for image_id in dataset.ids:
-        assert np.asarray(Image.open(run_dir / "images" / f"{image_id}.png")).shape == (128, 128, 3)
+        assert np.asarray(Image.open(run_dir / "images" / f"{image_id}.png")).shape == (64, 64, 3)
     assert (run_dir / "config.yaml").is_file()
 
     frame = pd.read_parquet(run_dir / "results")
