@@ -9,7 +9,9 @@ of 128x128, 300 training steps, 50 passes. The paper protocol is the same comman
 Baselines: those of the runner (s2s_sweep/methods.py: CBM3D with `pip install -e ".[baselines]"`,
 scikit-image's non-local means and BayesShrink wavelets), given the dataset's true σ where it is
 known (CBSD68), else the σ estimated from each image.
-Metrics: s2s_sweep.metrics (8-bit PSNR/SSIM). Prints a table and writes JSON.
+Metrics: s2s_sweep.metrics (8-bit PSNR/SSIM). Prints a table, the S2S+ seconds per image projected
+to the paper protocol (4000 steps + 500 passes, at this λ_IQA and precision) and writes JSON.
+Runs unchanged on a GPU (`--device cuda`).
 """
 
 import argparse
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_core import PAPER_PASSES, PAPER_STEPS  # this folder is on the path of a script run from it
 from model.config import S2SConfig
 from model.denoiser import denoise
 from s2s_sweep.datasets import open_dataset
@@ -45,7 +48,7 @@ def main():
     parser.add_argument("--p", type=float, default=0.4)
     parser.add_argument("--lambda-iqa", type=float, default=0.0, help="0 by default: no IQA weights needed")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="S2S+ arithmetic (auto: bf16 where the hardware has it natively)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="S2S+ arithmetic (auto: fp32 until bf16 is measured equal, README Precision)")
     parser.add_argument("--json", default="benchmarks/results/bench_quality.json")
     args = parser.parse_args()
 
@@ -53,7 +56,14 @@ def main():
     dataset = open_dataset(args.dataset, args.data_root).select(limit=args.limit)
     if not dataset.has_clean:
         raise SystemExit(f"error: {args.dataset} has no clean references to score against")
-    methods = {"S2S+": lambda noisy, sigma: denoise(noisy, config).denoised, **{LABELS[name]: functools.partial(run_baseline, name) for name in BASELINES}}
+    paper_seconds = []  # S2S+ per image, projected to the paper protocol from this run's seconds per step and per pass
+
+    def s2s(noisy: np.ndarray, sigma: float) -> np.ndarray:
+        result = denoise(noisy, config)
+        paper_seconds.append(result.train_seconds / config.steps * PAPER_STEPS + result.inference_seconds / config.passes * PAPER_PASSES)
+        return result.denoised
+
+    methods = {"S2S+": s2s, **{LABELS[name]: functools.partial(run_baseline, name) for name in BASELINES}}
     scores = {name: {"psnr": [], "ssim": [], "seconds": []} for name in ["noisy", *methods]}
     for index, (image_id, noisy, clean) in enumerate(dataset, 1):
         noisy, clean = centre_crop(noisy, args.crop), centre_crop(clean, args.crop)
@@ -73,8 +83,10 @@ def main():
     print(f"{'method':>10} {'PSNR':>7} {'SSIM':>7} {'s/image':>8}")
     for name, row in summary.items():
         print(f"{name:>10} {row['psnr']:7.2f} {row['ssim']:7.4f} {row['seconds']:8.1f}")
+    projected = float(np.mean(paper_seconds))
+    print(f"S2S+ under the paper protocol ({PAPER_STEPS} steps + {PAPER_PASSES} passes, λ_IQA {config.lambda_iqa:g}) on this device: {projected / 60:.1f} min per image (projected)")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    report = {"args": vars(args), "config": config.__dict__, "images": list(dataset.ids), "summary": summary, "per_image": scores}
+    report = {"args": vars(args), "config": config.__dict__, "images": list(dataset.ids), "summary": summary, "per_image": scores, "paper_protocol_seconds_per_image": projected}
     Path(args.json).write_text(json.dumps(report, indent=2))
     print(f"wrote {args.json}")
 

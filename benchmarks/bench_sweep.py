@@ -48,8 +48,8 @@ def main():
 
     space = load_space(args.space)
     ray.init(log_to_driver=False)
-    ids, images, checkpoints, base_fields = sweep_inputs(open_dataset("demo"), space, S2SConfig(lambda_iqa=0.0), args.seed)
-    trainable = make_trainable(images, base_fields, checkpoints, space)
+    ids, images, seed_images, checkpoints, base_fields = sweep_inputs(open_dataset("demo"), space, S2SConfig(lambda_iqa=0.0), args.seed)
+    trainable = make_trainable(images, seed_images, base_fields, checkpoints, space)
     p = space.search["p"]
     grid = [round(x, 6) for x in np.arange(p.low, p.high + p.step / 2, p.step)]
     common = {"metric": METRIC, "mode": "max", "max_concurrent_trials": space.concurrency}

@@ -57,6 +57,7 @@ class SearchSpace:
     grace_images: int
     reduction_factor: int
     steps_within_db: float = 0.05  # the saved best takes the fewest steps this close to its curve's peak
+    inits: tuple[str, ...] = ("cold",)  # starts searched: cold and/or warm (README, Warm starts)
 
 
 def space_file_for(dataset: str) -> Path:
@@ -122,7 +123,9 @@ def load_space(path: str | Path) -> SearchSpace:
     datasets = content.get("datasets")
     _require(isinstance(datasets, list) and all(isinstance(d, str) for d in datasets), f"{where}: datasets", "a list of names", datasets)
     paper = run_overrides(content.get("paper"), f"{where}: paper")  # keys known, values in range
-    search = _mapping(content, "search", where, {*SEARCHED, "passes"}, {"steps_within_db"})
+    search = _mapping(content, "search", where, {*SEARCHED, "passes"}, {"steps_within_db", "init"})
+    inits = search.get("init", ["cold"])
+    _require(isinstance(inits, list) and inits and set(inits) <= {"cold", "warm"} and len(set(inits)) == len(inits), f"{where}: search.init", "a list of cold and/or warm", inits)
     subset = _mapping(content, "subset", where, {"size", "seed"})
     budget = _mapping(content, "budget", where, {"trials", "concurrency"})
     resources = _mapping(content, "resources", where, {"cpus_per_trial", "gpus_per_trial"})
@@ -142,6 +145,7 @@ def load_space(path: str | Path) -> SearchSpace:
         grace_images=_number(stopping["grace_images"], f"{where}: early_stopping.grace_images", 1, integer=True),
         reduction_factor=_number(stopping["reduction_factor"], f"{where}: early_stopping.reduction_factor", 2, integer=True),
         steps_within_db=_number(search.get("steps_within_db", 0.05), f"{where}: search.steps_within_db", 0),
+        inits=tuple(inits),
     )
 
 

@@ -169,6 +169,8 @@ def protocol_notes(run: Run) -> list[str]:
         notes.append(f"{int((ok['crop'] > 0).sum())} of {len(ok)} images trained on crops")
     if (ok["precision"] == "bf16").any():
         notes.append("bf16 arithmetic")
+    if s.get("init", "cold") != "cold" and len(ok):  # rows record the steps each image trained and where its start came from
+        notes.append(f"warm starts from {ok['init_source'].iloc[0]}, {int(ok['steps'].iloc[0])} steps per image; the paper trains each image from scratch")
     if s.get("quantize") == "round":
         notes.append("output rounded to 8 bits (the authors' code truncates)")
     return notes

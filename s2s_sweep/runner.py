@@ -16,6 +16,9 @@ Memory: every image is planned from its size (file header, no decoding; model/me
 its task asks Ray for that much memory, images go largest first, and an image that cannot
 fit any node becomes a failed row before it starts.
 
+Warm starts (`init: warm`): one task first trains the seed network, the run saves it as
+seed.pt and puts it in the object store once, and every image's task starts from it (load_seed).
+
 Faults: a task whose worker or node dies is retried by Ray (`max_retries`; a task killed by
 Ray's memory monitor `OOM_RETRIES` times); an error in the image itself (corrupt file, too
 small) is not retried: it becomes a `failed` row and the rest goes on. Resume: a run id

@@ -10,7 +10,10 @@ Steps are the fidelity axis, not a separate dimension: each image is trained onc
 the largest step budget of the search space, and at every step checkpoint the cheap
 ensemble (`search.passes` passes) is scored. One training thus yields the whole
 PSNR-vs-steps curve, and a trial's steps are the checkpoint where its mean curve peaks;
-no configuration is retrained for a smaller budget. Nor twice: a trial's result depends on
+no configuration is retrained for a smaller budget. With `init: [cold, warm]` under `search:`
+the start is a dimension too: a warm trial first trains a seed network on the dataset's first
+`warm_images` images (the largest step checkpoint each, its p and λ_IQA), once per trial, and
+its curve is then the warm images' PSNR against `warm_steps`. Nor twice: a trial's result depends on
 its configuration alone, so the searcher never suggests one already tried (UniqueConfigSearch),
 and a search over a discrete space ends when every configuration has been tried.
 
@@ -35,7 +38,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from model.config import S2SConfig
-from model.denoiser import denoise_at_steps
+from model.denoiser import denoise_at_steps, train_seed
 from model.losses import IQAWeightsMissing, ensure_iqa_weights
 from s2s_sweep.configs import ConfigError, SearchSpace
 from s2s_sweep.datasets import Dataset
@@ -83,6 +86,8 @@ class DefineSpace:
     space: SearchSpace
 
     def __call__(self, trial) -> None:
+        if len(self.space.inits) > 1:
+            trial.suggest_categorical("init", list(self.space.inits))
         p = self.space.search["p"]
         trial.suggest_float("p", p.low, p.high, step=p.step, log=p.log)
         lam = self.space.search["lambda_iqa"]
@@ -106,12 +111,16 @@ def config_grid(space: SearchSpace) -> list[dict] | None:
     searched dimension is continuous."""
     ps, lam = range_values(space.search["p"]), space.search["lambda_iqa"]
     if lam.fixed_zero:
-        return None if ps is None else [{"p": p} for p in ps]
-    lambdas = range_values(lam)
-    if ps is None or lambdas is None:
-        return None
-    iqa = [{"use_iqa": True, "lambda_iqa": value} if lam.allow_zero else {"lambda_iqa": value} for value in lambdas]
-    return [{"p": p, **choice} for p in ps for choice in ([{"use_iqa": False}] if lam.allow_zero else []) + iqa]
+        points = None if ps is None else [{"p": p} for p in ps]
+    else:
+        lambdas = range_values(lam)
+        if ps is None or lambdas is None:
+            return None
+        iqa = [{"use_iqa": True, "lambda_iqa": value} if lam.allow_zero else {"lambda_iqa": value} for value in lambdas]
+        points = [{"p": p, **choice} for p in ps for choice in ([{"use_iqa": False}] if lam.allow_zero else []) + iqa]
+    if points is None or len(space.inits) == 1:
+        return points
+    return [{"init": init, **point} for init in space.inits for point in points]
 
 
 def config_key(params: dict) -> tuple:
@@ -166,6 +175,8 @@ def paper_point(space: SearchSpace) -> dict:
     """The paper configuration as Optuna's first trial."""
     lam, searched = space.paper.get("lambda_iqa", S2SConfig.lambda_iqa), space.search["lambda_iqa"]
     point = {"p": space.paper.get("p", S2SConfig.p)}
+    if len(space.inits) > 1:
+        point["init"] = space.paper.get("init", "cold")
     if searched.allow_zero:
         point["use_iqa"] = lam > 0
     if lam > 0 and not searched.fixed_zero:
@@ -173,15 +184,17 @@ def paper_point(space: SearchSpace) -> dict:
     return point
 
 
-def sweep_trial(config: dict, images: list, base: dict, checkpoints: list[int], passes: int, cpus: float) -> None:
-    """One Tune trial: train each subset image once, score every checkpoint, report after each image."""
+def sweep_trial(config: dict, images: list, seed_images: list, base: dict, checkpoints: list[int], passes: int, cpus: float) -> None:
+    """One Tune trial: train each subset image once (warm: from a seed trained first, once), score
+    every checkpoint, report after each image."""
     import torch
 
     torch.set_num_threads(max(1, int(cpus)))
-    run_config = S2SConfig(**{**base, "p": config["p"], "lambda_iqa": trial_lambda(config)})
+    run_config = S2SConfig(**{**base, "p": config["p"], "lambda_iqa": trial_lambda(config), "init": config.get("init", base["init"])})
+    seed = train_seed(seed_images, run_config) if run_config.init == "warm" else None
     psnr_curves, ssim_curves = [], []
     for done, (image_id, noisy, clean) in enumerate(images, 1):
-        estimates = denoise_at_steps(noisy, run_config, checkpoints, passes)
+        estimates = denoise_at_steps(noisy, run_config, checkpoints, passes, initial_state=seed)
         estimates = [to_uint8(estimate, run_config.quantize) for estimate in estimates]
         psnr_curves.append([calculate_psnr(e, clean) for e in estimates])
         ssim_curves.append([calculate_ssim(e, clean) for e in estimates])
@@ -200,19 +213,23 @@ def sweep_trial(config: dict, images: list, base: dict, checkpoints: list[int], 
         )
 
 
-def sweep_inputs(dataset: Dataset, space: SearchSpace, base: S2SConfig, seed: int) -> tuple[list[str], list, list[int], dict]:
-    """Subset ids, their loaded (id, noisy, clean) images, the step checkpoints and the trials' fixed settings."""
+def sweep_inputs(dataset: Dataset, space: SearchSpace, base: S2SConfig, seed: int) -> tuple[list[str], list, list, list[int], dict]:
+    """Subset ids, their loaded (id, noisy, clean) images, the noisy seed images of warm trials (the
+    dataset's first `warm_images`, as a warm run takes them), the step checkpoints and the trials' fixed settings."""
     ids = subset_ids(dataset, space)
     images = [(image_id, *dataset.load(image_id)) for image_id in ids]
+    seed_images = [dataset.load(image_id)[0] for image_id in dataset.ids[: base.warm_images]] if "warm" in space.inits else []
     checkpoints = step_checkpoints(space)
-    base_fields = {**asdict(base), "steps": max(checkpoints), "passes": space.search_passes, "seed": seed, "log_every": max(checkpoints)}
-    return ids, images, checkpoints, base_fields
+    base_fields = {**asdict(base), "steps": max(checkpoints), "passes": space.search_passes, "seed": seed, "log_every": max(checkpoints), "init": space.inits[0]}
+    return ids, images, seed_images, checkpoints, base_fields
 
 
-def make_trainable(images: list, base_fields: dict, checkpoints: list[int], space: SearchSpace):
+def make_trainable(images: list, seed_images: list, base_fields: dict, checkpoints: list[int], space: SearchSpace):
     """The Tune trainable: `sweep_trial` with the subset images in the object store and its resources."""
     return tune.with_resources(
-        tune.with_parameters(sweep_trial, images=images, base=base_fields, checkpoints=checkpoints, passes=space.search_passes, cpus=space.cpus_per_trial),
+        tune.with_parameters(
+            sweep_trial, images=images, seed_images=seed_images, base=base_fields, checkpoints=checkpoints, passes=space.search_passes, cpus=space.cpus_per_trial
+        ),
         {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
     )
 
@@ -239,19 +256,19 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
         except IQAWeightsMissing as error:
             raise IQAWeightsMissing(f"{error}; or search without it: lambda_iqa: 0 under search: in {space.path}") from None
     connect_ray(options.address)
-    ids, images, checkpoints, base_fields = sweep_inputs(dataset, space, base, options.seed)
+    ids, images, seed_images, checkpoints, base_fields = sweep_inputs(dataset, space, base, options.seed)
 
     tracker = RunTracker(uri, f"s2s-sweep/{dataset.key}", store)
     params = {
         "dataset": dataset.name, "sweep_id": sweep_id, "space": str(space.path), "trials": trials, "subset": ",".join(ids),
         "step_checkpoints": ",".join(map(str, checkpoints)), "eval_passes": space.search_passes, "concurrency": space.concurrency,
         "cpus_per_trial": space.cpus_per_trial, "gpus_per_trial": space.gpus_per_trial, "grace_images": space.grace_images,
-        "reduction_factor": space.reduction_factor, "seed": options.seed,
+        "reduction_factor": space.reduction_factor, "seed": options.seed, "init": ",".join(space.inits),
     }  # fmt: skip
     parent_id = tracker.start(f"{dataset.name} sweep {trials} trials {sweep_id}", params, resume_run_id=session.record.get("mlflow_run_id"), kind="sweep")
     write_record(session, "sweep.json", {"dataset": dataset.name, "sweep_id": sweep_id, "mlflow_run_id": parent_id})
     try:
-        best = search(dataset, space, trials, session, tracker, (ids, images, checkpoints, base_fields), options.seed)
+        best = search(dataset, space, trials, session, tracker, (ids, images, seed_images, checkpoints, base_fields), options.seed)
     except BaseException as error:
         tracker.finish("KILLED" if stop_request(error) else "FAILED")
         raise
@@ -263,9 +280,9 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
 
 def search(dataset: Dataset, space: SearchSpace, trials: int, session, tracker: RunTracker, inputs: tuple, seed: int) -> dict:
     """Run the Tune experiment (or restore it), write its tables, plots and best configuration."""
-    ids, images, checkpoints, base_fields = inputs
+    ids, images, seed_images, checkpoints, base_fields = inputs
     store, sweep_id, folder, parent_id = session.store, session.id, session.folder, tracker.run_id
-    trainable = make_trainable(images, base_fields, checkpoints, space)
+    trainable = make_trainable(images, seed_images, base_fields, checkpoints, space)
     storage = store.path(folder)  # a path inside store.fs, which Tune writes through
     tune_path = f"{storage}/tune"
     callbacks = [MLflowLoggerCallback(tracking_uri=session.tracking_uri, experiment_name=f"s2s-sweep/{dataset.key}", tags={"mlflow.parentRunId": parent_id, "s2s_sweep.kind": "trial"})]
@@ -295,7 +312,7 @@ def search(dataset: Dataset, space: SearchSpace, trials: int, session, tracker: 
     print(f"sweep {sweep_id}: {trials} trials on {len(ids)} images of {dataset.name} ({', '.join(ids)}), steps {checkpoints[0]}..{checkpoints[-1]}", flush=True)
     results = tuner.fit()
 
-    trials_table, curves_table = sweep_tables(results, sweep_id, len(ids), checkpoints)
+    trials_table, curves_table = sweep_tables(results, sweep_id, len(ids), checkpoints, space.inits[0])
     for name, table in (("trials", trials_table), ("curves", curves_table)):
         data = parquet_bytes(table)
         store.write_bytes(f"{folder}/{name}/dataset={dataset.key}/{name}.parquet", data)
@@ -319,7 +336,7 @@ def search(dataset: Dataset, space: SearchSpace, trials: int, session, tracker: 
         step=trials_table.num_rows,
     )  # fmt: skip
     print(
-        f"best: p {best['p']}, λ_IQA {best['lambda_iqa']:g}: {selection['chosen_steps']} steps at {selection['chosen_mean_psnr']:.2f} dB, "
+        f"best: {best.get('init', 'cold')} p {best['p']}, λ_IQA {best['lambda_iqa']:g}: {selection['chosen_steps']} steps at {selection['chosen_mean_psnr']:.2f} dB, "
         f"{selection['training_saved']:.0%} fewer than its peak ({selection['peak_steps']} steps, {selection['peak_mean_psnr']:.2f} dB; within {space.steps_within_db} dB); "
         f"the search took {device_seconds:,.0f} {device}-seconds",
         flush=True,
@@ -331,7 +348,7 @@ def tpe_sampler(seed: int):
     return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed)
 
 
-def sweep_tables(results, sweep_id: str, subset_size: int, checkpoints: list[int]) -> tuple[pa.Table, pa.Table]:
+def sweep_tables(results, sweep_id: str, subset_size: int, checkpoints: list[int], default_init: str) -> tuple[pa.Table, pa.Table]:
     """One row per trial, and one row per (trial, image, metric, step checkpoint) for the curves;
     the dataset is the tables' hive partition."""
     trial_rows, curve_rows = [], []
@@ -343,7 +360,7 @@ def sweep_tables(results, sweep_id: str, subset_size: int, checkpoints: list[int
         trial_id = result.path.rstrip("/").rsplit("/", 1)[-1]
         trial_rows.append(
             {
-                "sweep_id": sweep_id, "trial_id": trial_id, "p": config["p"], "lambda_iqa": trial_lambda(config),
+                "sweep_id": sweep_id, "trial_id": trial_id, "init": config.get("init", default_init), "p": config["p"], "lambda_iqa": trial_lambda(config),
                 "steps": last.get("best_steps"), "images_done": images_done, METRIC: last.get(METRIC), "mean_ssim": last.get("mean_ssim"),
                 "status": "error" if result.error else "ok", "error": str(result.error).splitlines()[-1][:500] if result.error else None,
                 "early_stopped": result.error is None and images_done < subset_size, "seconds": float(last.get("time_total_s", 0.0)),
@@ -380,8 +397,9 @@ def compute_front(curves: dict[str, list[tuple[int, float]]]) -> list[tuple[int,
 
 def best_config(trials: pa.Table, curves: pa.Table, space: SearchSpace) -> tuple[dict, dict]:
     """The best trial that scored every subset image, as run settings (with the paper's pass
-    count), at the fewest steps whose mean PSNR is within `steps_within_db` of its curve's peak;
-    and the record of that choice (peak, chosen point, training saved)."""
+    count), at the fewest steps whose mean PSNR is within `steps_within_db` of its curve's peak
+    (for a warm trial: the warm steps, its seed trained the largest checkpoint); and the record
+    of that choice (peak, chosen point, training saved)."""
     rows = [r for r in trials.to_pylist() if r["status"] == "ok" and not r["early_stopped"] and r[METRIC] is not None]
     if not rows:
         raise NoTrialFinished("no trial finished the whole subset; raise --trials or check the trials' errors in the trials table")
@@ -393,7 +411,10 @@ def best_config(trials: pa.Table, curves: pa.Table, space: SearchSpace) -> tuple
         "trial_id": best["trial_id"], "within_db": space.steps_within_db, "peak_steps": peak_steps, "peak_mean_psnr": round(peak, 4),
         "chosen_steps": steps, "chosen_mean_psnr": round(psnr, 4), "training_saved": round(1 - steps / peak_steps, 4),
     }  # fmt: skip
-    return {"p": best["p"], "steps": steps, "lambda_iqa": best["lambda_iqa"], "passes": space.paper.get("passes", S2SConfig.passes)}, selection
+    settings = {"p": best["p"], "steps": steps, "lambda_iqa": best["lambda_iqa"], "passes": space.paper.get("passes", S2SConfig.passes)}
+    if best.get("init") == "warm":
+        settings |= {"init": "warm", "steps": step_checkpoints(space)[-1], "warm_steps": steps}
+    return settings, selection
 
 
 def sweep_plots(trials: pa.Table, curves: pa.Table, selection: dict) -> dict[str, bytes]:

@@ -130,3 +130,5 @@ def test_the_paper_column_says_how_a_short_run_differs_from_the_paper():
     assert protocol_notes(polyu) == ["2 images; the paper tests 30 of the 100 crops, which the paper does not name", "σ estimated from each image",
                                      "CBM3D of the bm3d package (profile np); the paper does not say which"]  # fmt: skip
     assert summary_rows([Run("demo", "demo", "r", polyu.settings, rows)])[0]["paper PSNR / SSIM"] == "–"
+    warm = Run("cbsd68-25", "cbsd68-25", "w", {**s2s.settings, "init": "warm"}, rows.assign(steps=150, init_source="run w seed.pt, 300 steps on 0000"))
+    assert "warm starts from run w seed.pt, 300 steps on 0000, 150 steps per image; the paper trains each image from scratch" in protocol_notes(warm)

@@ -23,7 +23,7 @@ from model.denoiser import denoise, denoise_at_steps
 from s2s_sweep.configs import SPACES_DIR, ConfigError, load_space
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.sweep import (
-    CURVE_SCHEMA, DefineSpace, SweepOptions, UniqueConfigSearch, best_config, compute_front, config_grid, mean_psnr_curves, paper_point,
+    CURVE_SCHEMA, DefineSpace, SweepOptions, UniqueConfigSearch, best_config, compute_front, config_grid, config_key, mean_psnr_curves, paper_point,
     run_sweep, step_checkpoints, subset_ids, tpe_sampler,
 )  # fmt: skip
 
@@ -243,3 +243,49 @@ def test_run_with_sweep_searches_lambda_iqa_then_runs_the_dataset_with_the_best(
     client = mlflow.MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("s2s-sweep/demo").experiment_id], "tags.`s2s_sweep.kind` = 'dataset-run'")
     assert [r.data.params["config_source"] for r in runs] == [f"sweep {sweep_dir.name}"]
+
+
+WARM_SPACE = SPACE.replace("  lambda_iqa: 0\n", "  lambda_iqa: 0\n  init: [cold, warm]\n").replace(
+    "p: {low: 0.2, high: 0.8, step: 0.1}", "p: {low: 0.4, high: 0.5, step: 0.1}"
+).replace("subset: {size: 2, seed: 0}", "subset: {size: 1, seed: 0}")
+
+
+def test_the_start_is_a_dimension_warm_trials_train_their_seed_once_and_the_best_records_warm_steps(tmp_path, monkeypatch):
+    space_path = tmp_path / "warm.yaml"
+    space_path.write_text(WARM_SPACE)
+    space = load_space(space_path)
+    assert space.inits == ("cold", "warm") and paper_point(space) == {"p": 0.4, "init": "cold"}
+    assert sorted(config_key(point) for point in config_grid(space)) == sorted(
+        config_key({"init": init, "p": p}) for init in ("cold", "warm") for p in (0.4, 0.5)
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(WARM_SPACE.replace("init: [cold, warm]", "init: [cold, hot]"))
+    with pytest.raises(ConfigError, match=r"bad.yaml: search.init: expected a list of cold and/or warm"):
+        load_space(bad)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        best = run_sweep(open_dataset("demo"), space, S2SConfig(lambda_iqa=0.0), SweepOptions(out=str(tmp_path), sweep_id="w", trials=4)).best
+    finally:
+        ray.shutdown()
+    trials = pd.read_parquet(tmp_path / "demo" / "sweeps" / "w" / "trials")
+    assert sorted(zip(trials["init"], trials["p"].round(6))) == [("cold", 0.4), ("cold", 0.5), ("warm", 0.4), ("warm", 0.5)]  # the grid, each once
+    if best.get("init") == "warm":
+        assert best["steps"] == 12 and best["warm_steps"] in (4, 8, 12)
+    else:
+        assert "warm_steps" not in best and best["steps"] in (4, 8, 12)
+    warm, cold = (trials[trials["init"] == kind].sort_values("p")["mean_psnr"].to_numpy() for kind in ("warm", "cold"))
+    assert (warm != cold).all()  # the warm trials started from their seed, not from a fresh network
+
+
+def test_the_best_of_a_warm_trial_is_its_seed_steps_and_the_fewest_warm_steps_near_its_peak(space_file):
+    space = load_space(space_file)
+    trials = pa.Table.from_pylist([{"trial_id": "w", "init": "warm", "p": 0.5, "lambda_iqa": 0.0, "status": "ok", "early_stopped": False, "mean_psnr": 30.0}])
+    curves = pa.Table.from_pylist(
+        [{"sweep_id": "s", "trial_id": "w", "image_id": "x", "metric": "psnr", "steps": steps, "value": value} for steps, value in ((4, 29.0), (8, 29.98), (12, 30.0))],
+        schema=CURVE_SCHEMA,
+    )  # fmt: skip
+    best, selection = best_config(trials, curves, space)
+    assert best == {"p": 0.5, "steps": 12, "lambda_iqa": 0.0, "passes": 4, "init": "warm", "warm_steps": 8}
+    assert selection["chosen_steps"] == 8
