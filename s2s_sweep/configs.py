@@ -19,7 +19,8 @@ import yaml
 from model.config import S2SConfig
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
-RUN_FIELDS = tuple(f.name for f in dataclasses.fields(S2SConfig) if f.name not in ("device", "iqa_weights"))
+FLAG_FIELDS = ("device", "iqa_weights")  # where a run computes, given by --device and --iqa-weights, never by a config file
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(S2SConfig) if f.name not in FLAG_FIELDS)
 SEARCHED = ("p", "steps", "lambda_iqa")
 
 
@@ -203,6 +204,6 @@ def resolve_run_config(dataset: str, config: str, assignments: list[str], saved_
         content = yaml.safe_load(path.read_text())
         if isinstance(content, dict) and content.get("method", "s2s+") != "s2s+":  # a run's config.yaml records its method
             raise ConfigError(f"--config {config}: holds the settings of a {content['method']} run, not of S2S+; run it with --method {content['method']}")
-        recorded = ("method", "device", "iqa_weights")  # in a run's config.yaml, but given by --method, --device, --iqa-weights
+        recorded = ("method", *FLAG_FIELDS)  # in a run's config.yaml, but given by --method, --device, --iqa-weights
         values = run_overrides({k: v for k, v in content.items() if k not in recorded} if isinstance(content, dict) else content, str(path))
     return {**values, **parse_set(assignments)}

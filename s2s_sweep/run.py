@@ -20,7 +20,7 @@ import yaml
 
 from model.config import S2SConfig
 from model.losses import ensure_iqa_weights
-from s2s_sweep.configs import ConfigError, load_space, resolve_run_config, space_file_for
+from s2s_sweep.configs import FLAG_FIELDS, ConfigError, load_space, resolve_run_config, space_file_for
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.errors import (
     EXIT_BAD_INPUT, EXIT_BUG, EXIT_IMAGES_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUSES, EXIT_STORE_LOST, EXIT_TERMINATED,
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if method != "s2s+":
         check_baseline_arguments(args, method)
     if saved_method and args.config == "paper" and not args.set:  # resuming: the run's own settings
-        values = {k: v for k, v in asdict(saved_method.config).items() if k not in ("device", "iqa_weights")}
+        values = {k: v for k, v in asdict(saved_method.config).items() if k not in FLAG_FIELDS}
     else:
         values = resolve_run_config(args.dataset, args.config, args.set, (store.path(best), store.read_text(best) if args.config == "best" else None))
     try:

@@ -129,7 +129,7 @@ def test_ray_job_stop_flushes_the_rows_and_ends_the_mlflow_run_as_killed(ray_hea
     submitted = subprocess.run(
         [BIN / "ray", "job", "submit", "--no-wait", "--address", ray_head["dashboard"], "--working-dir", str(REPO),
          "--runtime-env-json", json.dumps(runtime_env), "--",
-         "python", "-m", "s2s_sweep.run", "demo", "--set", "steps=150", "passes=2", "lambda_iqa=0", f"precision={FLOW_PRECISION}", "--out", str(out), "--flush-seconds", "3600"],
+         "python", "-m", "s2s_sweep.run", "demo", "--set", "steps=60", "passes=2", "lambda_iqa=0", f"precision={FLOW_PRECISION}", "--out", str(out), "--flush-seconds", "3600"],
         capture_output=True, text=True, timeout=300, env=ray_head["env"],
     )  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr[-3000:]
