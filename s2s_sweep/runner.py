@@ -363,7 +363,8 @@ def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> Run
     progress = Progress(len(dataset), keep, sum(height * width for height, width in sizes.values()))
     started = time.monotonic()
     try:
-        run.load_seed()
+        if sizes:  # images left to do: their warm start's seed
+            run.load_seed()
         run.execute(sizes, progress)
         run.table.flush()
         run.writes.retry(wait=True)
