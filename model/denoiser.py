@@ -222,7 +222,7 @@ def train_seed(images: list[np.ndarray], config: S2SConfig) -> dict[str, torch.T
     for noisy in images:
         height, width, _ = noisy.shape
         fresh, padded = prepare(noisy, config)
-        net = net or fresh
+        net = fresh if net is None else net
         plan = fit_memory(height, width, config, memory_budget(config, padded.device), padded.device.type)
         train(net, padded, height, width, config, plan)
     return {name: tensor.detach().cpu() for name, tensor in net.state_dict().items()}

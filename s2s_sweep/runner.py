@@ -55,6 +55,7 @@ from s2s_sweep.results import SCHEMA, ResultsTable, compact_results, parquet_byt
 from s2s_sweep.session import Session, connect_ray, oom_retries, open_session, write_record
 from s2s_sweep.store import DEFAULT_FALLBACK, HeldWrites, StoreLost, read_file, upload_fallback
 from s2s_sweep.tracking import RunTracker, contact_sheet, running_metrics, sheet_crop
+from s2s_sweep.uris import adopt_credentials, redact
 
 SOURCE_DIRS = ("model", "s2s_sweep")
 SHEET_IMAGES = 4
@@ -231,7 +232,7 @@ class DatasetRun:
             return
         if config.init != "warm":
             data = read_file(config.init, "init:")
-            self.init_source = f"{config.init} sha256:{hashlib.sha256(data).hexdigest()[:12]}"
+            self.init_source = f"{redact(config.init)} sha256:{hashlib.sha256(data).hexdigest()[:12]}"
         else:
             seed_ids = self.dataset.ids[: config.warm_images]
             self.init_source = f"run {self.run_id} seed.pt, {config.steps} steps on {', '.join(seed_ids)}"
@@ -325,6 +326,8 @@ def max_node_memory() -> int:
 def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> RunOutcome:
     """Denoise every image of `dataset` on the connected Ray cluster (started locally if none)
     and return the run's full results table (including rows of earlier sessions of the run)."""
+    if "://" in config.init:  # a seed on object storage: its keys go where --out's go, never into config.yaml, rows or MLflow
+        config = config.replace(init=adopt_credentials(config.init, "init:"))
     method = Method(options.method, config)
     method.check_installed()
     session = open_session(options.out, options.mlflow_uri, lambda run_id: f"{dataset.key}/{run_id}", "run.json", options.run_id, options.resume)
