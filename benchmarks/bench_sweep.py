@@ -1,76 +1,249 @@
-"""TPE + ASHA against a full grid over the same search space: best PSNR reached and compute used.
+"""Is the sweep worth its compute? The sweep's own code replayed on the tabular landscape.
 
-Both run the same Tune trainable (s2s_sweep.sweep) on the same seeded subset of the demo
-set; steps come from each training's PSNR-vs-steps curve in both. Compute is counted in
-training steps actually run (images trained x steps per image) and in trial seconds.
-Goal: within 0.1 dB of the grid's best at <= 30% of its compute.
+For each noise kind of the landscape (benchmarks/bench_landscape.py), its images are split in two
+halves (alternately, in id order): searches choose on the first, the configuration each saves is
+scored on the second (held out). Strategies:
+- tpe_asha:    the sweep as shipped: s2s_sweep.sweep.make_tuner (Tune, UniqueConfigSearch with the
+               paper point first and sweep.tpe_sampler, ASHA on images done, steps read off each
+               curve, best_config's cost-aware steps), with a trial evaluating ReplayLandscape
+               (table look-ups) instead of TrainImages (training): --seeds seeds;
+- random_asha: the same with Optuna's RandomSampler: --seeds seeds;
+- grid:        every p on every search image, the best by best_config;
+- paper:       the kind's paper p at the table's largest step count, no search.
+Regret: the grid's optimum (the largest mean PSNR over the search images of any (p, steps)) minus
+the mean PSNR over the search images of the configuration a strategy saves. Compute: the training
+steps it runs (images trained x the largest checkpoint), as a fraction of the grid's. Each search
+runs --trials trials one at a time (reproducible from its seed), and its best after every trial
+gives the regret-vs-compute curve (--plot).
 
-    python benchmarks/bench_sweep.py [--space benchmarks/bench_sweep_space.yaml] [--trials 5]
+    python benchmarks/bench_sweep.py [--seeds 20] [--trials 7] [--json benchmarks/results/bench_sweep.json]
 """
 
 import argparse
 import json
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import optuna
+import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
 
-from model.config import S2SConfig
+from bench_landscape import objective_spearman
+from model.config import PAPER_DEFAULTS
 from s2s_sweep.configs import load_space
-from s2s_sweep.datasets import open_dataset
-from s2s_sweep.sweep import METRIC, DefineSpace, make_trainable, paper_point, sweep_inputs, tpe_sampler
+from s2s_sweep.errors import NoTrialFinished
+from s2s_sweep.sweep import (
+    CURVE_SCHEMA, ReplayLandscape, best_config, make_trainable, make_tuner, range_values, read_landscape, sweep_tables, tpe_sampler,
+)  # fmt: skip
+
+SPACE = Path(__file__).with_name("bench_sweep_space.yaml")
+GOAL_REGRET_DB, GOAL_COMPUTE = 0.1, 0.3  # the issue's goal: median regret <= 0.1 dB at <= 30% of the grid's compute
+SAMPLERS = {"tpe_asha": tpe_sampler, "random_asha": lambda seed: optuna.samplers.RandomSampler(seed=seed)}
 
 
-def summarise(results, subset_size: int, steps_per_image: int) -> dict:
-    best, images, seconds = -np.inf, 0, 0.0
-    for result in results:
-        history = result.metrics_dataframe
-        if history is None or history.empty:
+class Landscape:
+    """Mean PSNR of one kind's table over a set of images, per (p, steps)."""
+
+    def __init__(self, table: pa.Table):
+        self.frame = table.to_pandas()
+        self.frame["p"] = self.frame["p"].round(6)
+
+    def mean_psnr(self, image_ids: list[str]):
+        rows = self.frame[self.frame["image_id"].isin(image_ids)]
+        return rows.groupby(["p", "steps"])["psnr"].mean()
+
+    def at(self, image_ids: list[str], p: float, steps: int) -> float:
+        return float(self.mean_psnr(image_ids)[(round(p, 6), steps)])
+
+
+def replay(space, evaluation: ReplayLandscape, sampler, seed: int, trials: int, storage: str) -> list[tuple[int, dict]]:
+    """One search on the table: after each trial, (images trained so far, the settings it would save)."""
+    run_config = tune.RunConfig(name=f"replay-{seed}", storage_path=storage, verbose=0)
+    tuner = make_tuner(make_trainable(evaluation, space), space, trials, len(evaluation.image_ids), seed, run_config, sampler=sampler, concurrency=1)
+    results = tuner.fit()
+    trials_table, curves_table = sweep_tables(results, f"replay-{seed}", len(evaluation.image_ids), evaluation.checkpoints, "cold")
+    order = sorted(range(trials_table.num_rows), key=lambda index: trials_table["trial_number"][index].as_py())  # creation order
+    anytime, images = [], 0
+    for count, index in enumerate(order, 1):
+        images += trials_table["images_done"][index].as_py()
+        so_far = trials_table.take(order[:count])
+        try:
+            settings, _ = best_config(so_far, curves_table.filter(pc.is_in(curves_table["trial_id"], so_far["trial_id"])), space)
+        except NoTrialFinished:
+            settings = None
+        anytime.append((images, settings))
+    return anytime
+
+
+def evaluate(anytime: list[tuple[int, dict]], landscape: Landscape, search_ids, heldout_ids, optimum: float, grid_images: int, paper_heldout: float) -> dict:
+    """Regret, compute and held-out gain of what a search saves at its end, and its anytime curve."""
+    curve = [(images / grid_images, optimum - landscape.at(search_ids, s["p"], s["steps"])) for images, s in anytime if s is not None]
+    images, settings = anytime[-1]
+    return {
+        "p": settings["p"], "steps": settings["steps"], "regret_db": optimum - landscape.at(search_ids, settings["p"], settings["steps"]),
+        "compute_fraction": images / grid_images, "heldout_gain_db": landscape.at(heldout_ids, settings["p"], settings["steps"]) - paper_heldout,
+        "anytime": curve,
+    }  # fmt: skip
+
+
+def summarise(runs: list[dict]) -> dict:
+    regrets = np.array([run["regret_db"] for run in runs])
+    q25, q75 = np.percentile(regrets, [25, 75])
+    return {
+        "median_regret_db": float(np.median(regrets)), "regret_spread_db": float(q75 - q25), "regret_q25_db": float(q25), "regret_q75_db": float(q75),
+        "max_regret_db": float(regrets.max()), "compute_fraction": float(np.median([run["compute_fraction"] for run in runs])),
+        "heldout_gain_db": float(np.median([run["heldout_gain_db"] for run in runs])), "runs": runs,
+    }  # fmt: skip
+
+
+def regret_at(runs: list[dict], compute: float) -> float | None:
+    """Median over runs of the regret of the best each had saved within `compute` (None while
+    any had saved none: a run with nothing saved has no configuration to regret)."""
+    values = []
+    for run in runs:
+        reached = [regret for fraction, regret in run["anytime"] if fraction <= compute + 1e-9]
+        if not reached:
+            return None
+        values.append(reached[-1])
+    return float(np.median(values))
+
+
+def grid_tables(table: pa.Table, image_ids: list[str]) -> tuple[pa.Table, pa.Table]:
+    """The full grid as a finished sweep's trials and curves tables (one trial per p, every image):
+    best_config then picks from it as from any sweep."""
+    frame = table.to_pandas()
+    frame = frame[frame["image_id"].isin(image_ids)]
+    trials, curves = [], []
+    for p, rows in frame.groupby("p"):
+        trial_id = f"grid-p{p:.2f}"
+        means = rows.groupby("steps")["psnr"].mean()
+        trials.append({"trial_id": trial_id, "p": float(p), "lambda_iqa": 0.0, "status": "ok", "early_stopped": False, "mean_psnr": float(means.max())})
+        curves += [{"sweep_id": "grid", "trial_id": trial_id, "image_id": r.image_id, "metric": "psnr", "steps": r.steps, "value": r.psnr} for r in rows.itertuples()]
+    return pa.Table.from_pylist(trials), pa.Table.from_pylist(curves, schema=CURVE_SCHEMA)
+
+
+def complete_images(landscape: pa.Table, p_grid: list[float]) -> dict[str, pa.Table]:
+    """Per kind, the rows of the images that have the whole p grid (a table still being built has
+    some that do not); kinds with fewer than two such images (nothing to hold out) are left out."""
+    frame = landscape.to_pandas()
+    counts = frame.groupby(["dataset", "image_id"])["p"].nunique()
+    tables = {}
+    for kind in sorted(frame["dataset"].unique()):
+        images = [image_id for (k, image_id), count in counts.items() if k == kind and count == len(p_grid)]
+        if len(images) < 2:
+            print(f"{kind}: {len(images)} image(s) with the whole p grid; two or more are needed (one to search on, one to hold out): left out")
             continue
-        last = history.iloc[-1]
-        images += int(last["images_done"])
-        seconds += float(last["time_total_s"])
-        if int(last["images_done"]) == subset_size:
-            best = max(best, float(last[METRIC]))
-    return {"best_psnr": best, "trials": len(results), "training_steps": images * steps_per_image, "trial_seconds": seconds}
+        tables[kind] = landscape.filter(pc.and_(pc.equal(landscape["dataset"], kind), pc.is_in(landscape["image_id"], pa.array(images))))
+    return tables
 
 
-def main():
+def bench_kind(kind: str, table: pa.Table, space, args, storage: str) -> dict:
+    """Every strategy on one noise kind."""
+    image_ids = sorted(set(table["image_id"].to_pylist()))
+    search_ids, heldout_ids = image_ids[0::2], image_ids[1::2]
+    landscape = Landscape(table)
+    checkpoints = sorted(set(table["steps"].to_pylist()))
+    paper_p = PAPER_DEFAULTS[kind.split("-")[0]]["p"]
+    space = replace(space, paper={**space.paper, "p": paper_p}, subset_size=len(search_ids))
+    means = landscape.mean_psnr(search_ids)
+    optimum = float(means.max())
+    grid_images = means.index.get_level_values("p").nunique() * len(search_ids)
+    paper_heldout = landscape.at(heldout_ids, paper_p, checkpoints[-1])
+    evaluation = ReplayLandscape(table, search_ids, checkpoints)
+    print(f"{kind}: search on {', '.join(search_ids)}; held out {', '.join(heldout_ids)}; grid optimum {optimum:.2f} dB", flush=True)
+
+    strategies = {}
+    for name, sampler in SAMPLERS.items():
+        runs = []
+        for seed in range(args.seeds):
+            anytime = replay(space, evaluation, sampler(seed), seed, args.trials or space.trials, storage)
+            runs.append(evaluate(anytime, landscape, search_ids, heldout_ids, optimum, grid_images, paper_heldout))
+        strategies[name] = summarise(runs)
+        print(f"  {name}: {args.seeds} seeds replayed", flush=True)
+    grid, _ = best_config(*grid_tables(table, search_ids), space)
+    strategies["grid"] = summarise([evaluate([(grid_images, grid)], landscape, search_ids, heldout_ids, optimum, grid_images, paper_heldout)])
+    paper = {"p": paper_p, "steps": checkpoints[-1]}
+    strategies["paper"] = summarise([evaluate([(0, paper)], landscape, search_ids, heldout_ids, optimum, grid_images, paper_heldout)])
+    tpe, random = strategies["tpe_asha"]["runs"], strategies["random_asha"]["runs"]
+    fractions = sorted({f for run in tpe + random for f, _ in run["anytime"]})
+    frame = table.to_pandas()
+    return {
+        "search_images": search_ids, "heldout_images": heldout_ids, "paper_p": paper_p, "grid_optimum_psnr": optimum, "grid_images": grid_images,
+        "strategies": strategies, "heldout_gain_db": strategies["tpe_asha"]["heldout_gain_db"],
+        "objective_spearman": objective_spearman(frame)["mean"],
+        "equal_compute": [{"compute_fraction": f, "tpe_asha": regret_at(tpe, f), "random_asha": regret_at(random, f)} for f in fractions],
+    }  # fmt: skip
+
+
+def report(kinds: dict, trials: int) -> None:
+    print(f"\n{'kind':>10} {'strategy':>12} {'median regret':>13} {'IQR':>6} {'max':>6} {'compute':>8} {'held-out gain':>13}")
+    for kind, result in kinds.items():
+        for name, row in result["strategies"].items():
+            print(f"{kind:>10} {name:>12} {row['median_regret_db']:13.3f} {row['regret_spread_db']:6.3f} {row['max_regret_db']:6.3f} "
+                  f"{row['compute_fraction']:8.0%} {row['heldout_gain_db']:+13.3f}")  # fmt: skip
+    for kind, result in kinds.items():
+        tpe = result["strategies"]["tpe_asha"]
+        met = tpe["median_regret_db"] <= GOAL_REGRET_DB and tpe["compute_fraction"] <= GOAL_COMPUTE
+        at = next(row for row in result["equal_compute"] if row["compute_fraction"] >= tpe["compute_fraction"] - 1e-9)
+        print(f"{kind}: TPE+ASHA ({trials} trials) {tpe['median_regret_db']:.3f} dB median regret at {tpe['compute_fraction']:.0%} of the grid's compute "
+              f"(goal <= {GOAL_REGRET_DB} dB at <= {GOAL_COMPUTE:.0%}: {'met' if met else 'not met'}); random+ASHA at that compute: " + ("none saved yet" if at["random_asha"] is None else f"{at['random_asha']:.3f} dB"))  # fmt: skip
+        gain = result["heldout_gain_db"]
+        verdict = "beats" if gain > 0 else "does NOT beat"
+        print(f"{kind}: on the held-out images the sweep's best {verdict} the paper configuration (p {result['paper_p']}): {gain:+.3f} dB median"
+              + ("" if gain > 0 else " — not a result: the search did not generalise"))  # fmt: skip
+
+
+def plot(kinds: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4), constrained_layout=True, squeeze=False)
+    for axis, (kind, result) in zip(axes[0], kinds.items(), strict=True):
+        fractions = np.linspace(0, 1, 101)
+        for name, colour in (("tpe_asha", "tab:blue"), ("random_asha", "tab:orange")):
+            runs = result["strategies"][name]["runs"]
+            per_run = np.array([[next((r for f, r in reversed(run["anytime"]) if f <= x + 1e-9), np.inf) for x in fractions] for run in runs])
+            median, q25, q75 = (np.percentile(per_run, q, axis=0) for q in (50, 25, 75))  # inf (not drawn) until every run has saved a best
+            axis.plot(fractions, median, color=colour, label=f"{name} (median of {len(runs)} seeds)")
+            axis.fill_between(fractions, q25, q75, color=colour, alpha=0.2)
+        for name, marker in (("grid", "s"), ("paper", "^")):
+            row = result["strategies"][name]
+            axis.plot(row["compute_fraction"], row["median_regret_db"], marker, color="black", label=name)
+        axis.axhline(GOAL_REGRET_DB, color="grey", linestyle=":")
+        axis.axvline(GOAL_COMPUTE, color="grey", linestyle=":")
+        axis.set_title(kind)
+        axis.set_xlabel("compute (training steps, fraction of the grid's)")
+        axis.set_ylabel("regret (dB below the grid's optimum)")
+        axis.legend(fontsize=7)
+    figure.savefig(path, dpi=100)
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--space", default=str(Path(__file__).with_name("bench_sweep_space.yaml")))
-    parser.add_argument("--trials", type=int, help="TPE budget (default: the space's)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--landscape", default="benchmarks/results/landscape", help="folder of the landscape's Parquet files")
+    parser.add_argument("--space", default=str(SPACE))
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--trials", type=int, help="trials per search (default: the space file's budget)")
     parser.add_argument("--json", default="benchmarks/results/bench_sweep.json")
+    parser.add_argument("--plot", default="benchmarks/results/bench_sweep.png")
     args = parser.parse_args()
 
     space = load_space(args.space)
-    ray.init(log_to_driver=False)
-    ids, images, seed_images, checkpoints, base_fields = sweep_inputs(open_dataset("demo"), space, S2SConfig(lambda_iqa=0.0), args.seed)
-    trainable = make_trainable(images, seed_images, base_fields, checkpoints, space)
-    p = space.search["p"]
-    grid = [round(x, 6) for x in np.arange(p.low, p.high + p.step / 2, p.step)]
-    common = {"metric": METRIC, "mode": "max", "max_concurrent_trials": space.concurrency}
-
-    grid_results = tune.Tuner(trainable, param_space={"p": tune.grid_search(grid)}, tune_config=tune.TuneConfig(**common)).fit()
-    searcher = OptunaSearch(space=DefineSpace(space), points_to_evaluate=[paper_point(space)], sampler=tpe_sampler(args.seed), **{k: common[k] for k in ("metric", "mode")})
-    scheduler = ASHAScheduler(time_attr="images_done", max_t=len(ids), grace_period=space.grace_images, reduction_factor=space.reduction_factor)
-    tpe_results = tune.Tuner(
-        trainable, tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=args.trials or space.trials, **common)
-    ).fit()
-
-    rows = {"grid": summarise(grid_results, len(ids), max(checkpoints)), "tpe_asha": summarise(tpe_results, len(ids), max(checkpoints))}
-    gap = rows["grid"]["best_psnr"] - rows["tpe_asha"]["best_psnr"]
-    compute = rows["tpe_asha"]["training_steps"] / rows["grid"]["training_steps"]
-    print(f"{'search':>9} {'trials':>6} {'best PSNR':>9} {'train steps':>11} {'trial s':>8}")
-    for name, row in rows.items():
-        print(f"{name:>9} {row['trials']:6d} {row['best_psnr']:9.3f} {row['training_steps']:11d} {row['trial_seconds']:8.0f}")
-    print(f"TPE+ASHA is {gap:+.3f} dB from the grid's best at {100 * compute:.0f}% of its training steps (goal: <= 0.1 dB at <= 30%)")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"space": args.space, "subset": ids, "grid_p": grid, "rows": rows, "gap_db": gap, "compute_ratio": compute}, indent=2))
-    print(f"wrote {args.json}")
+    tables = complete_images(read_landscape(args.landscape), range_values(space.search["p"]))
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    with tempfile.TemporaryDirectory() as storage:
+        kinds = {kind: bench_kind(kind, table, space, args, storage) for kind, table in tables.items()}
+    ray.shutdown()
+    report(kinds, args.trials or space.trials)
+    Path(args.json).write_text(json.dumps({"landscape": args.landscape, "space": args.space, "seeds": args.seeds, "trials": args.trials or space.trials, "kinds": kinds}, indent=1))
+    plot(kinds, args.plot)
+    print(f"wrote {args.json} and {args.plot}")
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def run(args) -> None:
                 state = load_seed(kind, dataset, seed_id, config, args) if seed_id else None
                 steps = warm_steps if seed_id else cold_steps
                 started = time.perf_counter()
-                psnr, ssim = scores(denoise_at_steps(noisy, config, steps, args.passes, initial_state=state), clean)
+                psnr, ssim = scores([denoised for denoised, _ in denoise_at_steps(noisy, config, steps, args.passes, initial_state=state)], clean)
                 row = {
                     "dataset": kind, "image_id": image_id, "seed_image": seed_id, "seed_steps": args.seed_steps if seed_id else 0,
                     "steps": steps, "psnr": psnr, "ssim": ssim, "noisy_psnr": calculate_psnr(noisy, clean), "side": args.side,

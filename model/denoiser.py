@@ -14,6 +14,7 @@ import contextlib
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import psutil
@@ -143,15 +144,24 @@ def train(
     return losses
 
 
+class Estimate(NamedTuple):
+    """What the dropout ensemble gives for a padded image, both (1, C, H', W') in [0, 1]."""
+
+    denoised: torch.Tensor  # the mean of all passes (paper Eq. 8)
+    heldout: torch.Tensor  # per entry, the mean of the passes whose input mask dropped it (NaN where none did): a prediction that never saw that entry
+
+
 @torch.inference_mode()
-def ensemble(net: S2SPlusNet, noisy: torch.Tensor, config: S2SConfig, batch_size: int, on_batch: Callable[[int], None]) -> torch.Tensor:
-    """Mean of `passes` dropout passes over one padded piece (1, C, h, w), as (C, h, w) float32.
+def ensemble(net: S2SPlusNet, noisy: torch.Tensor, config: S2SConfig, batch_size: int, on_batch: Callable[[int], None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of `passes` dropout passes over one padded piece (1, C, h, w), and its held-out mean
+    (see Estimate), both (C, h, w) float32.
 
     Pass i draws its mask and dropout from its own generator seeded (seed, i), and the
     passes are summed in float64 in pass order: any batch size gives the sequential result.
     """
     device = noisy.device
     total = torch.zeros(noisy.shape[1:], dtype=torch.float64, device=device)
+    heldout_total, dropped_count = torch.zeros_like(total), torch.zeros_like(total)
     for start in range(0, config.passes, batch_size):
         count = min(batch_size, config.passes - start)
         generators = [make_generator(device, config.seed, INFERENCE_STREAM, i) for i in range(start, start + count)]
@@ -161,10 +171,13 @@ def ensemble(net: S2SPlusNet, noisy: torch.Tensor, config: S2SConfig, batch_size
             batch, masks = (t.contiguous(memory_format=torch.channels_last) for t in (batch, masks))
         with autocast(config, device):
             outputs = net(batch, masks, generators).double()
-        for output in outputs:
+        for output, mask in zip(outputs, masks):
             total += output
+            dropped = 1.0 - mask
+            heldout_total += output * dropped
+            dropped_count += dropped
         on_batch(count)
-    return (total / config.passes).float()
+    return (total / config.passes).float(), (heldout_total / dropped_count).float()
 
 
 @torch.inference_mode()
@@ -175,15 +188,16 @@ def infer(
     tile: int = 0,
     batch_size: int | None = None,
     on_pass: PassCallback | None = None,
-) -> torch.Tensor:
-    """The denoised padded image (1, C, H', W') in [0, 1]: the dropout ensemble, over the whole
-    image (tile 0) or tile by tile with smooth blending (model/tiles.py)."""
+) -> Estimate:
+    """The dropout ensemble's estimate of the padded image (1, C, H', W'), over the whole image
+    (tile 0) or tile by tile with smooth blending (model/tiles.py)."""
     device = noisy.device
     pieces = tiles(noisy.shape[-2], noisy.shape[-1], tile)
     piece_pixels = pieces[0][2].numel()
     free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
     batch_size = batch_size or passes_per_batch(config, piece_pixels, device.type, free)
     total = torch.zeros(noisy.shape[1:], device=device)
+    heldout_total = torch.zeros_like(total)
     weight_sum = torch.zeros(noisy.shape[-2:], device=device)
     done = 0
 
@@ -195,9 +209,11 @@ def infer(
 
     for rows, columns, weights in pieces:
         weights = weights.to(device)
-        total[:, rows, columns] += weights * ensemble(net, noisy[..., rows, columns], config, batch_size, count_passes)
+        mean, heldout = ensemble(net, noisy[..., rows, columns], config, batch_size, count_passes)
+        total[:, rows, columns] += weights * mean
+        heldout_total[:, rows, columns] += weights * heldout
         weight_sum[rows, columns] += weights
-    return (total / weight_sum).clamp(0.0, 1.0)[None]
+    return Estimate((total / weight_sum).clamp(0.0, 1.0)[None], (heldout_total / weight_sum).clamp(0.0, 1.0)[None])
 
 
 def prepare(noisy: np.ndarray, config: S2SConfig, initial_state: dict | None = None) -> tuple[S2SPlusNet, torch.Tensor]:
@@ -249,7 +265,7 @@ def denoise(
     started = time.perf_counter()
     losses = train(net, padded, height, width, config, plan, on_step)
     trained = time.perf_counter()
-    denoised = to_image(infer(net, padded, config, plan.tile, on_pass=on_pass), height, width)
+    denoised = to_image(infer(net, padded, config, plan.tile, on_pass=on_pass).denoised, height, width)
     return DenoiseResult(
         denoised=denoised,
         losses=losses,
@@ -260,16 +276,18 @@ def denoise(
     )
 
 
-def denoise_at_steps(noisy: np.ndarray, config: S2SConfig, steps: list[int], passes: int, initial_state: dict | None = None) -> list[np.ndarray]:
+def denoise_at_steps(noisy: np.ndarray, config: S2SConfig, steps: list[int], passes: int, initial_state: dict | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Train once up to max(steps) (fresh, or from `initial_state`) and return the `passes`-pass
-    estimate at each of `steps`: the PSNR-vs-steps curve of one training, the sweep's fidelity axis."""
+    (denoised, held-out) estimates (H, W, C) at each of `steps`: the PSNR-vs-steps curve of one
+    training, the sweep's fidelity axis; the held-out estimate scores it without a clean image."""
     height, width, _ = noisy.shape
     net, padded = prepare(noisy, config, initial_state)
     plan = fit_memory(height, width, config, memory_budget(config, padded.device), padded.device.type)
     estimates = []
 
     def estimate(step: int) -> None:
-        estimates.append(to_image(infer(net, padded, config.replace(passes=passes), plan.tile), height, width))
+        denoised, heldout = infer(net, padded, config.replace(passes=passes), plan.tile)
+        estimates.append((to_image(denoised, height, width), to_image(heldout, height, width)))
 
     train(net, padded, height, width, config.replace(steps=max(steps)), plan, checkpoints=set(steps), on_checkpoint=estimate)
     return estimates

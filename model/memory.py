@@ -35,8 +35,8 @@ TRAIN_WORKSPACE_BYTES = 350 * MB  # allocator and oneDNN workspace once a backwa
 PASS_WORKSPACE_BYTES = 130 * MB
 PROCESS_BYTES = {"cpu": 600 * MB, "cuda": 2500 * MB}  # interpreter, torch, libraries (and the CUDA context)
 # Copies of the image a run holds at once, per image pixel: the decoded float array, the padded
-# tensor, the weighted sum and weights of the tiles, the output array and its 8-bit PNG.
-IMAGE_BYTES_PER_PIXEL = 64
+# tensor, the weighted sums (estimate and held-out) and weights of the tiles, the output array and its 8-bit PNG.
+IMAGE_BYTES_PER_PIXEL = 80
 IQA_BYTES = 400 * MB  # PaQ-2-PiQ (ResNet-18) weights and workspace, when λ_IQA > 0
 IQA_BYTES_PER_PIXEL = 600
 

@@ -44,3 +44,22 @@ def calculate_ssim(img: np.ndarray, img2: np.ndarray) -> float:
             use_sample_covariance=False,
         )
     )
+
+
+def calculate_heldout_psnr(heldout: np.ndarray, noisy: np.ndarray) -> float:
+    """A no-reference score in dB: PSNR (data range 1, float, no rounding) of the held-out
+    estimate (model.denoiser.Estimate: per entry, the mean of the passes whose input dropped
+    it) against the noisy image, over the entries some pass dropped.
+
+    In the spirit of Noise2Self's self-supervised loss: were each prediction independent of its
+    entry's noise, E|prediction - noisy|^2 = E|prediction - clean|^2 + σ², so the score would rank
+    estimates as PSNR against the clean image does. It is not strictly so here: the weights were
+    trained on those very noisy values and may memorise them late in training; bench_landscape
+    measures how well it ranks (Spearman against PSNR)."""
+    if heldout.shape != noisy.shape:
+        raise ValueError(f"held-out PSNR: image shapes differ, {heldout.shape} vs {noisy.shape}")
+    predicted = np.isfinite(heldout)
+    if not predicted.any():
+        raise ValueError("held-out PSNR: no entry was dropped by any pass; use more passes")
+    error = np.mean((heldout[predicted].astype(np.float64) - noisy[predicted]) ** 2)
+    return float(10 * np.log10(1.0 / error))

@@ -25,11 +25,14 @@ MLflowLoggerCallback), the best configuration and plots as artifacts of the pare
 
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import optuna
 import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 from ray import tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
@@ -44,7 +47,7 @@ from s2s_sweep.configs import ConfigError, SearchSpace
 from s2s_sweep.datasets import Dataset
 from s2s_sweep.errors import NoTrialFinished, stop_request
 from s2s_sweep.images import to_uint8
-from s2s_sweep.metrics import calculate_psnr, calculate_ssim
+from s2s_sweep.metrics import calculate_heldout_psnr, calculate_psnr, calculate_ssim
 from s2s_sweep.results import parquet_bytes
 from s2s_sweep.session import connect_ray, open_session, write_record
 from s2s_sweep.tracking import RunTracker
@@ -184,54 +187,140 @@ def paper_point(space: SearchSpace) -> dict:
     return point
 
 
-def sweep_trial(config: dict, images: list, seed_images: list, base: dict, checkpoints: list[int], passes: int, cpus: float) -> None:
-    """One Tune trial: train each subset image once (warm: from a seed trained first, once), score
-    every checkpoint, report after each image."""
+CURVE_METRICS = ("psnr", "ssim", "heldout_psnr")  # read at every step checkpoint of every image
+
+
+def image_curves(estimates: list[tuple[np.ndarray, np.ndarray]], noisy: np.ndarray, clean: np.ndarray, quantize: str) -> dict[str, list[float]]:
+    """Each CURVE_METRICS value at every checkpoint of one training (denoise_at_steps' estimates)."""
+    denoised = [to_uint8(estimate, quantize) for estimate, _ in estimates]
+    return {
+        "psnr": [calculate_psnr(d, clean) for d in denoised],
+        "ssim": [calculate_ssim(d, clean) for d in denoised],
+        "heldout_psnr": [calculate_heldout_psnr(heldout, noisy) for _, heldout in estimates],
+    }
+
+
+@dataclass
+class TrainImages:
+    """What a trial evaluates in a sweep: each subset image trained once up to the largest checkpoint
+    (warm: from a seed network trained first, once per trial), every checkpoint scored."""
+
+    images: list  # (image_id, noisy, clean)
+    seed_images: list  # noisy images a warm trial's seed trains on
+    base: dict  # S2SConfig fields every trial shares
+    checkpoints: list[int]
+    passes: int
+
+    def curves(self, config: dict) -> Iterator[tuple[str, dict[str, list[float]]]]:
+        run_config = S2SConfig(**{**self.base, "p": config["p"], "lambda_iqa": trial_lambda(config), "init": config.get("init", self.base["init"])})
+        seed = train_seed(self.seed_images, run_config) if run_config.init == "warm" else None
+        for image_id, noisy, clean in self.images:
+            estimates = denoise_at_steps(noisy, run_config, self.checkpoints, self.passes, initial_state=seed)
+            yield image_id, image_curves(estimates, noisy, clean, run_config.quantize)
+
+
+# The tabular landscape (benchmarks/bench_landscape.py): one row per (image, p, step checkpoint).
+LANDSCAPE = pa.schema(
+    [("dataset", pa.string()), ("image_id", pa.string()), ("p", pa.float64()), ("steps", pa.int64()), ("psnr", pa.float64()), ("ssim", pa.float64()),
+     ("heldout_psnr", pa.float64()), ("noisy_psnr", pa.float64()), ("side", pa.int64()), ("passes", pa.int64()), ("precision", pa.string()),
+     ("device", pa.string()), ("seed", pa.int64()), ("seconds", pa.float64())]
+)  # fmt: skip
+
+
+def read_landscape(folder: str) -> pa.Table:
+    """Every kind's landscape table under `folder` (one Parquet file per kind)."""
+    files = sorted(Path(folder).glob("*.parquet"))
+    if not files:
+        raise ConfigError(f"{folder}: no landscape tables (*.parquet); build them with benchmarks/bench_landscape.py run")
+    return pa.concat_tables([pq.read_table(file, schema=LANDSCAPE) for file in files])
+
+
+@dataclass
+class ReplayLandscape:
+    """What a trial evaluates in a replayed sweep: the curves a landscape table holds for its
+    configuration, instead of training (only p is searched: the table has λ_IQA 0, cold starts)."""
+
+    table: pa.Table  # LANDSCAPE rows of one dataset
+    image_ids: list[str]
+    checkpoints: list[int]
+
+    def __post_init__(self):
+        self.rows = {}
+        for row in self.table.to_pylist():
+            self.rows[(row["image_id"], round(row["p"], 6), row["steps"])] = row
+
+    def curves(self, config: dict) -> Iterator[tuple[str, dict[str, list[float]]]]:
+        p = round(config["p"], 6)
+        for image_id in self.image_ids:
+            try:
+                rows = [self.rows[(image_id, p, steps)] for steps in self.checkpoints]
+            except KeyError:
+                raise ConfigError(f"landscape: no curve for image {image_id} at p {p} and steps {self.checkpoints}; search the table's p and steps") from None
+            yield image_id, {name: [row[name] for row in rows] for name in CURVE_METRICS}
+
+
+def sweep_trial(config: dict, evaluation: TrainImages | ReplayLandscape, checkpoints: list[int], cpus: float) -> None:
+    """One Tune trial: the curves of each subset image in turn, a report after each image (its
+    mean PSNR at the best checkpoint so far), so ASHA can stop it after any image."""
     import torch
 
     torch.set_num_threads(max(1, int(cpus)))
-    run_config = S2SConfig(**{**base, "p": config["p"], "lambda_iqa": trial_lambda(config), "init": config.get("init", base["init"])})
-    seed = train_seed(seed_images, run_config) if run_config.init == "warm" else None
-    psnr_curves, ssim_curves = [], []
-    for done, (image_id, noisy, clean) in enumerate(images, 1):
-        estimates = denoise_at_steps(noisy, run_config, checkpoints, passes, initial_state=seed)
-        estimates = [to_uint8(estimate, run_config.quantize) for estimate in estimates]
-        psnr_curves.append([calculate_psnr(e, clean) for e in estimates])
-        ssim_curves.append([calculate_ssim(e, clean) for e in estimates])
-        mean_curve = np.mean(psnr_curves, axis=0)
+    curves = {name: [] for name in CURVE_METRICS}
+    for done, (image_id, image) in enumerate(evaluation.curves(config), 1):
+        for name in CURVE_METRICS:
+            curves[name].append(image[name])
+        mean_curve = np.mean(curves["psnr"], axis=0)
         best = int(np.argmax(mean_curve))
         tune.report(
             {
                 METRIC: float(mean_curve[best]),
-                "mean_ssim": float(np.mean(ssim_curves, axis=0)[best]),
+                "mean_ssim": float(np.mean(curves["ssim"], axis=0)[best]),
                 "best_steps": checkpoints[best],
                 "images_done": done,
                 "image_id": image_id,
-                "image_psnr_curve": json.dumps(psnr_curves[-1]),
-                "image_ssim_curve": json.dumps(ssim_curves[-1]),
+                **{f"image_{name}_curve": json.dumps(image[name]) for name in CURVE_METRICS},
             }
         )
 
 
-def sweep_inputs(dataset: Dataset, space: SearchSpace, base: S2SConfig, seed: int) -> tuple[list[str], list, list, list[int], dict]:
-    """Subset ids, their loaded (id, noisy, clean) images, the noisy seed images of warm trials (the
-    dataset's first `warm_images`, as a warm run takes them), the step checkpoints and the trials' fixed settings."""
+def sweep_inputs(dataset: Dataset, space: SearchSpace, base: S2SConfig, seed: int) -> tuple[list[str], TrainImages]:
+    """Subset ids and what the trials evaluate on them: the loaded (id, noisy, clean) images, the
+    noisy seed images of warm trials (the dataset's first `warm_images`, as a warm run takes them),
+    the step checkpoints and the trials' fixed settings."""
     ids = subset_ids(dataset, space)
     images = [(image_id, *dataset.load(image_id)) for image_id in ids]
     seed_images = [dataset.load(image_id)[0] for image_id in dataset.ids[: base.warm_images]] if "warm" in space.inits else []
     checkpoints = step_checkpoints(space)
     base_fields = {**asdict(base), "steps": max(checkpoints), "passes": space.search_passes, "seed": seed, "log_every": max(checkpoints), "init": space.inits[0]}
-    return ids, images, seed_images, checkpoints, base_fields
+    return ids, TrainImages(images, seed_images, base_fields, checkpoints, space.search_passes)
 
 
-def make_trainable(images: list, seed_images: list, base_fields: dict, checkpoints: list[int], space: SearchSpace):
-    """The Tune trainable: `sweep_trial` with the subset images in the object store and its resources."""
+def make_trainable(evaluation: TrainImages | ReplayLandscape, space: SearchSpace):
+    """The Tune trainable: `sweep_trial` with what it evaluates in the object store, and its resources."""
     return tune.with_resources(
-        tune.with_parameters(
-            sweep_trial, images=images, seed_images=seed_images, base=base_fields, checkpoints=checkpoints, passes=space.search_passes, cpus=space.cpus_per_trial
-        ),
+        tune.with_parameters(sweep_trial, evaluation=evaluation, checkpoints=evaluation.checkpoints, cpus=space.cpus_per_trial),
         {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
     )
+
+
+def make_tuner(trainable, space: SearchSpace, trials: int, subset_size: int, seed: int, run_config: tune.RunConfig, sampler=None, concurrency: int | None = None) -> tune.Tuner:
+    """The search: UniqueConfigSearch (Optuna, the paper point first; TPE unless `sampler` is
+    given) and ASHA on images done, `trials` configurations at most."""
+    searcher = UniqueConfigSearch(
+        space=DefineSpace(space),
+        metric=METRIC,
+        mode="max",
+        points_to_evaluate=[paper_point(space)],
+        sampler=sampler or tpe_sampler(seed),
+        grid=config_grid(space),
+        seed=seed,
+    )
+    scheduler = ASHAScheduler(time_attr="images_done", max_t=subset_size, grace_period=space.grace_images, reduction_factor=space.reduction_factor)
+    tune_config = tune.TuneConfig(
+        metric=METRIC, mode="max", search_alg=searcher, scheduler=scheduler, num_samples=trials, max_concurrent_trials=concurrency or space.concurrency,
+        reuse_actors=True,  # a new trial starts in a finished one's process: no second import of torch and the rest
+    )  # fmt: skip
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
 
 
 @dataclass
@@ -256,7 +345,8 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
         except IQAWeightsMissing as error:
             raise IQAWeightsMissing(f"{error}; or search without it: lambda_iqa: 0 under search: in {space.path}") from None
     connect_ray(options.address)
-    ids, images, seed_images, checkpoints, base_fields = sweep_inputs(dataset, space, base, options.seed)
+    ids, evaluation = sweep_inputs(dataset, space, base, options.seed)
+    checkpoints = evaluation.checkpoints
 
     tracker = RunTracker(uri, f"s2s-sweep/{dataset.key}", store)
     params = {
@@ -268,7 +358,7 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
     parent_id = tracker.start(f"{dataset.name} sweep {trials} trials {sweep_id}", params, resume_run_id=session.record.get("mlflow_run_id"), kind="sweep")
     write_record(session, "sweep.json", {"dataset": dataset.name, "sweep_id": sweep_id, "mlflow_run_id": parent_id})
     try:
-        best = search(dataset, space, trials, session, tracker, (ids, images, seed_images, checkpoints, base_fields), options.seed)
+        best = search(dataset, space, trials, session, tracker, ids, evaluation, options.seed)
     except BaseException as error:
         tracker.finish("KILLED" if stop_request(error) else "FAILED")
         raise
@@ -278,11 +368,11 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
     return SweepOutcome(sweep_id, best)
 
 
-def search(dataset: Dataset, space: SearchSpace, trials: int, session, tracker: RunTracker, inputs: tuple, seed: int) -> dict:
+def search(dataset: Dataset, space: SearchSpace, trials: int, session, tracker: RunTracker, ids: list[str], evaluation: TrainImages, seed: int) -> dict:
     """Run the Tune experiment (or restore it), write its tables, plots and best configuration."""
-    ids, images, seed_images, checkpoints, base_fields = inputs
     store, sweep_id, folder, parent_id = session.store, session.id, session.folder, tracker.run_id
-    trainable = make_trainable(images, seed_images, base_fields, checkpoints, space)
+    checkpoints = evaluation.checkpoints
+    trainable = make_trainable(evaluation, space)
     storage = store.path(folder)  # a path inside store.fs, which Tune writes through
     tune_path = f"{storage}/tune"
     callbacks = [MLflowLoggerCallback(tracking_uri=session.tracking_uri, experiment_name=f"s2s-sweep/{dataset.key}", tags={"mlflow.parentRunId": parent_id, "s2s_sweep.kind": "trial"})]
@@ -290,25 +380,8 @@ def search(dataset: Dataset, space: SearchSpace, trials: int, session, tracker: 
         print(f"sweep {sweep_id}: restoring from {tune_path}", flush=True)
         tuner = tune.Tuner.restore(tune_path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=store.fs)
     else:
-        searcher = UniqueConfigSearch(
-            space=DefineSpace(space),
-            metric=METRIC,
-            mode="max",
-            points_to_evaluate=[paper_point(space)],
-            sampler=tpe_sampler(seed),
-            grid=config_grid(space),
-            seed=seed,
-        )
-        scheduler = ASHAScheduler(
-            time_attr="images_done", max_t=len(ids), grace_period=space.grace_images, reduction_factor=space.reduction_factor
-        )
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                metric=METRIC, mode="max", search_alg=searcher, scheduler=scheduler, num_samples=trials, max_concurrent_trials=space.concurrency
-            ),
-            run_config=tune.RunConfig(name="tune", storage_path=storage, storage_filesystem=store.fs, callbacks=callbacks, verbose=1),
-        )
+        run_config = tune.RunConfig(name="tune", storage_path=storage, storage_filesystem=store.fs, callbacks=callbacks, verbose=1)
+        tuner = make_tuner(trainable, space, trials, len(ids), seed, run_config)
     print(f"sweep {sweep_id}: {trials} trials on {len(ids)} images of {dataset.name} ({', '.join(ids)}), steps {checkpoints[0]}..{checkpoints[-1]}", flush=True)
     results = tuner.fit()
 
@@ -358,16 +431,18 @@ def sweep_tables(results, sweep_id: str, subset_size: int, checkpoints: list[int
         last = reports[-1] if reports else {}
         images_done = int(last.get("images_done", 0))
         trial_id = result.path.rstrip("/").rsplit("/", 1)[-1]
+        parts = trial_id.split("_")  # Tune names a trial's folder <trainable>_<id>_<creation index>_<params>_<date>
+        number = int(parts[parts.index(last["trial_id"]) + 1]) if last.get("trial_id") in parts else None
         trial_rows.append(
             {
-                "sweep_id": sweep_id, "trial_id": trial_id, "init": config.get("init", default_init), "p": config["p"], "lambda_iqa": trial_lambda(config),
+                "sweep_id": sweep_id, "trial_id": trial_id, "trial_number": number, "init": config.get("init", default_init), "p": config["p"], "lambda_iqa": trial_lambda(config),
                 "steps": last.get("best_steps"), "images_done": images_done, METRIC: last.get(METRIC), "mean_ssim": last.get("mean_ssim"),
                 "status": "error" if result.error else "ok", "error": str(result.error).splitlines()[-1][:500] if result.error else None,
                 "early_stopped": result.error is None and images_done < subset_size, "seconds": float(last.get("time_total_s", 0.0)),
             }
         )  # fmt: skip
         for report in reports:
-            for name in ("psnr", "ssim"):
+            for name in CURVE_METRICS:
                 for step, value in zip(checkpoints, json.loads(report[f"image_{name}_curve"]), strict=True):
                     curve_rows.append({"sweep_id": sweep_id, "trial_id": trial_id, "image_id": report["image_id"], "metric": name, "steps": step, "value": value})
     return pa.Table.from_pylist(trial_rows), pa.Table.from_pylist(curve_rows, schema=CURVE_SCHEMA)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from model.config import S2SConfig, native_bf16
-from model.denoiser import build_network, denoise, infer, make_optimizer, resolve_device, to_batch
+from model.denoiser import Estimate, build_network, denoise, ensemble, infer, make_optimizer, resolve_device, to_batch
+from model.masking import INFERENCE_STREAM, bernoulli_mask, make_generator
 from model.memory import passes_per_batch
 from s2s_sweep.metrics import calculate_psnr
 
@@ -19,19 +20,49 @@ def test_batched_inference_equals_sequential_for_any_batch_size(channels_last):
     net = build_network(3, config, CPU)
     noisy = to_batch(np.random.default_rng(0).random((40, 50, 3), dtype=np.float32), CPU)
     sequential = infer(net, noisy, config, batch_size=1)
-    assert sequential.shape == noisy.shape
-    assert 0.0 <= sequential.min().item() and sequential.max().item() <= 1.0
+    assert sequential.denoised.shape == sequential.heldout.shape == noisy.shape
+    assert 0.0 <= sequential.denoised.min().item() and sequential.denoised.max().item() <= 1.0
     for batch_size in (2, 3, 7):
-        torch.testing.assert_close(infer(net, noisy, config, batch_size=batch_size), sequential, rtol=0, atol=1e-6)
+        torch.testing.assert_close(infer(net, noisy, config, batch_size=batch_size), sequential, rtol=0, atol=1e-6, equal_nan=True)
 
 
 def test_inference_averages_distinct_dropout_passes():
     config = S2SConfig(passes=1, lambda_iqa=0.0)
     net = build_network(3, config, CPU)
     noisy = to_batch(np.full((64, 64, 3), 0.5, dtype=np.float32), CPU)
-    one = infer(net, noisy, config)
-    two = infer(net, noisy, config.replace(passes=2))
+    one = infer(net, noisy, config).denoised
+    two = infer(net, noisy, config.replace(passes=2)).denoised
     assert not torch.equal(one, two)
+
+
+def test_heldout_estimate_never_sees_the_entry_it_predicts():
+    """Noise2Self's J-invariance, per entry: its held-out prediction comes only from passes whose
+    input dropped it, so changing that entry's noisy value leaves it unchanged."""
+    config = S2SConfig(passes=6, lambda_iqa=0.0)
+    net = build_network(3, config, CPU)
+    image = np.random.default_rng(0).random((64, 64, 3), dtype=np.float32)
+
+    def unclamped(image):  # an untrained net's output lies mostly outside [0, 1]
+        mean, heldout = ensemble(net, to_batch(image, CPU), config, batch_size=2, on_batch=lambda count: None)
+        return Estimate(mean[None], heldout[None])
+
+    before = unclamped(image)
+    image[30, 20, 1] = 1.0 - image[30, 20, 1]  # an interior entry (reflect padding copies the border ones)
+    after = unclamped(image)
+    assert after.heldout[0, 1, 30, 20] == before.heldout[0, 1, 30, 20]
+    assert after.denoised[0, 1, 30, 20] != before.denoised[0, 1, 30, 20]  # the passes that kept it saw the change
+    never_dropped = before.heldout.isnan().float().mean().item()
+    assert abs(never_dropped - (1 - config.p) ** config.passes) < 0.01  # NaN exactly where no pass dropped the entry
+
+
+def test_heldout_estimate_of_one_pass_is_that_pass_where_it_dropped_the_entry():
+    config = S2SConfig(passes=1, lambda_iqa=0.0)
+    net = build_network(3, config, CPU)
+    noisy = to_batch(np.random.default_rng(2).random((64, 64, 3), dtype=np.float32), CPU)
+    estimate = infer(net, noisy, config)
+    kept = bernoulli_mask(noisy.shape[1:], config.p, [make_generator(CPU, config.seed, INFERENCE_STREAM, 0)], CPU)[0].bool()
+    assert estimate.heldout[0][kept].isnan().all()
+    assert torch.equal(estimate.heldout[0][~kept], estimate.denoised[0][~kept])
 
 
 def test_adam_is_fused_on_cuda_only():  # the CUDA half: test_cuda.py

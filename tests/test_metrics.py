@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from s2s_sweep.metrics import calculate_psnr, calculate_ssim
+from s2s_sweep.metrics import calculate_heldout_psnr, calculate_psnr, calculate_ssim
 
 RNG = np.random.default_rng(0)
 CLEAN = RNG.integers(0, 256, (48, 40, 3), dtype=np.uint8)
@@ -34,3 +34,14 @@ def test_grayscale_and_shape_mismatch():
     assert calculate_ssim(gray, gray) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="shapes differ"):
         calculate_psnr(gray, CLEAN)
+
+
+def test_heldout_psnr_scores_the_entries_some_pass_predicted():
+    noisy = np.full((4, 4, 3), 0.5, dtype=np.float32)
+    heldout = noisy + 0.1
+    heldout[0, 0, 0] = np.nan  # never dropped: no held-out prediction, not scored
+    assert calculate_heldout_psnr(heldout, noisy) == pytest.approx(20.0, abs=1e-4)  # MSE 0.01 on data range 1
+    with pytest.raises(ValueError, match="no entry was dropped"):
+        calculate_heldout_psnr(np.full_like(noisy, np.nan), noisy)
+    with pytest.raises(ValueError, match="shapes differ"):
+        calculate_heldout_psnr(heldout[:2], noisy)

@@ -53,7 +53,7 @@ def test_one_training_yields_the_whole_psnr_vs_steps_curve():
     image = np.random.default_rng(0).random((48, 48, 3), dtype=np.float32)
     config = S2SConfig(steps=99, passes=3, lambda_iqa=0.0, log_every=1)
     curve = denoise_at_steps(image, config, [2, 4], passes=3)
-    for steps, estimate in zip([2, 4], curve, strict=True):  # equal to separate trainings of those lengths
+    for steps, (estimate, _) in zip([2, 4], curve, strict=True):  # equal to separate trainings of those lengths
         assert np.allclose(estimate, denoise(image, config.replace(steps=steps)).denoised, atol=1e-6)
 
 
@@ -129,7 +129,7 @@ def test_sweep_on_demo_early_stops_records_everything_and_feeds_run_config_best(
     assert trials["early_stopped"].any(), "ASHA stopped no trial"
     assert (trials["p"].round(6) == 0.4).sum() == 1  # the paper point was tried, once
     curves = pd.read_parquet(tmp_path / "demo" / "sweeps" / "s1" / "curves")
-    assert set(curves["steps"]) == {4, 8, 12} and set(curves["metric"]) == {"psnr", "ssim"}
+    assert set(curves["steps"]) == {4, 8, 12} and set(curves["metric"]) == {"psnr", "ssim", "heldout_psnr"}
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("s2s-sweep/demo")

@@ -11,7 +11,7 @@ from conftest import FLOW_PRECISION, REPO
 
 from model.config import S2SConfig
 from model.denoiser import build_network, denoise, ensemble, infer, to_batch, train
-from model.memory import MB, WHOLE_IMAGE_PIXELS, DoesNotFit, estimate_memory, fit_memory
+from model.memory import IMAGE_BYTES_PER_PIXEL, MB, WHOLE_IMAGE_PIXELS, DoesNotFit, estimate_memory, fit_memory
 from model.tiles import CropSampler, tile_starts, tiles
 
 CPU = torch.device("cpu")
@@ -25,7 +25,7 @@ def test_whole_image_at_the_threshold_crops_and_tiles_above_it():
     assert (above.crop, above.batch, above.tile) == (256, WHOLE_IMAGE_PIXELS // 256**2, 512)
     assert above.train_bytes < 1.2 * at.train_bytes  # training memory no longer grows with the image
     huge = estimate_memory(6000, 8000, FAST)
-    assert huge.train_bytes - above.train_bytes < 64 * 6000 * 8000 + 1  # only the image copies grow
+    assert huge.train_bytes - above.train_bytes < IMAGE_BYTES_PER_PIXEL * 6000 * 8000 + 1  # only the image copies grow
 
 
 def test_budget_shrinks_tiles_then_batch_then_crop_and_reports_what_cannot_fit():
@@ -62,10 +62,10 @@ def test_one_tile_covering_the_image_equals_the_untiled_ensemble():
     config = FAST.replace(passes=3)
     net = build_network(3, config, CPU)
     padded = to_batch(np.random.default_rng(1).random((90, 200, 3), dtype=np.float32), CPU)
-    untiled = ensemble(net, padded, config, batch_size=1, on_batch=lambda count: None).clamp(0, 1)[None]
-    assert torch.equal(infer(net, padded, config, tile=0), untiled)
-    assert torch.equal(infer(net, padded, config, tile=256), untiled)  # 96 x 224 fits one 256 tile
-    assert not torch.equal(infer(net, padded, config, tile=192), untiled)  # two tiles across
+    untiled = ensemble(net, padded, config, batch_size=1, on_batch=lambda count: None)[0].clamp(0, 1)[None]
+    assert torch.equal(infer(net, padded, config, tile=0).denoised, untiled)
+    assert torch.equal(infer(net, padded, config, tile=256).denoised, untiled)  # 96 x 224 fits one 256 tile
+    assert not torch.equal(infer(net, padded, config, tile=192).denoised, untiled)  # two tiles across
 
 
 def test_tiles_overlap_and_cover_every_pixel_with_positive_weight():
@@ -86,7 +86,7 @@ def test_tiled_inference_of_a_flat_image_shows_no_seam():
     net = build_network(3, config, CPU)
     padded = to_batch(flat, CPU)
     train(net, padded, 128, 448, config, estimate_memory(128, 448, config))
-    tiled = infer(net, padded, config, tile=192)[0].mean(dim=(0, 1))  # column means (448,), 3 tiles across
+    tiled = infer(net, padded, config, tile=192).denoised[0].mean(dim=(0, 1))  # column means (448,), 3 tiles across
     steps = (tiled[1:] - tiled[:-1]).abs()
     borders = sorted({s for start in tile_starts(448, 192) for s in (start - 1, start + 191) if 0 <= s < 447})
     inside = torch.ones(447, dtype=torch.bool)

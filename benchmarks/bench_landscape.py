@@ -1,0 +1,139 @@
+"""The tabular landscape the sweep is replayed against (the convention of HPOBench / NAS-Bench).
+
+Once, with the project's own training (model.denoiser.denoise_at_steps): for each noise kind
+(CBSD68 σ = 25, PolyU real noise), its first --images images as centre crops of --side, every p
+of 0.30..0.95 by 0.05, one training to the largest --steps per (image, p), read out at each of
+--steps with --passes passes (s2s_sweep.sweep.TrainImages: what a sweep trial evaluates): PSNR, SSIM
+and the no-reference held-out PSNR (s2s_sweep.metrics.calculate_heldout_psnr). λ_IQA 0 (the real IQA weights are not to be had
+offline), bf16, seed 0. Each (image, p) training appends its rows to the kind's Parquet file as
+soon as it is done and a rerun skips what is there: run it in the background, one process per
+kind, in pieces. `summary` reports how well the held-out score ranks (p, steps) as PSNR does.
+
+    python benchmarks/bench_landscape.py run --data-root ../shared/data --kinds cbsd68-25 &
+    python benchmarks/bench_landscape.py run --data-root ../shared/data --kinds polyu &
+    python benchmarks/bench_landscape.py summary
+
+    duckdb -c "SELECT dataset, p, steps, avg(psnr) FROM 'benchmarks/results/landscape/*.parquet' GROUP BY ALL ORDER BY 4 DESC LIMIT 5"
+"""
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench_warm import KINDS, centre_crop, steps_list
+from model.config import S2SConfig
+from s2s_sweep.datasets import open_dataset
+from s2s_sweep.metrics import calculate_psnr
+from s2s_sweep.sweep import LANDSCAPE, TrainImages, read_landscape
+
+P_GRID = [round(0.30 + 0.05 * index, 2) for index in range(14)]  # 0.30 .. 0.95
+SPEARMAN_GOAL = 0.8  # the held-out score may drive a sweep where it ranks as PSNR does on both kinds
+
+
+def curve_rows(kind: str, image_id: str, noisy: np.ndarray, clean: np.ndarray, config: S2SConfig, steps: list[int], passes: int) -> list[dict]:
+    """One training of `noisy` up to max(steps), evaluated as a sweep trial evaluates it (TrainImages): a row per read-out."""
+    started = time.perf_counter()
+    evaluation = TrainImages([(image_id, noisy, clean)], [], asdict(config), steps, passes)
+    ((_, curves),) = evaluation.curves({"p": config.p, "lambda_iqa": config.lambda_iqa})
+    seconds = time.perf_counter() - started
+    fixed = {"dataset": kind, "image_id": image_id, "p": config.p, "noisy_psnr": calculate_psnr(noisy, clean), "side": noisy.shape[0], "passes": passes,
+             "precision": config.precision, "device": config.device, "seed": config.seed, "seconds": seconds}  # fmt: skip
+    return [{**fixed, "steps": step, **{name: values[index] for name, values in curves.items()}} for index, step in enumerate(steps)]
+
+
+def run(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    steps = steps_list(args.steps)
+    for kind in args.kinds:
+        path = Path(args.out) / f"{kind}.parquet"
+        table = pq.read_table(path) if path.exists() else None
+        done = set() if table is None else set(zip(table["image_id"].to_pylist(), table["p"].to_pylist()))
+        dataset = open_dataset(kind, args.data_root)
+        for image_id in dataset.ids[: args.images]:  # image by image: a partial table holds whole images
+            noisy, clean = (centre_crop(image, args.side) for image in dataset.load(image_id))
+            for p in P_GRID:
+                if (image_id, p) in done:
+                    continue
+                config = S2SConfig(p=p, lambda_iqa=0.0, precision=args.precision, device=args.device, seed=0)
+                rows = pa.Table.from_pylist(curve_rows(kind, image_id, noisy, clean, config, steps, args.passes), schema=LANDSCAPE)
+                table = rows if table is None else pa.concat_tables([table, rows])
+                path.parent.mkdir(parents=True, exist_ok=True)
+                pq.write_table(table, path.with_suffix(".tmp"))
+                path.with_suffix(".tmp").replace(path)  # a kill never leaves half a file
+                best = max(rows.to_pylist(), key=lambda row: row["psnr"])
+                print(f"{kind} {image_id} p {p}: best {best['psnr']:.2f} dB at {best['steps']} ({rows['seconds'][0].as_py():.0f} s)", flush=True)
+
+
+def spearman(a, b) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def objective_spearman(frame) -> dict:
+    """The held-out score's Spearman rank correlation with PSNR over every (p, steps) of each
+    image of one kind's table; their mean and minimum."""
+    per_image = {image_id: spearman(rows["psnr"], rows["heldout_psnr"]) for image_id, rows in frame.groupby("image_id")}
+    return {"mean": float(np.mean(list(per_image.values()))), "min": float(min(per_image.values())), "per_image": per_image}
+
+
+def summary(args) -> None:
+    """Per kind: how the held-out score ranks (p, steps) against PSNR, and what picking each
+    image's configuration by it instead of by PSNR would cost."""
+    frame = read_landscape(args.out).to_pandas()
+    result = {}
+    for kind, rows in frame.groupby("dataset"):
+        ranks = objective_spearman(rows)
+        picks = {}
+        for image_id, curve in rows.groupby("image_id"):
+            chosen = curve.loc[curve["heldout_psnr"].idxmax()]
+            picks[image_id] = {"p": float(chosen["p"]), "steps": int(chosen["steps"]), "loss_db": float(curve["psnr"].max() - chosen["psnr"])}
+        means = rows.groupby(["p", "steps"])[["psnr", "heldout_psnr"]].mean()
+        best = means["psnr"].idxmax()
+        result[kind] = {
+            "images": len(picks), "p_values": int(rows["p"].nunique()), "steps": sorted(map(int, rows["steps"].unique())),
+            "noisy_psnr": float(rows.groupby("image_id")["noisy_psnr"].first().mean()),
+            "best_mean": {"p": float(best[0]), "steps": int(best[1]), "psnr": float(means["psnr"].max())},
+            "objective_spearman": ranks["mean"], "objective_spearman_min": ranks["min"], "objective_spearman_per_image": ranks["per_image"],
+            "objective_spearman_of_means": spearman(means["psnr"], means["heldout_psnr"]), "pick_by_heldout": picks,
+        }  # fmt: skip
+        print(f"\n{KINDS.get(kind, kind)}: {len(picks)} images x {rows['p'].nunique()} p x {rows['steps'].nunique()} read-outs; noisy {result[kind]['noisy_psnr']:.2f} dB")
+        print(f"  best mean: p {best[0]}, {best[1]} steps, {means['psnr'].max():.2f} dB")
+        print(f"  held-out score vs PSNR, Spearman over (p, steps): mean over images {ranks['mean']:.3f}, worst {ranks['min']:.3f}; "
+              f"of the means over images {result[kind]['objective_spearman_of_means']:.3f}")  # fmt: skip
+        for image_id, pick in picks.items():
+            print(f"    {image_id}: ρ {ranks['per_image'][image_id]:.3f}; its best by the held-out score: p {pick['p']}, {pick['steps']} steps, {pick['loss_db']:.2f} dB below its best PSNR")
+    usable = bool(result) and all(entry["objective_spearman"] >= SPEARMAN_GOAL for entry in result.values())
+    print(f"\nheld-out score as a sweep objective: {'usable' if usable else 'not usable'} (goal: Spearman >= {SPEARMAN_GOAL} on every kind)")
+    Path(args.json).write_text(json.dumps({"kinds": result, "spearman_goal": SPEARMAN_GOAL, "objective_usable": usable}, indent=2))
+    print(f"wrote {args.json}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["run", "summary"])
+    parser.add_argument("--data-root")
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
+    parser.add_argument("--images", type=int, default=6, help="the first N images of each kind")
+    parser.add_argument("--side", type=int, default=96, help="centre crops of this side")
+    parser.add_argument("--steps", default="100,200,300,400,500,600,700,800")
+    parser.add_argument("--passes", type=int, default=50)
+    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (run one process per kind on a 2-core machine)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="benchmarks/results/landscape", help="folder of the per-kind Parquet files")
+    parser.add_argument("--json", default="benchmarks/results/bench_landscape.json")
+    args = parser.parse_args()
+    run(args) if args.command == "run" else summary(args)
+
+
+if __name__ == "__main__":
+    main()
