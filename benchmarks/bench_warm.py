@@ -4,9 +4,9 @@ Per noise kind (CBSD68 σ = 25, PolyU real noise), the first --images images, ce
 --side (0: whole images, the paper's protocol on a GPU), the kind's paper p, λ_IQA 0 (the real
 IQA weights are not to be had offline), the same seed everywhere:
 - cold: a fresh network, one training up to the largest --cold-steps, PSNR/SSIM at each of them;
-- warm: for each --seed-images image (not among the evaluated ones), a seed network trained
-  --seed-steps on it alone (model.denoiser.train_seed); every evaluated image then starts from
-  it (fresh Adam state) and is read out at each of --warm-steps.
+- warm: for each --seed-images seed (its images not among the evaluated ones), a seed network
+  trained --seed-steps on its image, or on each of its images in turn (model.denoiser.train_seed);
+  every evaluated image then starts from it (fresh Adam state) and is read out at each of --warm-steps.
 Each curve is appended to --pieces as soon as it is done and a rerun skips what is there, so it
 runs in the background, in pieces (one process per kind on a 2-core machine); seeds are kept in
 --seed-cache. The summary gives per kind the mean curves, the warm steps at which the mean warm
@@ -55,7 +55,7 @@ def scores(estimates: list[np.ndarray], clean: np.ndarray) -> tuple[list[float],
 
 
 def load_seed(kind: str, dataset, seed_id: str, config: S2SConfig, args) -> dict:
-    """The seed network's weights, trained once and kept in --seed-cache."""
+    """The seed network's weights (trained on the images of `seed_id`, "A" or "A+B", in turn), trained once and kept in --seed-cache."""
     import torch
 
     from model.denoiser import train_seed
@@ -63,9 +63,9 @@ def load_seed(kind: str, dataset, seed_id: str, config: S2SConfig, args) -> dict
     path = Path(args.seed_cache).expanduser() / f"{kind}-{seed_id}-side{args.side}-p{config.p}-{args.seed_steps}steps-{args.precision}-{args.device}.pt"
     if path.exists():
         return torch.load(path)
-    noisy, _ = (centre_crop(image, args.side) for image in dataset.load(seed_id))
+    images = [centre_crop(dataset.load(image_id)[0], args.side) for image_id in seed_id.split("+")]
     started = time.perf_counter()
-    state = train_seed([noisy], config.replace(steps=args.seed_steps))
+    state = train_seed(images, config.replace(steps=args.seed_steps))
     print(f"{kind} seed {seed_id}: {args.seed_steps} steps in {time.perf_counter() - started:.0f} s", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
@@ -84,7 +84,7 @@ def run(args) -> None:
     cold_steps, warm_steps = steps_list(args.cold_steps), steps_list(args.warm_steps)
     for kind in args.kinds:
         dataset = open_dataset(kind, args.data_root)
-        seed_ids = [dataset.ids[index] for index in map(int, args.seed_images.split(","))]
+        seed_ids = ["+".join(dataset.ids[int(index)] for index in spec.split("+")) for spec in args.seed_images.split(",")]
         config = S2SConfig(p=PAPER_DEFAULTS[kind.split("-")[0]]["p"], passes=args.passes, lambda_iqa=0.0, precision=args.precision, device=args.device, seed=0)
         for image_id in dataset.ids[: args.images]:
             noisy, clean = (centre_crop(image, args.side) for image in dataset.load(image_id))
@@ -172,7 +172,7 @@ def main() -> None:
     parser.add_argument("--data-root")
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
     parser.add_argument("--images", type=int, default=6, help="evaluated images: the first N of each kind")
-    parser.add_argument("--seed-images", default="10,11", help="indices of the images the seeds train on (not evaluated)")
+    parser.add_argument("--seed-images", default="10,11", help="seeds, by the indices of the images each trains on (not evaluated): 10,11 = two seeds; 10+21 = one seed trained on both")
     parser.add_argument("--side", type=int, default=128, help="centre crops of this side; 0 = whole images")
     parser.add_argument("--cold-steps", default="100,200,300,400,600,800,1000,1200")
     parser.add_argument("--warm-steps", default="100,200,300,400,500,600,800")

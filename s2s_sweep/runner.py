@@ -46,6 +46,7 @@ from ray.autoscaler.sdk import request_resources
 
 from model.config import S2SConfig
 from model.memory import MB, DoesNotFit, Plan
+from model.network import check_image_size
 from s2s_sweep.configs import ConfigError
 from s2s_sweep.datasets import Dataset, DatasetError
 from s2s_sweep.errors import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_TRACKING_BEHIND, IMAGE_ERRORS, stop_request
@@ -241,8 +242,7 @@ class DatasetRun:
                 print(f"seed: reusing this run's seed.pt ({self.init_source})", flush=True)
             else:
                 print(f"seed: training on {', '.join(seed_ids)}, {config.steps} steps each", flush=True)
-                images = [self.dataset.load(image_id)[0] for image_id in seed_ids]
-                memory = max(self.method.plan(*image.shape[:2], max_node_memory(), self.device_type, image_id).host_bytes for image, image_id in zip(images, seed_ids))
+                images, memory = self.seed_images(seed_ids)
                 task = ray.remote(train_seed_task).options(**self.task_options, memory=memory)
                 data, seconds = ray.get(task.remote(images, config, self.options.cpus_per_image))
                 self.compute_seconds += seconds
@@ -250,6 +250,20 @@ class DatasetRun:
                 self.tracker.log_artifact_bytes("seed.pt", data)
                 print(f"seed: trained in {format_seconds(seconds)}; every image starts from it and trains {config.image_steps} steps", flush=True)
         self.seed = ray.put(load_seed(data, config.init))
+
+    def seed_images(self, seed_ids: tuple[str, ...]) -> tuple[list[np.ndarray], int]:
+        """The noisy images a warm start's seed trains on, and the memory its task needs; an image
+        that cannot be one is a one-line error before anything is trained."""
+        images, memory = [], 0
+        for image_id in seed_ids:
+            try:
+                noisy = self.dataset.load(image_id)[0]
+                check_image_size(*noisy.shape[:2], name=f"{self.dataset.name}/{image_id}")
+                memory = max(memory, self.method.plan(*noisy.shape[:2], max_node_memory(), self.device_type, image_id).host_bytes)
+            except IMAGE_ERRORS as error:
+                raise ConfigError(f"init: warm: seed image {image_id} (the seed trains on the dataset's first {len(seed_ids)}): {error}; replace that image or start from a saved seed (init: PATH)") from None
+            images.append(noisy)
+        return images, memory
 
     def execute(self, sizes: dict[str, tuple[int, int]], progress: Progress) -> None:
         """Run every image of `sizes` ({id: (height, width)}), largest first, twice the live slots in flight.

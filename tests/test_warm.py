@@ -8,9 +8,11 @@ import pytest
 import ray
 import torch
 from conftest import run_module
+from PIL import Image
 
 from model.config import S2SConfig
 from model.denoiser import SeedMismatch, denoise, prepare, train_seed
+from s2s_sweep.configs import ConfigError
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.methods import Method, denoise_image, load_seed
 from s2s_sweep.runner import RunOptions, run_dataset
@@ -75,6 +77,16 @@ def test_a_warm_run_trains_its_seed_once_every_image_starts_from_it_and_a_resume
     assert from_file["init"].to_pylist() == ["file"]
     assert from_file["init_source"].to_pylist() == [f"{seed_file} sha256:{hashlib.sha256(data).hexdigest()[:12]}"]
     assert not (tmp_path / "demo" / "f" / "seed.pt").exists()
+
+
+def test_a_seed_image_the_network_cannot_take_is_a_one_line_error_before_any_training(local_ray, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(folder / "a_small.png")  # first in listing order: the seed's image
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / "b.png")
+    with pytest.raises(ConfigError, match=r"^init: warm: seed image a_small \(the seed trains on the dataset's first 1\): .*20x20 pixels is too small.*init: PATH\)$"):
+        run_dataset(open_dataset(f"folder:{folder}"), TINY.replace(init="warm"), RunOptions(out=str(tmp_path / "out"), run_id="s", flush_seconds=0))
+    assert not list((tmp_path / "out").rglob("seed.pt"))
 
 
 def test_denoise_cli_starts_from_a_saved_seed_and_refuses_a_file_that_is_not_one(tmp_path):
