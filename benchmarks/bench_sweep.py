@@ -8,6 +8,8 @@ scored on the second (held out). Strategies:
                curve, best_config's cost-aware steps), with a trial evaluating ReplayLandscape
                (table look-ups) instead of TrainImages (training): --seeds seeds;
 - random_asha: the same with Optuna's RandomSampler: --seeds seeds;
+- tpe_asha_startupN: with --tpe-startup N,...: TPE drawing its first N trials at random (the
+               shipped count is sweep.TPE_STARTUP_TRIALS), to choose that count;
 - grid:        every p on every search image, the best by best_config;
 - paper:       the kind's paper p at the table's largest step count, no search.
 Regret: the grid's optimum (the largest mean PSNR over the search images of any (p, steps)) minus
@@ -157,7 +159,8 @@ def bench_kind(kind: str, table: pa.Table, space, args, storage: str) -> dict:
     print(f"{kind}: search on {', '.join(search_ids)}; held out {', '.join(heldout_ids)}; grid optimum {optimum:.2f} dB", flush=True)
 
     strategies = {}
-    for name, sampler in SAMPLERS.items():
+    samplers = SAMPLERS | {f"tpe_asha_startup{n}": lambda seed, n=n: tpe_sampler(seed, n) for n in args.tpe_startup}
+    for name, sampler in samplers.items():
         runs = []
         for seed in range(args.seeds):
             anytime = replay(space, evaluation, sampler(seed), seed, args.trials or space.trials, storage)
@@ -230,6 +233,7 @@ def main() -> None:
     parser.add_argument("--space", default=str(SPACE))
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--trials", type=int, help="trials per search (default: the space file's budget)")
+    parser.add_argument("--tpe-startup", type=lambda text: [int(n) for n in text.split(",")], default=[], help="also replay TPE with these start-up trial counts, e.g. 2,4")
     parser.add_argument("--json", default="benchmarks/results/bench_sweep.json")
     parser.add_argument("--plot", default="benchmarks/results/bench_sweep.png")
     args = parser.parse_args()

@@ -417,8 +417,12 @@ def search(dataset: Dataset, space: SearchSpace, trials: int, session, tracker: 
     return best
 
 
-def tpe_sampler(seed: int):
-    return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed)
+TPE_STARTUP_TRIALS = 10  # Optuna's default; benchmarks/bench_sweep.py --tpe-startup measures others on the landscape
+
+
+def tpe_sampler(seed: int, startup_trials: int = TPE_STARTUP_TRIALS):
+    """Optuna's TPE, modelling p and λ_IQA jointly; its first `startup_trials` trials (the paper point among them) are drawn at random."""
+    return optuna.samplers.TPESampler(n_startup_trials=startup_trials, multivariate=True, group=True, seed=seed)
 
 
 def sweep_tables(results, sweep_id: str, subset_size: int, checkpoints: list[int], default_init: str) -> tuple[pa.Table, pa.Table]:

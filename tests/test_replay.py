@@ -1,5 +1,5 @@
-"""The sweep replayed on a tabular landscape: the same Tune + Optuna + ASHA code, trials looking
-curves up instead of training (s2s_sweep.sweep.ReplayLandscape), and bench_sweep.py on the
+"""The sweep replayed on a tabular landscape (trials look their curves up: s2s_sweep.sweep.ReplayLandscape;
+that a replay makes a trained sweep's choices is tested in test_sweep.py), and bench_sweep.py on the
 committed landscape table."""
 
 import json
@@ -10,55 +10,12 @@ import sys
 import pandas as pd
 import pyarrow as pa
 import pytest
-import ray
 from conftest import REPO
-from ray import tune
 
-from model.config import S2SConfig
-from s2s_sweep.configs import ConfigError, load_space
-from s2s_sweep.datasets import open_dataset
-from s2s_sweep.sweep import (
-    LANDSCAPE, ReplayLandscape, SweepOptions, best_config, make_trainable, make_tuner, read_landscape, run_sweep, subset_ids, sweep_tables,
-)  # fmt: skip
-from test_sweep import SPACE
+from s2s_sweep.configs import ConfigError
+from s2s_sweep.sweep import LANDSCAPE, ReplayLandscape, read_landscape
 
 LANDSCAPE_DIR = REPO / "benchmarks" / "results" / "landscape"
-
-
-def landscape_of(trials: pd.DataFrame, curves: pd.DataFrame) -> pa.Table:
-    """A sweep's own recorded curves as a landscape table: one row per (image, p, steps)."""
-    wide = curves.pivot_table(index=["trial_id", "image_id", "steps"], columns="metric", values="value").reset_index()
-    wide = wide.merge(trials[["trial_id", "p"]], on="trial_id")
-    fixed = {"dataset": "demo", "noisy_psnr": 0.0, "side": 64, "passes": 2, "precision": "fp32", "device": "cpu", "seed": 0, "seconds": 0.0}
-    return pa.Table.from_pylist([{**fixed, **row} for row in wide.drop(columns="trial_id").to_dict("records")], schema=LANDSCAPE)
-
-
-def test_a_sweep_replayed_on_its_own_curves_makes_the_same_choices(tmp_path, monkeypatch):
-    """Replay swaps only what a trial evaluates: on a table of the curves a trained sweep recorded,
-    the same seed suggests the same configurations in the same order, ASHA stops the same ones
-    and the same best comes out."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    path = tmp_path / "space.yaml"
-    path.write_text(SPACE.replace("concurrency: 2", "concurrency: 1"))  # one trial at a time: the order is the seed's alone
-    space = load_space(path)
-    dataset = open_dataset("demo")
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-    try:
-        trained_best = run_sweep(dataset, space, S2SConfig(lambda_iqa=0.0), SweepOptions(out=str(tmp_path), sweep_id="trained", trials=5, seed=3)).best
-        folder = tmp_path / "demo" / "sweeps" / "trained"
-        trained = pd.read_parquet(folder / "trials").sort_values("trial_number")
-        table = landscape_of(trained, pd.read_parquet(folder / "curves"))
-        evaluation = ReplayLandscape(table, subset_ids(dataset, space), [4, 8, 12])
-        run_config = tune.RunConfig(name="replay", storage_path=str(tmp_path / "replay"), verbose=0)
-        results = make_tuner(make_trainable(evaluation, space), space, 5, len(evaluation.image_ids), 3, run_config).fit()
-    finally:
-        ray.shutdown()
-    replayed_trials, replayed_curves = sweep_tables(results, "replay", len(evaluation.image_ids), [4, 8, 12], "cold")
-    replayed = replayed_trials.to_pandas().sort_values("trial_number")
-    assert replayed["p"].round(6).tolist() == trained["p"].round(6).tolist()
-    assert replayed["images_done"].tolist() == trained["images_done"].tolist() and trained["early_stopped"].any()
-    assert replayed["mean_psnr"].tolist() == pytest.approx(trained["mean_psnr"].tolist(), abs=1e-9)
-    assert best_config(replayed_trials, replayed_curves, space)[0] == trained_best
 
 
 def test_a_replay_asking_for_a_configuration_the_table_lacks_names_it():

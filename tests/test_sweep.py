@@ -16,6 +16,7 @@ import ray
 import yaml
 from conftest import REPO, run_module
 from PIL import Image
+from ray import tune
 from ray.tune.search import Searcher
 
 from model.config import S2SConfig
@@ -23,8 +24,8 @@ from model.denoiser import denoise, denoise_at_steps
 from s2s_sweep.configs import SPACES_DIR, ConfigError, load_space
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.sweep import (
-    CURVE_SCHEMA, DefineSpace, SweepOptions, UniqueConfigSearch, best_config, compute_front, config_grid, config_key, mean_psnr_curves, paper_point,
-    run_sweep, step_checkpoints, subset_ids, tpe_sampler,
+    CURVE_SCHEMA, LANDSCAPE, DefineSpace, ReplayLandscape, SweepOptions, UniqueConfigSearch, best_config, compute_front, config_grid, config_key,
+    make_trainable, make_tuner, mean_psnr_curves, paper_point, run_sweep, step_checkpoints, subset_ids, sweep_tables, tpe_sampler,
 )  # fmt: skip
 
 SPACE = """
@@ -107,17 +108,39 @@ def test_the_best_takes_the_fewest_steps_within_the_tolerance_of_its_peak(space_
     assert [(steps, trial) for steps, _, trial in front] == [(4, "b"), (8, "a"), (12, "a")]
 
 
-def test_sweep_on_demo_early_stops_records_everything_and_feeds_run_config_best(space_file, tmp_path, monkeypatch):
+def landscape_of(trials: pd.DataFrame, curves: pd.DataFrame) -> pa.Table:
+    """A sweep's own recorded curves as a landscape table: one row per (image, p, steps)."""
+    wide = curves.pivot_table(index=["trial_id", "image_id", "steps"], columns="metric", values="value").reset_index()
+    wide = wide.merge(trials[["trial_id", "p"]], on="trial_id")
+    fixed = {"dataset": "demo", "noisy_psnr": 0.0, "side": 64, "passes": 2, "precision": "fp32", "device": "cpu", "seed": 0, "seconds": 0.0}
+    return pa.Table.from_pylist([{**fixed, **row} for row in wide.drop(columns="trial_id").to_dict("records")], schema=LANDSCAPE)
+
+
+def test_sweep_on_demo_early_stops_records_everything_replays_and_feeds_run_config_best(tmp_path, monkeypatch):
     # Tune's MLflow callback calls mlflow.set_tracking_uri, which exports MLFLOW_TRACKING_URI;
     # set it here (to the default store) so monkeypatch removes it again for later tests.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(SPACE.replace("concurrency: 2", "concurrency: 1"))  # one trial at a time: the order is the seed's alone (for the replay)
+    space = load_space(space_file)
+    dataset = open_dataset("demo")
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
-        space = load_space(space_file)
-        options = SweepOptions(out=str(tmp_path), sweep_id="s1", trials=6)
-        best = run_sweep(open_dataset("demo"), space, S2SConfig(lambda_iqa=0.0), options).best
+        best = run_sweep(dataset, space, S2SConfig(lambda_iqa=0.0), SweepOptions(out=str(tmp_path), sweep_id="s1", trials=6)).best
+        # the same search replayed on a table of the curves it recorded: ReplayLandscape for TrainImages, nothing else swapped
+        folder = tmp_path / "demo" / "sweeps" / "s1"
+        trained = pd.read_parquet(folder / "trials").sort_values("trial_number")
+        evaluation = ReplayLandscape(landscape_of(trained, pd.read_parquet(folder / "curves")), subset_ids(dataset, space), [4, 8, 12])
+        run_config = tune.RunConfig(name="replay", storage_path=str(tmp_path / "replay"), verbose=0)
+        results = make_tuner(make_trainable(evaluation, space), space, 6, len(evaluation.image_ids), 0, run_config).fit()
     finally:
         ray.shutdown()
+    replayed_trials, replayed_curves = sweep_tables(results, "replay", len(evaluation.image_ids), [4, 8, 12], "cold")
+    replayed = replayed_trials.to_pandas().sort_values("trial_number")
+    assert replayed["p"].round(6).tolist() == trained["p"].round(6).tolist()  # the same suggestions in the same order
+    assert replayed["images_done"].tolist() == trained["images_done"].tolist()  # ASHA stopped the same trials
+    assert replayed["mean_psnr"].tolist() == pytest.approx(trained["mean_psnr"].tolist(), abs=1e-9)
+    assert best_config(replayed_trials, replayed_curves, space)[0] == best
     assert set(best) == {"p", "steps", "lambda_iqa", "passes"} and best["steps"] in (4, 8, 12) and best["passes"] == 4
     saved = yaml.safe_load((tmp_path / "demo" / "best_config.yaml").read_text())
     assert {k: v for k, v in saved.items() if k != "selection"} == best
