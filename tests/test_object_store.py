@@ -115,10 +115,13 @@ def test_a_run_and_a_sweep_on_s3_record_no_secret_anywhere(ray_head, s3_server, 
     where = ["--out", out, "--mlflow-uri", f"http://alice:{mlflow_secret}@127.0.0.1:{mlflow_port}", "--address", ray_head["gcs"]]
     env = {key: value for key, value in ray_head["env"].items() if not key.startswith(("AWS_", "MLFLOW_"))}
     try:
-        first = cli("demo", "--limit", "2", *FAST, *where, env=env)
+        first = cli("demo", "--limit", "2", *FAST, "init=warm", *where, env=env)  # its seed.pt goes to the bucket
         assert first.returncode == EXIT_OK, first.stderr[-3000:]
         assert "carries credentials" in first.stderr and "process list" in first.stderr
         run_id = run_id_of(first)
+        seed_uri = out.replace("/runs?", f"/runs/demo/{run_id}/seed.pt?")  # the keys in the URI, as --out has them
+        from_seed = cli("demo", "--limit", "1", *FAST, f"init={seed_uri}", *where, env=env)
+        assert from_seed.returncode == EXIT_OK, from_seed.stderr[-3000:]
         space = tmp_path / "space.yaml"
         space.write_text(SPACE)
         sweep = cli("demo", "--sweep-only", "--space", str(space), "--trials", "2", *where, env=env)
@@ -131,6 +134,8 @@ def test_a_run_and_a_sweep_on_s3_record_no_secret_anywhere(ray_head, s3_server, 
     reader = pafs.S3FileSystem(access_key="reader", secret_key="reader", endpoint_override=f"127.0.0.1:{s3_server}", scheme="http", region="us-east-1")
     table = pd.read_parquet(f"{BUCKET}/runs/demo/{run_id}/results", filesystem=reader)
     assert len(table) == 2 and set(table["status"]) == {"ok"} and table["image_id"].is_unique
+    seeded = pd.read_parquet(f"{BUCKET}/runs/demo/{run_id_of(from_seed)}/results", filesystem=reader)
+    assert seeded["init"].tolist() == ["file"] and seeded["init_source"][0].startswith(f"s3://{BUCKET}/runs/demo/{run_id}/seed.pt")  # no keys in it
     objects = s3_files(s3_server, "runs")
     assert any("/sweeps/" in path and path.endswith("best_config.yaml") for path in objects)
     (page,) = [data.decode() for path, data in objects.items() if path.endswith("report.html")]
@@ -138,7 +143,7 @@ def test_a_run_and_a_sweep_on_s3_record_no_secret_anywhere(ray_head, s3_server, 
 
     written = {f"s3://{path}": data for path, data in objects.items()}
     written |= {str(path): path.read_bytes() for path in (tmp_path / "mlflow").rglob("*") if path.is_file()}
-    written |= {f"{done.args[3:5]} {name}": text.encode() for done in (first, sweep, report) for name, text in (("stdout", done.stdout), ("stderr", done.stderr))}
+    written |= {f"{done.args[3:5]} {name}": text.encode() for done in (first, from_seed, sweep, report) for name, text in (("stdout", done.stdout), ("stderr", done.stderr))}
     ray_session = Path("/tmp/ray/session_latest")  # what Ray and Tune logged or pickled for us
     written |= {str(path): path.read_bytes() for path in ray_session.rglob("*") if path.is_file() and not path.is_socket() and path.stat().st_size < 50 * 2**20}
     for secret in (out_secret, mlflow_secret):
