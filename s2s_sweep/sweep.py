@@ -17,6 +17,10 @@ its curve is then the warm images' PSNR against `warm_steps`. Nor twice: a trial
 its configuration alone, so the searcher never suggests one already tried (UniqueConfigSearch),
 and a search over a discrete space ends when every configuration has been tried.
 
+What a trial evaluates is passed in: TrainImages trains (the sweep), ReplayLandscape looks the
+curves up in a tabular landscape (benchmarks/bench_sweep.py replays searches on it); the search
+around it (make_tuner) is the same.
+
 Outputs: OUT/DATASET/sweeps/SWEEP_ID/{tune/ (Tune's state, for restore), trials and
 curves Parquet tables, best_config.yaml, sweep.json}, and OUT/DATASET/best_config.yaml for
 `run DATASET --config best`. MLflow: a parent run per sweep, a child run per trial (Tune's
@@ -259,7 +263,7 @@ class ReplayLandscape:
             yield image_id, {name: [row[name] for row in rows] for name in CURVE_METRICS}
 
 
-def sweep_trial(config: dict, evaluation: TrainImages | ReplayLandscape, checkpoints: list[int], cpus: float) -> None:
+def sweep_trial(config: dict, evaluation: TrainImages | ReplayLandscape, cpus: float) -> None:
     """One Tune trial: the curves of each subset image in turn, a report after each image (its
     mean PSNR at the best checkpoint so far), so ASHA can stop it after any image."""
     import torch
@@ -275,7 +279,7 @@ def sweep_trial(config: dict, evaluation: TrainImages | ReplayLandscape, checkpo
             {
                 METRIC: float(mean_curve[best]),
                 "mean_ssim": float(np.mean(curves["ssim"], axis=0)[best]),
-                "best_steps": checkpoints[best],
+                "best_steps": evaluation.checkpoints[best],
                 "images_done": done,
                 "image_id": image_id,
                 **{f"image_{name}_curve": json.dumps(image[name]) for name in CURVE_METRICS},
@@ -298,7 +302,7 @@ def sweep_inputs(dataset: Dataset, space: SearchSpace, base: S2SConfig, seed: in
 def make_trainable(evaluation: TrainImages | ReplayLandscape, space: SearchSpace):
     """The Tune trainable: `sweep_trial` with what it evaluates in the object store, and its resources."""
     return tune.with_resources(
-        tune.with_parameters(sweep_trial, evaluation=evaluation, checkpoints=evaluation.checkpoints, cpus=space.cpus_per_trial),
+        tune.with_parameters(sweep_trial, evaluation=evaluation, cpus=space.cpus_per_trial),
         {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
     )
 
