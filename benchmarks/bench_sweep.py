@@ -24,6 +24,7 @@ gives the regret-vs-compute curve (--plot).
 import argparse
 import json
 import tempfile
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -208,11 +209,13 @@ def plot(kinds: dict, path: str) -> None:
 
     figure, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4), constrained_layout=True, squeeze=False)
     for axis, (kind, result) in zip(axes[0], kinds.items(), strict=True):
-        fractions = np.linspace(0, 1, 101)
-        for name, colour in (("tpe_asha", "tab:blue"), ("random_asha", "tab:orange")):
-            runs = result["strategies"][name]["runs"]
+        searches = {name: row["runs"] for name, row in result["strategies"].items() if name not in ("grid", "paper")}
+        spent = max(run["compute_fraction"] for runs in searches.values() for run in runs)
+        fractions = np.linspace(0, spent, 101)  # up to what the searches spent, not beyond
+        for (name, runs), colour in zip(searches.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
             per_run = np.array([[next((r for f, r in reversed(run["anytime"]) if f <= x + 1e-9), np.inf) for x in fractions] for run in runs])
-            median, q25, q75 = (np.percentile(per_run, q, axis=0) for q in (50, 25, 75))  # inf (not drawn) until every run has saved a best
+            with np.errstate(invalid="ignore"):  # inf (not drawn) until every run has saved a best
+                median, q25, q75 = (np.percentile(per_run, q, axis=0) for q in (50, 25, 75))
             axis.plot(fractions, median, color=colour, label=f"{name} (median of {len(runs)} seeds)")
             axis.fill_between(fractions, q25, q75, color=colour, alpha=0.2)
         for name, marker in (("grid", "s"), ("paper", "^")):
@@ -238,6 +241,7 @@ def main() -> None:
     parser.add_argument("--plot", default="benchmarks/results/bench_sweep.png")
     args = parser.parse_args()
 
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's `group`, once per replay
     space = load_space(args.space)
     tables = complete_images(read_landscape(args.landscape), range_values(space.search["p"]))
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
