@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bench_warm import KINDS, centre_crop, steps_list
@@ -55,6 +56,11 @@ def run(args) -> None:
     for kind in args.kinds:
         path = Path(args.out) / f"{kind}.parquet"
         table = pq.read_table(path) if path.exists() else None
+        if table is not None:  # a piece of another protocol must not join the table
+            settings = {"side": args.side, "passes": args.passes, "precision": args.precision, "steps": max(steps)}
+            found = {"side": pc.max(table["side"]).as_py(), "passes": pc.max(table["passes"]).as_py(), "precision": table["precision"][0].as_py(), "steps": pc.max(table["steps"]).as_py()}
+            if found != settings:
+                raise SystemExit(f"{path}: built with {found}, not {settings}; use those settings or another --out")
         done = set() if table is None else set(zip(table["image_id"].to_pylist(), table["p"].to_pylist()))
         dataset = open_dataset(kind, args.data_root)
         for image_id in dataset.ids[: args.images]:  # image by image: a partial table holds whole images
