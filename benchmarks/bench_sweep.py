@@ -48,19 +48,15 @@ GOAL_REGRET_DB, GOAL_COMPUTE = 0.1, 0.3  # the issue's goal: median regret <= 0.
 SAMPLERS = {"tpe_asha": tpe_sampler, "random_asha": lambda seed: optuna.samplers.RandomSampler(seed=seed)}
 
 
-class Landscape:
-    """Mean PSNR of one kind's table over a set of images, per (p, steps)."""
+def mean_psnr(frame, image_ids: list[str]):
+    """Mean PSNR over `image_ids` per (p rounded to 6 places, steps) of one kind's table."""
+    rows = frame[frame["image_id"].isin(image_ids)]
+    return rows.groupby([rows["p"].round(6), "steps"])["psnr"].mean()
 
-    def __init__(self, table: pa.Table):
-        self.frame = table.to_pandas()
-        self.frame["p"] = self.frame["p"].round(6)
 
-    def mean_psnr(self, image_ids: list[str]):
-        rows = self.frame[self.frame["image_id"].isin(image_ids)]
-        return rows.groupby(["p", "steps"])["psnr"].mean()
-
-    def at(self, image_ids: list[str], p: float, steps: int) -> float:
-        return float(self.mean_psnr(image_ids)[(round(p, 6), steps)])
+def at(means, settings: dict) -> float:
+    """The mean PSNR of saved settings ({p, steps, ...}) in `mean_psnr`'s table."""
+    return float(means[(round(settings["p"], 6), settings["steps"])])
 
 
 def replay(space, evaluation: ReplayLandscape, sampler, seed: int, trials: int, storage: str) -> list[tuple[int, dict]]:
@@ -82,14 +78,15 @@ def replay(space, evaluation: ReplayLandscape, sampler, seed: int, trials: int, 
     return anytime
 
 
-def evaluate(anytime: list[tuple[int, dict]], landscape: Landscape, search_ids, heldout_ids, optimum: float, grid_images: int, paper_heldout: float) -> dict:
-    """Regret, compute and held-out gain of what a search saves at its end, and its anytime curve."""
-    curve = [(images / grid_images, optimum - landscape.at(search_ids, s["p"], s["steps"])) for images, s in anytime if s is not None]
+def evaluate(anytime: list[tuple[int, dict]], search_means, heldout_means, grid_images: int, paper_heldout: float) -> dict:
+    """Regret, compute and held-out gain of what a search saves at its end, and its anytime curve
+    (`search_means`, `heldout_means`: mean_psnr over each half of the images)."""
+    optimum = float(search_means.max())
+    curve = [(images / grid_images, optimum - at(search_means, settings)) for images, settings in anytime if settings is not None]
     images, settings = anytime[-1]
     return {
-        "p": settings["p"], "steps": settings["steps"], "regret_db": optimum - landscape.at(search_ids, settings["p"], settings["steps"]),
-        "compute_fraction": images / grid_images, "heldout_gain_db": landscape.at(heldout_ids, settings["p"], settings["steps"]) - paper_heldout,
-        "anytime": curve,
+        "p": settings["p"], "steps": settings["steps"], "regret_db": optimum - at(search_means, settings), "compute_fraction": images / grid_images,
+        "heldout_gain_db": at(heldout_means, settings) - paper_heldout, "anytime": curve,
     }  # fmt: skip
 
 
@@ -115,10 +112,9 @@ def regret_at(runs: list[dict], compute: float) -> float | None:
     return float(np.median(values))
 
 
-def grid_tables(table: pa.Table, image_ids: list[str]) -> tuple[pa.Table, pa.Table]:
-    """The full grid as a finished sweep's trials and curves tables (one trial per p, every image):
-    best_config then picks from it as from any sweep."""
-    frame = table.to_pandas()
+def grid_tables(frame, image_ids: list[str]) -> tuple[pa.Table, pa.Table]:
+    """The full grid as a finished sweep's trials and curves tables (one trial per p, every image
+    of `image_ids` in one kind's table): best_config then picks from it as from any sweep."""
     frame = frame[frame["image_id"].isin(image_ids)]
     trials, curves = [], []
     for p, rows in frame.groupby("p"):
@@ -148,14 +144,15 @@ def bench_kind(kind: str, table: pa.Table, space, args, storage: str) -> dict:
     """Every strategy on one noise kind."""
     image_ids = sorted(set(table["image_id"].to_pylist()))
     search_ids, heldout_ids = image_ids[0::2], image_ids[1::2]
-    landscape = Landscape(table)
+    frame = table.to_pandas()
     checkpoints = sorted(set(table["steps"].to_pylist()))
     paper_p = PAPER_DEFAULTS[kind.split("-")[0]]["p"]
     space = replace(space, paper={**space.paper, "p": paper_p}, subset_size=len(search_ids))
-    means = landscape.mean_psnr(search_ids)
-    optimum = float(means.max())
-    grid_images = means.index.get_level_values("p").nunique() * len(search_ids)
-    paper_heldout = landscape.at(heldout_ids, paper_p, checkpoints[-1])
+    search_means, heldout_means = mean_psnr(frame, search_ids), mean_psnr(frame, heldout_ids)
+    optimum = float(search_means.max())
+    grid_images = search_means.index.get_level_values("p").nunique() * len(search_ids)
+    paper = {"p": paper_p, "steps": checkpoints[-1]}
+    paper_heldout = at(heldout_means, paper)
     evaluation = ReplayLandscape(table, search_ids, checkpoints)
     print(f"{kind}: search on {', '.join(search_ids)}; held out {', '.join(heldout_ids)}; grid optimum {optimum:.2f} dB", flush=True)
 
@@ -165,16 +162,14 @@ def bench_kind(kind: str, table: pa.Table, space, args, storage: str) -> dict:
         runs = []
         for seed in range(args.seeds):
             anytime = replay(space, evaluation, sampler(seed), seed, args.trials or space.trials, storage)
-            runs.append(evaluate(anytime, landscape, search_ids, heldout_ids, optimum, grid_images, paper_heldout))
+            runs.append(evaluate(anytime, search_means, heldout_means, grid_images, paper_heldout))
         strategies[name] = summarise(runs)
         print(f"  {name}: {args.seeds} seeds replayed", flush=True)
-    grid, _ = best_config(*grid_tables(table, search_ids), space)
-    strategies["grid"] = summarise([evaluate([(grid_images, grid)], landscape, search_ids, heldout_ids, optimum, grid_images, paper_heldout)])
-    paper = {"p": paper_p, "steps": checkpoints[-1]}
-    strategies["paper"] = summarise([evaluate([(0, paper)], landscape, search_ids, heldout_ids, optimum, grid_images, paper_heldout)])
+    grid, _ = best_config(*grid_tables(frame, search_ids), space)
+    strategies["grid"] = summarise([evaluate([(grid_images, grid)], search_means, heldout_means, grid_images, paper_heldout)])
+    strategies["paper"] = summarise([evaluate([(0, paper)], search_means, heldout_means, grid_images, paper_heldout)])
     tpe, random = strategies["tpe_asha"]["runs"], strategies["random_asha"]["runs"]
     fractions = sorted({f for run in tpe + random for f, _ in run["anytime"]})
-    frame = table.to_pandas()
     return {
         "search_images": search_ids, "heldout_images": heldout_ids, "paper_p": paper_p, "grid_optimum_psnr": optimum, "grid_images": grid_images,
         "strategies": strategies, "heldout_gain_db": strategies["tpe_asha"]["heldout_gain_db"],

@@ -29,8 +29,8 @@ import numpy as np
 
 from model.config import PAPER_DEFAULTS, S2SConfig
 from s2s_sweep.datasets import open_dataset
-from s2s_sweep.images import to_uint8
-from s2s_sweep.metrics import calculate_psnr, calculate_ssim
+from s2s_sweep.metrics import calculate_psnr
+from s2s_sweep.sweep import image_curves
 
 RESULTS = Path("benchmarks/results")
 KINDS = {"cbsd68-25": "synthetic σ=25", "polyu": "real (PolyU)"}
@@ -48,11 +48,6 @@ def centre_crop(image: np.ndarray, side: int) -> np.ndarray:
 
 def steps_list(text: str) -> list[int]:
     return sorted(int(step) for step in text.split(","))
-
-
-def scores(estimates: list[np.ndarray], clean: np.ndarray) -> tuple[list[float], list[float]]:
-    denoised = [to_uint8(estimate) for estimate in estimates]
-    return [calculate_psnr(d, clean) for d in denoised], [calculate_ssim(d, clean) for d in denoised]
 
 
 def load_seed(kind: str, dataset, seed_id: str, config: S2SConfig, args) -> dict:
@@ -95,15 +90,15 @@ def run(args) -> None:
                 state = load_seed(kind, dataset, seed_id, config, args) if seed_id else None
                 steps = warm_steps if seed_id else cold_steps
                 started = time.perf_counter()
-                psnr, ssim = scores([denoised for denoised, _ in denoise_at_steps(noisy, config, steps, args.passes, initial_state=state)], clean)
+                curves = image_curves(denoise_at_steps(noisy, config, steps, args.passes, initial_state=state), noisy, clean, config.quantize)
                 row = {
                     "dataset": kind, "image_id": image_id, "seed_image": seed_id, "seed_steps": args.seed_steps if seed_id else 0,
-                    "steps": steps, "psnr": psnr, "ssim": ssim, "noisy_psnr": calculate_psnr(noisy, clean), "side": args.side,
+                    "steps": steps, "psnr": curves["psnr"], "ssim": curves["ssim"], "noisy_psnr": calculate_psnr(noisy, clean), "side": args.side,
                     "p": config.p, "passes": args.passes, "precision": args.precision, "device": args.device, "seconds": time.perf_counter() - started,
                 }  # fmt: skip
                 with pieces.open("a") as file:
                     file.write(json.dumps(row) + "\n")
-                print(f"{kind} {image_id} {'cold' if seed_id is None else f'warm from {seed_id}'}: " + " ".join(f"{s}:{p:.2f}" for s, p in zip(steps, psnr)), flush=True)
+                print(f"{kind} {image_id} {'cold' if seed_id is None else f'warm from {seed_id}'}: " + " ".join(f"{s}:{p:.2f}" for s, p in zip(steps, curves["psnr"])), flush=True)
 
 
 def steps_to_reach(steps: list[int], curve: np.ndarray, target: float) -> float | None:
