@@ -187,9 +187,12 @@ def test_sweep_bad_inputs(space_file, tmp_path):
     assert done.returncode == 2 and "MLflow server not reachable" in done.stderr
 
 
-def test_a_sweep_terminated_mid_way_is_killed_in_mlflow_then_restores_and_finishes_without_duplicates(space_file, tmp_path):
+def test_a_sweep_terminated_mid_way_is_killed_in_mlflow_then_restores_and_finishes_without_duplicates(tmp_path):
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(SPACE.replace("steps: {low: 4, high: 12, step: 4}", "steps: {low: 16, high: 48, step: 16}"))  # trials long enough to stop one mid-way
     command = [sys.executable, "-m", "s2s_sweep.run", "demo", "--sweep-only", "--space", str(space_file), "--trials", "4", "--out", str(tmp_path)]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
+    # Tune copies results to the sweep folder only when it saves its state: every 10 s by default, which the demo sweep outruns
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "", "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     with open(tmp_path / "stderr.txt", "w") as stderr:  # a file, not a pipe nobody reads until the end
         driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
     sweep_id = next(line for line in driver.stdout if line.startswith("sweep ")).split()[1].rstrip(":")
