@@ -229,6 +229,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--landscape", default="benchmarks/results/landscape", help="folder of the landscape's Parquet files")
     parser.add_argument("--space", default=str(SPACE))
+    parser.add_argument("--kinds", nargs="+", help="only these noise kinds of the landscape (one process per kind runs them in parallel)")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--trials", type=int, help="trials per search (default: the space file's budget)")
     parser.add_argument("--tpe-startup", type=lambda text: [int(n) for n in text.split(",")], default=[], help="also replay TPE with these start-up trial counts, e.g. 2,4")
@@ -239,6 +240,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's `group`, once per replay
     space = load_space(args.space)
     tables = complete_images(read_landscape(args.landscape), range_values(space.search["p"]))
+    tables = {kind: table for kind, table in tables.items() if args.kinds is None or kind in args.kinds}
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as storage:
         kinds = {kind: bench_kind(kind, table, space, args, storage) for kind, table in tables.items()}
