@@ -494,7 +494,8 @@ def best_config(trials: pa.Table, curves: pa.Table, space: SearchSpace) -> tuple
         "trial_id": best["trial_id"], "within_db": space.steps_within_db, "peak_steps": peak_steps, "peak_mean_psnr": round(peak, 4),
         "chosen_steps": steps, "chosen_mean_psnr": round(psnr, 4), "training_saved": round(1 - steps / peak_steps, 4),
     }  # fmt: skip
-    settings = {"p": best["p"], "steps": steps, "lambda_iqa": best["lambda_iqa"], "passes": space.paper.get("passes", S2SConfig.passes)}
+    # round: a stepped p comes from Optuna as 0.3 + 12 * 0.05 = 0.9000000000000001
+    settings = {"p": round(best["p"], 10), "steps": steps, "lambda_iqa": best["lambda_iqa"], "passes": space.paper.get("passes", S2SConfig.passes)}
     if best.get("init") == "warm":
         settings |= {"init": "warm", "steps": step_checkpoints(space)[-1], "warm_steps": steps}
     return settings, selection
