@@ -103,18 +103,21 @@ def summary(args) -> None:
             chosen = curve.loc[curve["heldout_psnr"].idxmax()]
             picks[image_id] = {"p": float(chosen["p"]), "steps": int(chosen["steps"]), "loss_db": float(curve["psnr"].max() - chosen["psnr"])}
         means = rows.groupby(["p", "steps"])[["psnr", "heldout_psnr"]].mean()
-        best = means["psnr"].idxmax()
+        best, by_score = means["psnr"].idxmax(), means["heldout_psnr"].idxmax()  # as a sweep would pick: the mean over its images
         result[kind] = {
             "images": len(picks), "p_values": int(rows["p"].nunique()), "steps": sorted(map(int, rows["steps"].unique())),
             "noisy_psnr": float(rows.groupby("image_id")["noisy_psnr"].first().mean()),
             "best_mean": {"p": float(best[0]), "steps": int(best[1]), "psnr": float(means["psnr"].max())},
             "objective_spearman": ranks["mean"], "objective_spearman_min": ranks["min"], "objective_spearman_per_image": ranks["per_image"],
             "objective_spearman_of_means": spearman(means["psnr"], means["heldout_psnr"]), "pick_by_heldout": picks,
+            "pick_by_mean_heldout": {"p": float(by_score[0]), "steps": int(by_score[1]), "loss_db": float(means["psnr"].max() - means["psnr"][by_score])},
         }  # fmt: skip
         print(f"\n{KINDS.get(kind, kind)}: {len(picks)} images x {rows['p'].nunique()} p x {rows['steps'].nunique()} read-outs; noisy {result[kind]['noisy_psnr']:.2f} dB")
         print(f"  best mean: p {best[0]}, {best[1]} steps, {means['psnr'].max():.2f} dB")
         print(f"  held-out score vs PSNR, Spearman over (p, steps): mean over images {ranks['mean']:.3f}, worst {ranks['min']:.3f}; "
               f"of the means over images {result[kind]['objective_spearman_of_means']:.3f}")  # fmt: skip
+        pick = result[kind]["pick_by_mean_heldout"]
+        print(f"  chosen by the mean held-out score: p {pick['p']}, {pick['steps']} steps, {pick['loss_db']:.2f} dB of mean PSNR below the best mean")
         for image_id, pick in picks.items():
             print(f"    {image_id}: ρ {ranks['per_image'][image_id]:.3f}; its best by the held-out score: p {pick['p']}, {pick['steps']} steps, {pick['loss_db']:.2f} dB below its best PSNR")
     usable = bool(result) and all(entry["objective_spearman"] >= SPEARMAN_GOAL for entry in result.values())

@@ -53,7 +53,7 @@ def main():
 
     rows = {"plain_loop": {"workers": 1, "seconds": loop_seconds}}
     for workers in (1, 2):
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
         with tempfile.TemporaryDirectory() as out:
             run_dataset(open_dataset("demo").select(limit=1), config, RunOptions(out=out, flush_seconds=0))  # warm workers
             started = time.perf_counter()

@@ -245,7 +245,7 @@ def main() -> None:
     space = load_space(args.space)
     tables = complete_images(read_landscape(args.landscape), range_values(space.search["p"]))
     tables = {kind: table for kind, table in tables.items() if args.kinds is None or kind in args.kinds}
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)  # its own, never a cluster running beside it
     with tempfile.TemporaryDirectory() as storage:
         kinds = {kind: bench_kind(kind, table, space, args, storage) for kind, table in tables.items()}
     ray.shutdown()
