@@ -250,7 +250,9 @@ def main() -> None:
         kinds = {kind: bench_kind(kind, table, space, args, storage) for kind, table in tables.items()}
     ray.shutdown()
     report(kinds, args.trials or space.trials)
-    Path(args.json).write_text(json.dumps({"landscape": args.landscape, "space": args.space, "seeds": args.seeds, "trials": args.trials or space.trials, "kinds": kinds}, indent=1))
+    headline = {"heldout_gain_db": {kind: result["heldout_gain_db"] for kind, result in kinds.items()},
+                "objective_spearman": {kind: result["objective_spearman"] for kind, result in kinds.items()}}  # fmt: skip
+    Path(args.json).write_text(json.dumps({"landscape": args.landscape, "space": args.space, "seeds": args.seeds, "trials": args.trials or space.trials, **headline, "kinds": kinds}, indent=1))
     plot(kinds, args.plot)
     print(f"wrote {args.json} and {args.plot}")
 

@@ -45,7 +45,7 @@ def test_bench_sweep_replays_seeds_on_the_committed_landscape(tmp_path):
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert set(result["kinds"]) == {kind}
+    assert set(result["kinds"]) == set(result["heldout_gain_db"]) == set(result["objective_spearman"]) == {kind}
     for kind in result["kinds"].values():
         strategies = kind["strategies"]
         assert set(strategies) == {"tpe_asha", "random_asha", "grid", "paper"}
