@@ -185,6 +185,7 @@ def report(kinds: dict, trials: int) -> None:
         for name, row in result["strategies"].items():
             print(f"{kind:>10} {name:>12} {row['median_regret_db']:13.3f} {row['regret_spread_db']:6.3f} {row['max_regret_db']:6.3f} "
                   f"{row['compute_fraction']:8.0%} {row['heldout_gain_db']:+13.3f}")  # fmt: skip
+
     def db(value: float | None) -> str:
         return "nothing saved yet" if value is None else f"{value:.3f} dB"
 
@@ -233,7 +234,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--landscape", default="benchmarks/results/landscape", help="folder of the landscape's Parquet files")
     parser.add_argument("--space", default=str(SPACE))
-    parser.add_argument("--kinds", nargs="+", help="only these noise kinds of the landscape (one process per kind runs them in parallel)")
+    parser.add_argument("--kinds", nargs="+", help="only these noise kinds of the landscape")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--trials", type=int, help="trials per search (default: the space file's budget)")
     parser.add_argument("--tpe-startup", type=lambda text: [int(n) for n in text.split(",")], default=[], help="also replay TPE with these start-up trial counts, e.g. 2,4")

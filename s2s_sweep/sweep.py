@@ -149,6 +149,12 @@ class UniqueConfigSearch(OptunaSearch):
         self.rng = np.random.default_rng(seed)
 
     def suggest(self, trial_id: str):
+        config = self.suggest_unvisited(trial_id)
+        if isinstance(config, dict):  # a stepped p as written (0.9), not as Optuna computes it (0.3 + 12 * 0.05 = 0.9000000000000001)
+            config["p"] = round(config["p"], 10)
+        return config
+
+    def suggest_unvisited(self, trial_id: str):
         for _ in range(self.FRESH_ASKS):
             config = super().suggest(trial_id)
             if config_key(self._ot_trials[trial_id].params) not in self.visited(trial_id):
@@ -497,8 +503,7 @@ def best_config(trials: pa.Table, curves: pa.Table, space: SearchSpace) -> tuple
         "trial_id": best["trial_id"], "within_db": space.steps_within_db, "peak_steps": peak_steps, "peak_mean_psnr": round(peak, 4),
         "chosen_steps": steps, "chosen_mean_psnr": round(psnr, 4), "training_saved": round(1 - steps / peak_steps, 4),
     }  # fmt: skip
-    # round: a stepped p comes from Optuna as 0.3 + 12 * 0.05 = 0.9000000000000001
-    settings = {"p": round(best["p"], 10), "steps": steps, "lambda_iqa": best["lambda_iqa"], "passes": space.paper.get("passes", S2SConfig.passes)}
+    settings = {"p": best["p"], "steps": steps, "lambda_iqa": best["lambda_iqa"], "passes": space.paper.get("passes", S2SConfig.passes)}
     if best.get("init") == "warm":
         settings |= {"init": "warm", "steps": step_checkpoints(space)[-1], "warm_steps": steps}
     return settings, selection

@@ -143,6 +143,7 @@ def test_sweep_on_demo_early_stops_records_everything_replays_and_feeds_run_conf
     assert best_config(replayed_trials, replayed_curves, space)[0] == best
     assert set(best) == {"p", "steps", "lambda_iqa", "passes"} and best["steps"] in (4, 8, 12) and best["passes"] == 4
     assert best["p"] in [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]  # as a user writes it, not 0.2 + 4 * 0.1 = 0.6000000000000001
+    assert trained["p"].isin([0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]).all()  # in the trials table too, for `WHERE p = 0.6`
     saved = yaml.safe_load((tmp_path / "demo" / "best_config.yaml").read_text())
     assert {k: v for k, v in saved.items() if k != "selection"} == best
     assert saved["selection"]["chosen_steps"] == best["steps"] <= saved["selection"]["peak_steps"]
