@@ -35,9 +35,9 @@ import pyarrow.compute as pc
 import ray
 from ray import tune
 
-from bench_landscape import objective_spearman
+from bench_landscape import KINDS, objective_spearman
 from model.config import PAPER_DEFAULTS
-from s2s_sweep.configs import load_space
+from s2s_sweep.configs import ConfigError, load_space
 from s2s_sweep.errors import NoTrialFinished
 from s2s_sweep.sweep import (
     CURVE_SCHEMA, ReplayLandscape, best_config, make_trainable, make_tuner, range_values, read_landscape, sweep_tables, tpe_sampler,
@@ -234,7 +234,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--landscape", default="benchmarks/results/landscape", help="folder of the landscape's Parquet files")
     parser.add_argument("--space", default=str(SPACE))
-    parser.add_argument("--kinds", nargs="+", help="only these noise kinds of the landscape")
+    parser.add_argument("--kinds", nargs="+", choices=list(KINDS), help="only these noise kinds of the landscape")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--trials", type=int, help="trials per search (default: the space file's budget)")
     parser.add_argument("--tpe-startup", type=lambda text: [int(n) for n in text.split(",")], default=[], help="also replay TPE with these start-up trial counts, e.g. 2,4")
@@ -244,8 +244,14 @@ def main() -> None:
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's `group`, once per replay
     space = load_space(args.space)
-    tables = complete_images(read_landscape(args.landscape), range_values(space.search["p"]))
+    try:
+        landscape = read_landscape(args.landscape)
+    except ConfigError as error:  # no table there: one line, not a traceback
+        raise SystemExit(str(error)) from None
+    tables = complete_images(landscape, range_values(space.search["p"]))
     tables = {kind: table for kind, table in tables.items() if args.kinds is None or kind in args.kinds}
+    if not tables:
+        raise SystemExit(f"{args.landscape}: no{' ' + ', '.join(args.kinds) if args.kinds else ''} noise kind with two images of the whole p grid; build it with bench_landscape.py run")
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)  # its own, never a cluster running beside it
     with tempfile.TemporaryDirectory() as storage:
         kinds = {kind: bench_kind(kind, table, space, args, storage) for kind, table in tables.items()}
