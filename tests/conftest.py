@@ -1,9 +1,12 @@
+import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -63,22 +66,53 @@ def wait_until(condition, timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
+def stop_ray_processes(temp_dir: str, timeout: float = 3) -> None:
+    """Stop the Ray processes of the cluster whose temp folder is `temp_dir`, and only those: never
+    `ray stop`, which stops every Ray on the machine (a benchmark running beside the tests too)."""
+    import psutil
+
+    def ours() -> list:
+        """Processes naming the temp folder (gcs_server, raylet, …), and their descendants: agents
+        and workers rename themselves (`ray::DashboardAgent`) and name it no more."""
+        found = {}
+        for process in psutil.process_iter(["cmdline"]):
+            try:
+                if any(temp_dir in part for part in process.info["cmdline"] or ()):
+                    found |= {child.pid: child for child in [process, *process.children(recursive=True)]}
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        return list(found.values())
+
+    processes = ours()
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    for process in alive + ours():  # and workers started while it was stopping
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+
+
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
-    """A real single-node Ray cluster started with `ray start --head` on loopback."""
+    """A real single-node Ray cluster started with `ray start --head` on loopback, in a temp folder
+    of its own: its processes are found by it and stopped alone, and a bare `ray.init()` elsewhere
+    never finds this cluster's address file."""
+    temp_dir = tempfile.mkdtemp(prefix="s2s-ray-", dir="/tmp")  # short: Ray's socket paths live under it
     port, dashboard = free_port(), free_port()
     # Ray >= 2.59 enables token authentication on local clusters: every client needs the token
     env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # job entrypoints run `python` from this venv
     subprocess.run(
         [BIN / "ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}", "--num-cpus=2", "--disable-usage-stats"],
+         f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}", "--num-cpus=2", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
         check=True, capture_output=True, env=env, timeout=120,
     )  # fmt: skip
     try:
         yield {"gcs": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dashboard}", "env": env}
     finally:
-        subprocess.run([BIN / "ray", "stop", "--force"], capture_output=True, env=env, timeout=120)
+        stop_ray_processes(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
