@@ -27,12 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common import PAPER_LAMBDA_IQA, PAPER_PASSES, PAPER_STEPS  # this folder is on the path of a script run from it
 from model.config import S2SConfig, native_bf16
 from model.denoiser import build_network, infer, resolve_device, train
 from model.losses import write_random_iqa_weights
 from model.memory import estimate
 
-PAPER_STEPS, PAPER_PASSES, PAPER_LAMBDA_IQA = 4000, 500, 2e-8
 # ratio to the reference at 256² (issue 10): training fp32, training bf16, inference fp32, inference bf16
 GOALS = {("train", "fp32"): 1.8, ("train", "bf16"): 3.5, ("infer", "fp32"): 2.5, ("infer", "bf16"): 4.0}
 

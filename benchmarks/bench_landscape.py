@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bench_warm import KINDS, centre_crop, steps_list
+from common import KINDS, centre_crop, objective_spearman, spearman, steps_list
 from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.metrics import calculate_psnr
@@ -76,19 +76,6 @@ def run(args) -> None:
                 path.with_suffix(".tmp").replace(path)  # a kill never leaves half a file
                 best = max(rows.to_pylist(), key=lambda row: row["psnr"])
                 print(f"{kind} {image_id} p {p}: best {best['psnr']:.2f} dB at {best['steps']} ({rows['seconds'][0].as_py():.0f} s)", flush=True)
-
-
-def spearman(a, b) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).statistic)
-
-
-def objective_spearman(frame) -> dict:
-    """The held-out score's Spearman rank correlation with PSNR over every (p, steps) of each
-    image of one kind's table; their mean and minimum."""
-    per_image = {image_id: spearman(rows["psnr"], rows["heldout_psnr"]) for image_id, rows in frame.groupby("image_id")}
-    return {"mean": float(np.mean(list(per_image.values()))), "min": float(min(per_image.values())), "per_image": per_image}
 
 
 def summary(args) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common import centre_crop
 from model.config import S2SConfig
 from model.memory import MB, estimate, estimate_memory
 from s2s_sweep.datasets import open_dataset
@@ -35,11 +36,6 @@ RESULTS = Path("benchmarks/results")
 KINDS = {"cbsd68-25": "synthetic σ=25", "polyu": "real (PolyU)"}
 SEED_FLOOR = "whole seed 1"
 RESOLVE_DB = 0.1  # the gap the issue asks crop training to stay within
-
-
-def centre_crop(image: np.ndarray, side: int) -> np.ndarray:
-    top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
-    return image[top : top + side, left : left + side]
 
 
 def quality(args) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common import centre_crop
 from model.config import PAPER_DEFAULTS, S2SConfig, native_bf16
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.images import to_uint8
@@ -30,11 +31,6 @@ RESULTS = Path("benchmarks/results")
 KINDS = {"cbsd68-25": "synthetic σ=25", "polyu": "real (PolyU)"}
 PRECISIONS = ("fp32", "bf16")
 GAP_DB = 0.05  # what `precision: auto` requires of bf16
-
-
-def centre_crop(image: np.ndarray, side: int) -> np.ndarray:
-    top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
-    return image[top : top + side, left : left + side]
 
 
 def run(args) -> None:

@@ -22,19 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_core import PAPER_PASSES, PAPER_STEPS  # this folder is on the path of a script run from it
+from common import PAPER_PASSES, PAPER_STEPS, centre_crop  # this folder is on the path of a script run from it
 from model.config import S2SConfig
 from model.denoiser import denoise
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.methods import BASELINES, LABELS, estimate_noise_sigma, run_baseline
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
-
-
-def centre_crop(image: np.ndarray, side: int) -> np.ndarray:
-    if side <= 0:
-        return image
-    top, left = max(0, (image.shape[0] - side) // 2), max(0, (image.shape[1] - side) // 2)
-    return image[top : top + side, left : left + side]
 
 
 def main():

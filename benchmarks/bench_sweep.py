@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import ray
 from ray import tune
 
-from bench_landscape import KINDS, objective_spearman
+from common import KINDS, objective_spearman
 from model.config import PAPER_DEFAULTS
 from s2s_sweep.configs import ConfigError, load_space
 from s2s_sweep.errors import NoTrialFinished

@@ -27,27 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
+from common import KINDS, centre_crop, steps_list
 from model.config import PAPER_DEFAULTS, S2SConfig
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.metrics import calculate_psnr
 from s2s_sweep.sweep import image_curves
 
 RESULTS = Path("benchmarks/results")
-KINDS = {"cbsd68-25": "synthetic σ=25", "polyu": "real (PolyU)"}
 WITHIN_DB = 0.05  # the goal: mean PSNR within this of cold
 WORST_DB = 0.3  # and no image more than this below its cold result
 DEFAULT_SEED_STEPS = 1200
-
-
-def centre_crop(image: np.ndarray, side: int) -> np.ndarray:
-    if not side:
-        return image
-    top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
-    return image[top : top + side, left : left + side]
-
-
-def steps_list(text: str) -> list[int]:
-    return sorted(int(step) for step in text.split(","))
 
 
 def load_seed(kind: str, dataset, seed_id: str, config: S2SConfig, args) -> dict:

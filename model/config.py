@@ -47,6 +47,7 @@ class S2SConfig:
     lambda_iqa: float = 2e-8  # weight of the PaQ-2-PiQ loss; 0 skips the IQA model entirely
     passes: int = 500  # dropout passes averaged at inference
     lr: float = 4e-4  # Adam, betas (0.9, 0.999)
+    ema_decay: float = 0.0  # read out a bias-corrected moving average of the weights (model/averaging.py); 0 = the raw weights, as the paper
     seed: int = 0
     # where and how it runs
     device: str = "auto"  # "auto" picks CUDA when present, else "cpu"; or "cpu", "cuda", "cuda:1"
@@ -75,6 +76,7 @@ class S2SConfig:
             "lambda_iqa": (is_number(self.lambda_iqa) and self.lambda_iqa >= 0.0, "a number >= 0"),
             "passes": (is_integer(self.passes) and self.passes >= 1, "an integer >= 1"),
             "lr": (is_number(self.lr) and self.lr > 0.0, "a number > 0"),
+            "ema_decay": (is_number(self.ema_decay) and 0.0 <= self.ema_decay < 1.0, "a number in [0, 1) (0 = the raw weights)"),
             "seed": (is_integer(self.seed) and self.seed >= 0, "an integer >= 0"),
             "device": (isinstance(self.device, str) and (self.device in ("auto", "cpu", "cuda") or self.device.removeprefix("cuda:").isdigit()), "auto, cpu, cuda or cuda:N"),
             "precision": (self.precision in ("auto", "fp32", "bf16"), "one of auto, fp32, bf16"),

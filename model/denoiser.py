@@ -20,6 +20,7 @@ import numpy as np
 import psutil
 import torch
 
+from model.averaging import WeightAverage
 from model.config import S2SConfig
 from model.losses import iqa_loss, load_iqa_model, masked_l1_loss
 from model.masking import INFERENCE_STREAM, INIT_STREAM, TRAIN_STREAM, bernoulli_mask, make_generator
@@ -107,11 +108,13 @@ def train(
     on_step: StepCallback | None = None,
     checkpoints: Collection[int] = (),
     on_checkpoint: Callable[[int], None] | None = None,
+    averages: Collection[WeightAverage] = (),
 ) -> list[tuple[int, float]]:
     """Train `net` on the padded image `noisy` (1, C, H', W'): on the whole image (the paper),
     or on `plan.batch` random crops of side `plan.crop` per step. Losses see only the real
     height x width image, not its reflected padding.
-    `on_checkpoint(step)` runs after each step listed in `checkpoints`."""
+    Each of `averages` folds in the weights after every step; `on_checkpoint(step)` runs after
+    each step listed in `checkpoints`."""
     device = noisy.device
     iqa_model = load_iqa_model(config.iqa_weights, str(device)) if config.lambda_iqa > 0 else None
     optimizer = make_optimizer(net, config, device)
@@ -135,6 +138,8 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        for average in averages:
+            average.update(net)
         if step % config.log_every == 0 or step == config.steps:
             losses.append((step, loss.item()))  # the only host sync of the loop
             if on_step:
@@ -231,6 +236,17 @@ def prepare(noisy: np.ndarray, config: S2SConfig, initial_state: dict | None = N
     return net, to_batch(noisy, device)
 
 
+def weight_averages(net: S2SPlusNet, config: S2SConfig) -> list[WeightAverage]:
+    """The moving average of the weights a read-out uses (config.ema_decay > 0), or none: the raw weights."""
+    return [WeightAverage(net, config.ema_decay)] if config.ema_decay else []
+
+
+def read_out(net: S2SPlusNet, averages: list[WeightAverage]) -> S2SPlusNet:
+    """The network inference runs: the averaged weights where there is an average, else `net` itself.
+    An average is bias-corrected (model/averaging.py), so it can be read out at any step."""
+    return averages[0].network(net) if averages else net
+
+
 def train_seed(images: list[np.ndarray], config: S2SConfig) -> dict[str, torch.Tensor]:
     """Weights to warm-start other images from: a fresh network trained `config.steps` steps on each
     of `images` in turn (fresh Adam state each), as a CPU state dict."""
@@ -262,10 +278,11 @@ def denoise(
     height, width, _ = noisy.shape
     net, padded = prepare(noisy, config, initial_state)
     plan = fit_memory(height, width, config, memory_budget(config, padded.device), padded.device.type)
+    averages = weight_averages(net, config)
     started = time.perf_counter()
-    losses = train(net, padded, height, width, config, plan, on_step)
+    losses = train(net, padded, height, width, config, plan, on_step, averages=averages)
     trained = time.perf_counter()
-    denoised = to_image(infer(net, padded, config, plan.tile, on_pass=on_pass).denoised, height, width)
+    denoised = to_image(infer(read_out(net, averages), padded, config, plan.tile, on_pass=on_pass).denoised, height, width)
     return DenoiseResult(
         denoised=denoised,
         losses=losses,
@@ -283,11 +300,12 @@ def denoise_at_steps(noisy: np.ndarray, config: S2SConfig, steps: list[int], pas
     height, width, _ = noisy.shape
     net, padded = prepare(noisy, config, initial_state)
     plan = fit_memory(height, width, config, memory_budget(config, padded.device), padded.device.type)
+    averages = weight_averages(net, config)
     estimates = []
 
     def estimate(step: int) -> None:
-        denoised, heldout = infer(net, padded, config.replace(passes=passes), plan.tile)
+        denoised, heldout = infer(read_out(net, averages), padded, config.replace(passes=passes), plan.tile)
         estimates.append((to_image(denoised, height, width), to_image(heldout, height, width)))
 
-    train(net, padded, height, width, config.replace(steps=max(steps)), plan, checkpoints=set(steps), on_checkpoint=estimate)
+    train(net, padded, height, width, config.replace(steps=max(steps)), plan, checkpoints=set(steps), on_checkpoint=estimate, averages=averages)
     return estimates

@@ -49,6 +49,7 @@ LABELS = {"s2s+": "S2S+", **{name: label for name, (label, _) in BASELINES.items
 BASELINE_BYTES_PER_PIXEL = {"cbm3d": 1200, "nlm": 160, "wavelet": 100}
 BASELINE_BASE_BYTES = 700 * MB
 UNUSED_SETTINGS = ("device", "log_every", "iqa_weights")  # where and how verbosely it runs: results do not change
+OFF_BY_DEFAULT = {"ema_decay": 0.0}  # settings added after runs were recorded, at the value that reproduces them
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ class Method:
     def settings(self) -> dict:
         """What the run's config.yaml holds and its hash covers."""
         if self.is_s2s:
-            return {"method": self.name, **asdict(self.config)}
+            # a stabiliser at its paper value (off) is left out, so runs made before it existed keep their hash
+            return {"method": self.name, **{k: v for k, v in asdict(self.config).items() if not (k in OFF_BY_DEFAULT and v == OFF_BY_DEFAULT[k])}}
         return {"method": self.name, "quantize": self.config.quantize, **BASELINES[self.name][1]}
 
     @classmethod
@@ -106,7 +108,7 @@ class Method:
     def row_values(self) -> dict:
         """The table's settings columns: S2S+'s hyperparameters are null for a baseline."""
         config = self.config if self.is_s2s else None
-        values = {key: getattr(config, key) if config else None for key in ("p", "lambda_iqa", "passes", "seed")}
+        values = {key: getattr(config, key) if config else None for key in ("p", "lambda_iqa", "passes", "seed", "ema_decay")}
         init = None if not config else config.init if config.init in ("cold", "warm") else "file"
         values |= {"steps": config.image_steps if config else None, "init": init}  # the steps this image trained
         return {**values, "method": self.name, "quantize": self.config.quantize, "settings": json.dumps(self.settings, sort_keys=True)}

@@ -35,6 +35,7 @@ SCHEMA = pa.schema(
         ("lambda_iqa", pa.float64()),
         ("passes", pa.int64()),
         ("seed", pa.int64()),
+        ("ema_decay", pa.float64()),  # S2S+: 0 = read out the raw weights (the paper); else a moving average of them (model/averaging.py)
         ("init", pa.string()),  # S2S+: "cold" (a fresh network), "warm" (the run's seed network) or "file" (a saved seed)
         ("init_source", pa.string()),  # where a warm start's weights came from: the run and its seed images, or the file and its hash
         ("quantize", pa.string()),  # how the output became 8-bit for its PNG and metrics: "round" or "floor"

@@ -1,0 +1,222 @@
+"""How much does one Self2Self+ result move by chance, and which stabiliser steadies it?
+
+Per noise kind (CBSD68 σ = 25, PolyU real noise), the first --images images as centre crops of
+--side, the kind's paper p, λ_IQA 0 (the real IQA weights are not to be had offline), --seeds
+seeds. Each (image, seed) is ONE training to the largest --steps, read out at each of --steps
+with --passes passes in several ways at once, so every read-out shares the same trajectory:
+
+- raw: the weights as they are (the paper);
+- ema<decay>: a bias-corrected moving average of the weights (model/averaging.py) per --ema-decays;
+- last<k>: the mean of the raw estimates of the last --window read-outs (the ensemble spread over
+  the last checkpoints; with read-outs 100 steps apart, steps s-300..s), at k x the passes;
+- and, at the final step, raw with --final-passes passes (the ensemble's own noise).
+
+Why 96² crops and 800 steps by default: they are the protocol of the landscape and the warm-start
+tables (benchmarks/results/landscape, bench_warm.json), so these spreads apply to those figures
+directly, and 800 steps is where CBSD68 crops plateau and PolyU crops are past their first peak.
+fp32 because it is what `precision: auto` runs (bf16 is itself a decision this measure serves).
+One training with its read-outs takes ~9 minutes of one core on an AVX2 CPU without native bf16
+(0.47 s a step), so 16 images x 3 seeds is ~7 core-hours: it runs over several sessions, resumably. The paper protocol (whole images, 4000-5000
+steps, 500 passes) is a GPU's job: `--side 0 --steps ... --device cuda`.
+
+Per kind and read-out the summary gives: seed spread (per image the standard deviation of the
+final PSNR over seeds, then the root mean square over images), read-out jitter (per training the
+consecutive read-out differences over the last half of training: mean |Δ| and their standard
+deviation, RMS over trainings), ensemble noise (RMS of final PSNR at --passes minus at
+--final-passes), mean final PSNR, and for each stabiliser the rule against raw
+(benchmarks/common.py) and whether it halves the seed spread.
+
+    python benchmarks/bench_variance.py run --data-root ../shared/data --kinds cbsd68-25 &
+    python benchmarks/bench_variance.py run --data-root ../shared/data --kinds polyu &
+    python benchmarks/bench_variance.py summary
+"""
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import KINDS, centre_crop, paired_rule, rule_line, steps_list
+from model.config import PAPER_DEFAULTS, S2SConfig
+from s2s_sweep.datasets import open_dataset
+from s2s_sweep.images import to_uint8
+from s2s_sweep.metrics import calculate_psnr, calculate_ssim
+
+RESULTS = Path("benchmarks/results")
+RAW = "raw"
+
+
+def trajectory(noisy: np.ndarray, clean: np.ndarray, config: S2SConfig, steps: list[int], args) -> dict:
+    """One training of `noisy` to max(steps), read out at each of `steps` in every way listed in the
+    module docstring: {read-out: {"psnr": [...], "ssim": [...]}} and the final raw PSNR at --final-passes."""
+    from model.averaging import WeightAverage
+    from model.denoiser import fit_memory, infer, memory_budget, prepare, to_image, train
+
+    height, width, _ = noisy.shape
+    net, padded = prepare(noisy, config)
+    plan = fit_memory(height, width, config, memory_budget(config, padded.device), padded.device.type)
+    averages = {f"ema{decay}": WeightAverage(net, decay) for decay in args.ema_decays}
+    window = f"last{args.window}"
+    curves = {name: {"psnr": [], "ssim": []} for name in [RAW, *averages, window]}
+    raw_estimates, final = [], {}
+
+    def estimate(network, passes: int) -> np.ndarray:
+        return to_image(infer(network, padded, config.replace(passes=passes), plan.tile).denoised, height, width)
+
+    def score(name: str, image: np.ndarray) -> None:
+        pixels = to_uint8(image, config.quantize)
+        curves[name]["psnr"].append(calculate_psnr(pixels, clean))
+        curves[name]["ssim"].append(calculate_ssim(pixels, clean))
+
+    def read_out(step: int) -> None:
+        raw_estimates.append(estimate(net, args.passes))
+        score(RAW, raw_estimates[-1])
+        for name, average in averages.items():
+            score(name, estimate(average.network(net), args.passes))
+        score(window, np.mean(raw_estimates[-args.window :], axis=0))
+        if step == steps[-1]:
+            final["psnr"] = calculate_psnr(to_uint8(estimate(net, args.final_passes), config.quantize), clean)
+
+    train(net, padded, height, width, config.replace(steps=steps[-1]), plan, checkpoints=set(steps), on_checkpoint=read_out, averages=list(averages.values()))
+    return {"curves": curves, "final_passes_psnr": final["psnr"]}
+
+
+def run(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rows = read_pieces(args.pieces)
+    steps = steps_list(args.steps)
+    protocol = {"side": args.side, "steps": steps, "passes": args.passes, "final_passes": args.final_passes, "window": args.window, "precision": args.precision}
+    for row in rows:  # a piece of another protocol must not join the file
+        if {key: row[key] for key in protocol} != protocol:
+            raise SystemExit(f"{args.pieces}: holds pieces of {({key: row[key] for key in protocol})}, not {protocol}; use those settings or another --pieces")
+    done = {(row["dataset"], row["image_id"], row["seed"]) for row in rows}
+    for kind in args.kinds:
+        dataset = open_dataset(kind, args.data_root)
+        config = S2SConfig(p=PAPER_DEFAULTS[kind.split("-")[0]]["p"], lambda_iqa=0.0, precision=args.precision, device=args.device)
+        ids = dataset.ids[: args.images]
+        # two seeds of each image first, image by image, then the further seeds: a partial file already gives a spread per image
+        order = [(seed, image_id) for image_id in ids for seed in range(min(2, args.seeds))] + [(seed, image_id) for seed in range(2, args.seeds) for image_id in ids]
+        todo = [(seed, image_id) for seed, image_id in order if (kind, image_id, seed) not in done]
+        started = time.perf_counter()
+        for index, (seed, image_id) in enumerate(todo):
+            noisy, clean = (centre_crop(image, args.side) for image in dataset.load(image_id))
+            began = time.perf_counter()
+            result = trajectory(noisy, clean, config.replace(seed=seed), steps, args)
+            row = {
+                "dataset": kind, "image_id": image_id, "seed": seed, "steps": steps, **result, "noisy_psnr": calculate_psnr(noisy, clean),
+                "side": args.side, "p": config.p, "passes": args.passes, "final_passes": args.final_passes, "window": args.window,
+                "precision": args.precision, "device": args.device, "seconds": time.perf_counter() - began,
+            }  # fmt: skip
+            pieces = Path(args.pieces) / f"bench_variance_{kind}.jsonl"  # a file per kind: one process per kind appends to it
+            pieces.parent.mkdir(parents=True, exist_ok=True)
+            with pieces.open("a") as file:
+                file.write(json.dumps(row) + "\n")
+            elapsed = time.perf_counter() - started
+            eta = elapsed / (index + 1) * (len(todo) - index - 1)
+            finals = " ".join(f"{name} {curve['psnr'][-1]:.2f}" for name, curve in result["curves"].items())
+            print(f"[{index + 1}/{len(todo)}, ETA {eta / 60:.0f} min] {kind} {image_id} seed {seed}: {finals} dB ({row['seconds']:.0f} s)", flush=True)
+
+
+def read_pieces(folder: str) -> list[dict]:
+    """Every training recorded so far, of every kind."""
+    return [json.loads(line) for path in sorted(Path(folder).glob("bench_variance_*.jsonl")) for line in path.read_text().splitlines()]
+
+
+def rms(values) -> float:
+    values = [value for value in values if not math.isnan(value)]
+    return float(np.sqrt(np.mean(np.square(values)))) if values else math.nan
+
+
+def summarise_kind(rows: list[dict]) -> dict:
+    """The measures of the module docstring for one kind, over the images that have >= 2 seeds."""
+    by_image: dict[str, list[dict]] = {}
+    for row in rows:
+        by_image.setdefault(row["image_id"], []).append(row)
+    by_image = {image: runs for image, runs in by_image.items() if len(runs) >= 2}
+    if not by_image:
+        return {}
+    images = sorted(by_image)
+    seeds = min(len(runs) for runs in by_image.values())
+    by_image = {image: sorted(by_image[image], key=lambda row: row["seed"])[:seeds] for image in images}  # the same seed count per image
+    steps = rows[0]["steps"]
+    last_half = [index for index, step in enumerate(steps) if step >= steps[-1] / 2]
+    readouts = list(rows[0]["curves"])
+    result = {"images": len(images), "seeds": seeds, "steps": steps, "image_ids": images, "readouts": {}}
+    for name in readouts:
+        finals = {image: [run["curves"][name]["psnr"][-1] for run in by_image[image]] for image in images}  # (images, seeds)
+        jumps = [np.diff(np.array(run["curves"][name]["psnr"])[last_half]) for image in images for run in by_image[image]]
+        mean_curve = np.mean([run["curves"][name]["psnr"] for image in images for run in by_image[image]], axis=0)
+        result["readouts"][name] = {
+            "seed_spread_db": rms(np.std(finals[image], ddof=1) for image in images),
+            "seed_spread_per_image_db": {image: float(np.std(finals[image], ddof=1)) for image in images},
+            "jitter_mean_abs_db": rms(float(np.mean(np.abs(jump))) for jump in jumps),
+            "jitter_sd_db": rms(float(np.std(jump, ddof=1)) for jump in jumps if len(jump) > 1),
+            "jitter_max_abs_db": float(max(np.max(np.abs(jump)) for jump in jumps)),
+            "final_psnr": float(np.mean([np.mean(finals[image]) for image in images])),
+            "final_psnr_per_image": {image: float(np.mean(finals[image])) for image in images},
+            "mean_curve": mean_curve.tolist(),
+            "final_ssim": float(np.mean([run["curves"][name]["ssim"][-1] for image in images for run in by_image[image]])),
+        }
+    raw = result["readouts"][RAW]
+    result["ensemble_noise_db"] = rms(run["curves"][RAW]["psnr"][-1] - run["final_passes_psnr"] for image in images for run in by_image[image])
+    result["passes"], result["final_passes"] = rows[0]["passes"], rows[0]["final_passes"]
+    for name in readouts:
+        if name == RAW:
+            continue
+        entry = result["readouts"][name]
+        candidate = [entry["final_psnr_per_image"][image] for image in images]
+        reference = [raw["final_psnr_per_image"][image] for image in images]
+        entry["rule_vs_raw"] = paired_rule(candidate, reference)
+        entry["halves_seed_spread"] = bool(entry["seed_spread_db"] <= raw["seed_spread_db"] / 2)
+    return result
+
+
+def summary(args) -> None:
+    rows = read_pieces(args.pieces)
+    table = {kind: summarise_kind([row for row in rows if row["dataset"] == kind]) for kind in KINDS}
+    table = {kind: entry for kind, entry in table.items() if entry}
+    for kind, entry in table.items():
+        print(f"\n{KINDS[kind]}: {entry['images']} images x {entry['seeds']} seeds, read out at {entry['steps']}; "
+              f"ensemble noise ({entry['passes']} vs {entry['final_passes']} passes, RMS) {entry['ensemble_noise_db']:.3f} dB")  # fmt: skip
+        print(f"  {'read-out':<10} {'seed spread':>11} {'jitter |Δ|':>10} {'jitter sd':>9} {'max |Δ|':>8} {'PSNR':>7}  rule against raw")
+        for name, r in entry["readouts"].items():
+            verdict = "" if name == RAW else rule_line(r["rule_vs_raw"]) + ("; halves the spread" if r["halves_seed_spread"] else "; does not halve the spread")
+            print(f"  {name:<10} {r['seed_spread_db']:>11.3f} {r['jitter_mean_abs_db']:>10.3f} {r['jitter_sd_db']:>9.3f} {r['jitter_max_abs_db']:>8.2f} {r['final_psnr']:>7.2f}  {verdict}")
+    adopted = [
+        name for name in (next(iter(table.values()))["readouts"] if table else [])
+        if name != RAW and len(table) == len(KINDS) and all(e["readouts"][name]["rule_vs_raw"]["passes"] and e["readouts"][name]["halves_seed_spread"] for e in table.values())
+    ]  # fmt: skip
+    print(f"\nstabilisers that halve the seed spread and pass the rule on every kind: {', '.join(adopted) or 'none'}")
+    Path(args.json).write_text(json.dumps({"kinds": table, "adoptable": adopted}, indent=2))
+    print(f"wrote {args.json}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["run", "summary"])
+    parser.add_argument("--data-root")
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
+    parser.add_argument("--images", type=int, default=8, help="the first N images of each kind")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--side", type=int, default=96, help="centre crops of this side; 0 = whole images")
+    parser.add_argument("--steps", default="100,200,300,400,500,600,700,800")
+    parser.add_argument("--passes", type=int, default=50)
+    parser.add_argument("--final-passes", type=int, default=500)
+    parser.add_argument("--ema-decays", type=float, nargs="*", default=[0.99, 0.995])
+    parser.add_argument("--window", type=int, default=4, help="read-outs averaged by the last<k> read-out")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="fp32: the product's default (precision auto)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (run one process per kind on a 2-core machine)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--pieces", default=str(RESULTS), help="folder of the per-kind files of pieces, bench_variance_KIND.jsonl")
+    parser.add_argument("--json", default=str(RESULTS / "bench_variance.json"))
+    args = parser.parse_args()
+    run(args) if args.command == "run" else summary(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""What the benchmarks share: the noise kinds they measure, centre crops, step lists, and the rule
+by which one setting is called better, equal or worse than another.
+
+The rule (issue "tell better from worse"), stated before measuring: paired over the same images,
+the lower end of the 95% interval of the mean PSNR difference (candidate − reference) is above
+−0.1 dB on each kind. An image's value is the mean over its seeds where there are several, so
+the pairs are images, not trainings.
+"""
+
+import math
+
+import numpy as np
+
+KINDS = {"cbsd68-25": "synthetic σ=25", "polyu": "real (PolyU)"}
+PAPER_STEPS, PAPER_PASSES, PAPER_LAMBDA_IQA = 4000, 500, 2e-8  # the paper's CBSD68 protocol per image, for projections
+RULE_MARGIN_DB = 0.1  # the rule: lower end of the 95% interval above −RULE_MARGIN_DB
+
+
+def centre_crop(image: np.ndarray, side: int) -> np.ndarray:
+    """The central side x side piece of an (H, W, C) image (all of a shorter side); side 0 keeps the whole image."""
+    if side <= 0:
+        return image
+    top, left = max(0, (image.shape[0] - side) // 2), max(0, (image.shape[1] - side) // 2)
+    return image[top : top + side, left : left + side]
+
+
+def steps_list(text: str) -> list[int]:
+    """'100,200,400' -> [100, 200, 400], sorted."""
+    return sorted(int(step) for step in text.split(","))
+
+
+def paired_rule(candidate: list[float], reference: list[float], margin_db: float = RULE_MARGIN_DB) -> dict:
+    """The rule on per-image PSNRs of a candidate and a reference (same images, same order).
+
+    Returns n, the mean difference and its 95% interval (Student's t over images), whether the
+    rule passes, and `images_needed`: how many images the verdict would need to pass at the
+    measured mean and spread of the differences (None where the mean itself is at or below
+    −margin, so no number of images would show it)."""
+    from scipy import stats
+
+    differences = np.asarray(candidate, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
+    n = len(differences)
+    mean = float(differences.mean()) if n else math.nan
+    if n < 2:
+        return {"n": n, "mean_db": mean, "ci95_db": [math.nan, math.nan], "sd_db": math.nan, "passes": False, "images_needed": None}
+    sd = float(differences.std(ddof=1))
+    half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+    room = mean + margin_db  # how far the mean sits above the rule's bound
+    needed = None if room <= 0 else max(2, math.ceil((1.96 * sd / room) ** 2))
+    return {"n": n, "mean_db": mean, "ci95_db": [mean - half, mean + half], "sd_db": sd, "passes": bool(mean - half > -margin_db), "images_needed": needed}
+
+
+def rule_line(result: dict) -> str:
+    """One line of the rule's verdict, for a benchmark's table."""
+    low, high = result["ci95_db"]
+    needed = "no n would show it" if result["images_needed"] is None else f"n for a pass at this spread: {result['images_needed']}"
+    verdict = "passes" if result["passes"] else "does not pass"
+    return f"{result['mean_db']:+.3f} dB [{low:+.3f}, {high:+.3f}] over {result['n']} images: rule {verdict} ({needed})"
+
+
+def spearman(a, b) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def objective_spearman(frame) -> dict:
+    """The held-out score's Spearman rank correlation with PSNR over every (p, steps) of each
+    image of one kind's landscape table (pandas); their mean and minimum."""
+    per_image = {image_id: spearman(rows["psnr"], rows["heldout_psnr"]) for image_id, rows in frame.groupby("image_id")}
+    return {"mean": float(np.mean(list(per_image.values()))), "min": float(min(per_image.values())), "per_image": per_image}
