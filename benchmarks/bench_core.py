@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import PAPER_LAMBDA_IQA, PAPER_PASSES, PAPER_STEPS  # this folder is on the path of a script run from it
 from torch import nn
 
-from common import PAPER_LAMBDA_IQA, PAPER_PASSES, PAPER_STEPS  # this folder is on the path of a script run from it
 from model.config import S2SConfig, native_bf16
 from model.denoiser import build_network, infer, resolve_device, train
 from model.losses import write_random_iqa_weights
@@ -58,7 +58,9 @@ class ReferenceNet(nn.Module):
         self.decoder = nn.ModuleList(
             nn.ModuleList(
                 [
-                    nn.Sequential(nn.Conv2d((48 if i == 0 else 96) + 48, 96, 3, 1, 1, padding_mode="reflect"), nn.LeakyReLU(0.2)),
+                    nn.Sequential(
+                        nn.Conv2d((48 if i == 0 else 96) + 48, 96, 3, 1, 1, padding_mode="reflect"), nn.LeakyReLU(0.2)
+                    ),
                     nn.Sequential(nn.Conv2d(96, 96, 3, 1, 1, padding_mode="reflect"), nn.LeakyReLU(0.2)),
                 ]
             )
@@ -122,9 +124,13 @@ def variants(height, width, steps, passes, device, config):
     ]
     for precision in ("fp32", "bf16"):
         for iqa in (False, True):
-            step_config = config.replace(precision=precision, steps=steps, log_every=steps, lambda_iqa=PAPER_LAMBDA_IQA if iqa else 0.0)
+            step_config = config.replace(
+                precision=precision, steps=steps, log_every=steps, lambda_iqa=PAPER_LAMBDA_IQA if iqa else 0.0
+            )
             net = build_network(3, step_config, device)
-            found.append(("train", "ours", precision, iqa, lambda n=net, c=step_config: train(n, noisy, height, width, c, whole)))
+            found.append(
+                ("train", "ours", precision, iqa, lambda n=net, c=step_config: train(n, noisy, height, width, c, whole))
+            )
         infer_config = config.replace(precision=precision, passes=passes)
         found.append(("infer", "ours", precision, False, lambda n=net, c=infer_config: infer(n, noisy, c)))
     for *_, run in found:  # warm-up: allocator, cuDNN/oneDNN kernel choice, IQA model load
@@ -143,13 +149,26 @@ def bench_size(height, width, steps, passes, repeats, device, config):
     for index, (phase, name, precision, iqa, _) in enumerate(found):
         per = steps if phase == "train" else passes
         each = [s / per for s in seconds[index]]
-        ratios = sorted(r / s for r, s in zip(reference[phase], seconds[index], strict=True))  # per repeat: interleaved pairs
-        rows.append({
-            "size": f"{height}x{width}", "phase": phase, "variant": name, "precision": precision, "iqa": iqa,
-            "per": "step" if phase == "train" else "pass", "count": per,
-            "median_s": statistics.median(each), "min_s": min(each), "max_s": max(each),
-            "speedup_median": statistics.median(ratios), "speedup_min": ratios[0], "speedup_max": ratios[-1],
-        })
+        ratios = sorted(
+            r / s for r, s in zip(reference[phase], seconds[index], strict=True)
+        )  # per repeat: interleaved pairs
+        rows.append(
+            {
+                "size": f"{height}x{width}",
+                "phase": phase,
+                "variant": name,
+                "precision": precision,
+                "iqa": iqa,
+                "per": "step" if phase == "train" else "pass",
+                "count": per,
+                "median_s": statistics.median(each),
+                "min_s": min(each),
+                "max_s": max(each),
+                "speedup_median": statistics.median(ratios),
+                "speedup_min": ratios[0],
+                "speedup_max": ratios[-1],
+            }
+        )
     return rows
 
 
@@ -158,10 +177,22 @@ def paper_projection(rows):
     projections = []
     for size in dict.fromkeys(row["size"] for row in rows):
         for precision in ("fp32", "bf16"):
-            ours = {(r["phase"], r["iqa"]): r["median_s"] for r in rows if r["size"] == size and r["variant"] == "ours" and r["precision"] == precision}
+            ours = {
+                (r["phase"], r["iqa"]): r["median_s"]
+                for r in rows
+                if r["size"] == size and r["variant"] == "ours" and r["precision"] == precision
+            }
             train_s, infer_s = PAPER_STEPS * ours[("train", True)], PAPER_PASSES * ours[("infer", False)]
-            projections.append({"size": size, "precision": precision, "train_s": train_s, "infer_s": infer_s, "image_s": train_s + infer_s,
-                                "iqa_share_of_step": 1 - ours[("train", False)] / ours[("train", True)]})
+            projections.append(
+                {
+                    "size": size,
+                    "precision": precision,
+                    "train_s": train_s,
+                    "infer_s": infer_s,
+                    "image_s": train_s + infer_s,
+                    "iqa_share_of_step": 1 - ours[("train", False)] / ours[("train", True)],
+                }
+            )
     return projections
 
 
@@ -169,25 +200,52 @@ def goal_status(rows):
     """The speed goals at 256² (median ratios to the reference, without the IQA term, which it does not have)."""
     status = []
     for (phase, precision), goal in GOALS.items():
-        row = next((r for r in rows if r["size"] == "256x256" and r["variant"] == "ours" and r["phase"] == phase and r["precision"] == precision and not r["iqa"]), None)
+        row = next(
+            (
+                r
+                for r in rows
+                if r["size"] == "256x256"
+                and r["variant"] == "ours"
+                and r["phase"] == phase
+                and r["precision"] == precision
+                and not r["iqa"]
+            ),
+            None,
+        )
         if row:
-            status.append({"phase": phase, "precision": precision, "goal": goal, "measured": row["speedup_median"], "met": row["speedup_median"] >= goal})
+            status.append(
+                {
+                    "phase": phase,
+                    "precision": precision,
+                    "goal": goal,
+                    "measured": row["speedup_median"],
+                    "met": row["speedup_median"] >= goal,
+                }
+            )
     return status
 
 
 def print_tables(rows, projections, status):
-    print(f"{'size':>9} {'phase':>5} {'variant':>9} {'prec':>4} {'iqa':>3} {'per':>4} {'median s':>9} {'min-max s':>15} {'x ref':>6} {'x min-max':>11}")
+    print(
+        f"{'size':>9} {'phase':>5} {'variant':>9} {'prec':>4} {'iqa':>3} {'per':>4} {'median s':>9} {'min-max s':>15} {'x ref':>6} {'x min-max':>11}"
+    )
     for r in rows:
         print(
             f"{r['size']:>9} {r['phase']:>5} {r['variant']:>9} {r['precision']:>4} {'yes' if r['iqa'] else '':>3} {r['per']:>4}"
             f" {r['median_s']:9.4f} {r['min_s']:7.4f}-{r['max_s']:<7.4f} {r['speedup_median']:6.2f} {r['speedup_min']:5.2f}-{r['speedup_max']:<5.2f}"
         )
-    print(f"\npaper protocol per image ({PAPER_STEPS} steps with λ_IQA {PAPER_LAMBDA_IQA:g} + {PAPER_PASSES} passes), projected from the medians:")
+    print(
+        f"\npaper protocol per image ({PAPER_STEPS} steps with λ_IQA {PAPER_LAMBDA_IQA:g} + {PAPER_PASSES} passes), projected from the medians:"
+    )
     for p in projections:
-        print(f"{p['size']:>9} {p['precision']}: train {p['train_s']:8.0f} s + inference {p['infer_s']:6.0f} s = {p['image_s'] / 60:6.1f} min; IQA term {p['iqa_share_of_step']:.0%} of a step")
+        print(
+            f"{p['size']:>9} {p['precision']}: train {p['train_s']:8.0f} s + inference {p['infer_s']:6.0f} s = {p['image_s'] / 60:6.1f} min; IQA term {p['iqa_share_of_step']:.0%} of a step"
+        )
     print("\nspeed goals at 256x256 (x the reference):")
     for g in status:
-        print(f"  {g['phase']:>5} {g['precision']}: goal {g['goal']:.1f}x, measured {g['measured']:.2f}x — {'met' if g['met'] else 'not met'}")
+        print(
+            f"  {g['phase']:>5} {g['precision']}: goal {g['goal']:.1f}x, measured {g['measured']:.2f}x — {'met' if g['met'] else 'not met'}"
+        )
 
 
 def main():
@@ -198,7 +256,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile our network")
-    parser.add_argument("--iqa-weights", help="TORCH_HOME-style folder with the IQA weights (default: random ones, generated)")
+    parser.add_argument(
+        "--iqa-weights", help="TORCH_HOME-style folder with the IQA weights (default: random ones, generated)"
+    )
     parser.add_argument("--json", default="benchmarks/results/bench_core.json")
     args = parser.parse_args()
 
@@ -216,13 +276,18 @@ def main():
     print_tables(rows, projections, status)
     report = {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
         "native_bf16": native_bf16(device.type),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "compile": args.compile,
         "repeats": args.repeats,
-        "command": "python benchmarks/bench_core.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False) and k != "json"),
+        "command": "python benchmarks/bench_core.py "
+        + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False) and k != "json"
+        ),
         "rows": rows,
         "paper_projection": projections,
         "goals": status,

@@ -26,8 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
 from common import KINDS, centre_crop, objective_spearman, spearman, steps_list
+
 from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.metrics import calculate_psnr
@@ -37,15 +37,30 @@ P_GRID = [round(0.30 + 0.05 * index, 2) for index in range(14)]  # 0.30 .. 0.95
 SPEARMAN_GOAL = 0.8  # the held-out score may drive a sweep where it ranks as PSNR does on both kinds
 
 
-def curve_rows(kind: str, image_id: str, noisy: np.ndarray, clean: np.ndarray, config: S2SConfig, steps: list[int], passes: int) -> list[dict]:
+def curve_rows(
+    kind: str, image_id: str, noisy: np.ndarray, clean: np.ndarray, config: S2SConfig, steps: list[int], passes: int
+) -> list[dict]:
     """One training of `noisy` up to max(steps), evaluated as a sweep trial evaluates it (TrainImages): a row per read-out."""
     started = time.perf_counter()
     evaluation = TrainImages([(image_id, noisy, clean)], [], asdict(config), steps, passes)
     ((_, curves),) = evaluation.curves({"p": config.p, "lambda_iqa": config.lambda_iqa})
     seconds = time.perf_counter() - started
-    fixed = {"dataset": kind, "image_id": image_id, "p": config.p, "noisy_psnr": calculate_psnr(noisy, clean), "side": noisy.shape[0], "passes": passes,
-             "precision": config.precision, "device": config.device, "seed": config.seed, "seconds": seconds}  # fmt: skip
-    return [{**fixed, "steps": step, **{name: values[index] for name, values in curves.items()}} for index, step in enumerate(steps)]
+    fixed = {
+        "dataset": kind,
+        "image_id": image_id,
+        "p": config.p,
+        "noisy_psnr": calculate_psnr(noisy, clean),
+        "side": noisy.shape[0],
+        "passes": passes,
+        "precision": config.precision,
+        "device": config.device,
+        "seed": config.seed,
+        "seconds": seconds,
+    }
+    return [
+        {**fixed, "steps": step, **{name: values[index] for name, values in curves.items()}}
+        for index, step in enumerate(steps)
+    ]
 
 
 def run(args) -> None:
@@ -58,7 +73,12 @@ def run(args) -> None:
         table = pq.read_table(path) if path.exists() else None
         if table is not None:  # a piece of another protocol must not join the table
             settings = {"side": args.side, "passes": args.passes, "precision": args.precision, "steps": max(steps)}
-            found = {"side": pc.max(table["side"]).as_py(), "passes": pc.max(table["passes"]).as_py(), "precision": table["precision"][0].as_py(), "steps": pc.max(table["steps"]).as_py()}
+            found = {
+                "side": pc.max(table["side"]).as_py(),
+                "passes": pc.max(table["passes"]).as_py(),
+                "precision": table["precision"][0].as_py(),
+                "steps": pc.max(table["steps"]).as_py(),
+            }
             if found != settings:
                 raise SystemExit(f"{path}: built with {found}, not {settings}; use those settings or another --out")
         done = set() if table is None else set(zip(table["image_id"].to_pylist(), table["p"].to_pylist()))
@@ -69,13 +89,18 @@ def run(args) -> None:
                 if (image_id, p) in done:
                     continue
                 config = S2SConfig(p=p, lambda_iqa=0.0, precision=args.precision, device=args.device, seed=0)
-                rows = pa.Table.from_pylist(curve_rows(kind, image_id, noisy, clean, config, steps, args.passes), schema=LANDSCAPE)
+                rows = pa.Table.from_pylist(
+                    curve_rows(kind, image_id, noisy, clean, config, steps, args.passes), schema=LANDSCAPE
+                )
                 table = rows if table is None else pa.concat_tables([table, rows])
                 path.parent.mkdir(parents=True, exist_ok=True)
                 pq.write_table(table, path.with_suffix(".tmp"))
                 path.with_suffix(".tmp").replace(path)  # a kill never leaves half a file
                 best = max(rows.to_pylist(), key=lambda row: row["psnr"])
-                print(f"{kind} {image_id} p {p}: best {best['psnr']:.2f} dB at {best['steps']} ({rows['seconds'][0].as_py():.0f} s)", flush=True)
+                print(
+                    f"{kind} {image_id} p {p}: best {best['psnr']:.2f} dB at {best['steps']} ({rows['seconds'][0].as_py():.0f} s)",
+                    flush=True,
+                )
 
 
 def summary(args) -> None:
@@ -88,28 +113,56 @@ def summary(args) -> None:
         picks = {}
         for image_id, curve in rows.groupby("image_id"):
             chosen = curve.loc[curve["heldout_psnr"].idxmax()]
-            picks[image_id] = {"p": float(chosen["p"]), "steps": int(chosen["steps"]), "loss_db": float(curve["psnr"].max() - chosen["psnr"])}
+            picks[image_id] = {
+                "p": float(chosen["p"]),
+                "steps": int(chosen["steps"]),
+                "loss_db": float(curve["psnr"].max() - chosen["psnr"]),
+            }
         means = rows.groupby(["p", "steps"])[["psnr", "heldout_psnr"]].mean()
-        best, by_score = means["psnr"].idxmax(), means["heldout_psnr"].idxmax()  # as a sweep would pick: the mean over its images
+        best, by_score = (
+            means["psnr"].idxmax(),
+            means["heldout_psnr"].idxmax(),
+        )  # as a sweep would pick: the mean over its images
         result[kind] = {
-            "images": len(picks), "p_values": int(rows["p"].nunique()), "steps": sorted(map(int, rows["steps"].unique())),
+            "images": len(picks),
+            "p_values": int(rows["p"].nunique()),
+            "steps": sorted(map(int, rows["steps"].unique())),
             "noisy_psnr": float(rows.groupby("image_id")["noisy_psnr"].first().mean()),
             "best_mean": {"p": float(best[0]), "steps": int(best[1]), "psnr": float(means["psnr"].max())},
-            "objective_spearman": ranks["mean"], "objective_spearman_min": ranks["min"], "objective_spearman_per_image": ranks["per_image"],
-            "objective_spearman_of_means": spearman(means["psnr"], means["heldout_psnr"]), "pick_by_heldout": picks,
-            "pick_by_mean_heldout": {"p": float(by_score[0]), "steps": int(by_score[1]), "loss_db": float(means["psnr"].max() - means["psnr"][by_score])},
-        }  # fmt: skip
-        print(f"\n{KINDS.get(kind, kind)}: {len(picks)} images x {rows['p'].nunique()} p x {rows['steps'].nunique()} read-outs; noisy {result[kind]['noisy_psnr']:.2f} dB")
+            "objective_spearman": ranks["mean"],
+            "objective_spearman_min": ranks["min"],
+            "objective_spearman_per_image": ranks["per_image"],
+            "objective_spearman_of_means": spearman(means["psnr"], means["heldout_psnr"]),
+            "pick_by_heldout": picks,
+            "pick_by_mean_heldout": {
+                "p": float(by_score[0]),
+                "steps": int(by_score[1]),
+                "loss_db": float(means["psnr"].max() - means["psnr"][by_score]),
+            },
+        }
+        print(
+            f"\n{KINDS.get(kind, kind)}: {len(picks)} images x {rows['p'].nunique()} p x {rows['steps'].nunique()} read-outs; noisy {result[kind]['noisy_psnr']:.2f} dB"
+        )
         print(f"  best mean: p {best[0]}, {best[1]} steps, {means['psnr'].max():.2f} dB")
-        print(f"  held-out score vs PSNR, Spearman over (p, steps): mean over images {ranks['mean']:.3f}, worst {ranks['min']:.3f}; "
-              f"of the means over images {result[kind]['objective_spearman_of_means']:.3f}")  # fmt: skip
+        print(
+            f"  held-out score vs PSNR, Spearman over (p, steps): mean over images {ranks['mean']:.3f}, worst {ranks['min']:.3f}; "
+            f"of the means over images {result[kind]['objective_spearman_of_means']:.3f}"
+        )
         pick = result[kind]["pick_by_mean_heldout"]
-        print(f"  chosen by the mean held-out score: p {pick['p']}, {pick['steps']} steps, {pick['loss_db']:.2f} dB of mean PSNR below the best mean")
+        print(
+            f"  chosen by the mean held-out score: p {pick['p']}, {pick['steps']} steps, {pick['loss_db']:.2f} dB of mean PSNR below the best mean"
+        )
         for image_id, pick in picks.items():
-            print(f"    {image_id}: ρ {ranks['per_image'][image_id]:.3f}; its best by the held-out score: p {pick['p']}, {pick['steps']} steps, {pick['loss_db']:.2f} dB below its best PSNR")
+            print(
+                f"    {image_id}: ρ {ranks['per_image'][image_id]:.3f}; its best by the held-out score: p {pick['p']}, {pick['steps']} steps, {pick['loss_db']:.2f} dB below its best PSNR"
+            )
     usable = bool(result) and all(entry["objective_spearman"] >= SPEARMAN_GOAL for entry in result.values())
-    print(f"\nheld-out score as a sweep objective: {'usable' if usable else 'not usable'} (goal: Spearman >= {SPEARMAN_GOAL} on every kind)")
-    Path(args.json).write_text(json.dumps({"kinds": result, "spearman_goal": SPEARMAN_GOAL, "objective_usable": usable}, indent=2))
+    print(
+        f"\nheld-out score as a sweep objective: {'usable' if usable else 'not usable'} (goal: Spearman >= {SPEARMAN_GOAL} on every kind)"
+    )
+    Path(args.json).write_text(
+        json.dumps({"kinds": result, "spearman_goal": SPEARMAN_GOAL, "objective_usable": usable}, indent=2)
+    )
     print(f"wrote {args.json}")
 
 
@@ -123,7 +176,9 @@ def main() -> None:
     parser.add_argument("--steps", default="100,200,300,400,500,600,700,800")
     parser.add_argument("--passes", type=int, default=50)
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (run one process per kind on a 2-core machine)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (run one process per kind on a 2-core machine)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="benchmarks/results/landscape", help="folder of the per-kind Parquet files")
     parser.add_argument("--json", default="benchmarks/results/bench_landscape.json")

@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import centre_crop
+
 from model.config import S2SConfig
 from model.memory import MB, estimate, estimate_memory
 from s2s_sweep.datasets import open_dataset
@@ -43,7 +43,11 @@ def quality(args) -> None:
 
     pieces = Path(args.pieces)
     pieces.parent.mkdir(parents=True, exist_ok=True)
-    done = {(r["dataset"], r["image_id"], r["mode"]) for r in map(json.loads, pieces.read_text().splitlines())} if pieces.exists() else set()
+    done = (
+        {(r["dataset"], r["image_id"], r["mode"]) for r in map(json.loads, pieces.read_text().splitlines())}
+        if pieces.exists()
+        else set()
+    )
     crop, batch = map(int, args.crops.split("x"))
     modes = {"whole": {}, f"crops {args.crops}": {"crop_size": crop, "crop_batch": batch}, SEED_FLOOR: {"seed": 1}}
     base = S2SConfig(p=0.4, steps=args.steps, passes=args.passes, lambda_iqa=0.0, precision=args.precision, seed=0)
@@ -59,13 +63,25 @@ def quality(args) -> None:
                 started = time.perf_counter()
                 result = denoise(noisy, config)
                 row = {
-                    "dataset": name, "image_id": image_id, "mode": mode, "crop": result.plan.crop, "batch": result.plan.batch,
-                    "psnr": calculate_psnr(result.denoised, clean), "ssim": calculate_ssim(result.denoised, clean),
-                    "seconds": time.perf_counter() - started, "steps": config.steps, "passes": config.passes, "precision": config.precision, "seed": config.seed,
-                }  # fmt: skip
+                    "dataset": name,
+                    "image_id": image_id,
+                    "mode": mode,
+                    "crop": result.plan.crop,
+                    "batch": result.plan.batch,
+                    "psnr": calculate_psnr(result.denoised, clean),
+                    "ssim": calculate_ssim(result.denoised, clean),
+                    "seconds": time.perf_counter() - started,
+                    "steps": config.steps,
+                    "passes": config.passes,
+                    "precision": config.precision,
+                    "seed": config.seed,
+                }
                 with pieces.open("a") as stream:
                     stream.write(json.dumps(row) + "\n")
-                print(f"{name} {image_id} {mode}: {row['psnr']:.2f} dB {row['ssim']:.4f} ({row['seconds']:.0f} s)", flush=True)
+                print(
+                    f"{name} {image_id} {mode}: {row['psnr']:.2f} dB {row['ssim']:.4f} ({row['seconds']:.0f} s)",
+                    flush=True,
+                )
     summarise_quality(pieces, f"crops {args.crops}", Path(args.json))
 
 
@@ -78,7 +94,9 @@ def summarise_quality(pieces: Path, cropped: str, out: Path) -> None:
     """Per noise kind: crops − whole (paired by image), beside whole seed 1 − whole (the noise floor)."""
     rows = [json.loads(line) for line in pieces.read_text().splitlines()]
     report = {"rows": rows, "summary": {}}
-    print(f"| noise | images | whole PSNR | {cropped} PSNR | Δ PSNR crops − whole | Δ SSIM | Δ PSNR seed 1 − seed 0 (whole) | images to resolve ±{RESOLVE_DB} dB |")
+    print(
+        f"| noise | images | whole PSNR | {cropped} PSNR | Δ PSNR crops − whole | Δ SSIM | Δ PSNR seed 1 − seed 0 (whole) | images to resolve ±{RESOLVE_DB} dB |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, kind in KINDS.items():
         by_image = {}
@@ -86,20 +104,32 @@ def summarise_quality(pieces: Path, cropped: str, out: Path) -> None:
             if row["dataset"] == name:
                 by_image.setdefault(row["image_id"], {})[row["mode"]] = row
         pairs = [(m["whole"], m[cropped]) for m in by_image.values() if "whole" in m and cropped in m]
-        floor = np.array([m[SEED_FLOOR]["psnr"] - m["whole"]["psnr"] for m in by_image.values() if "whole" in m and SEED_FLOOR in m])
+        floor = np.array(
+            [m[SEED_FLOOR]["psnr"] - m["whole"]["psnr"] for m in by_image.values() if "whole" in m and SEED_FLOOR in m]
+        )
         if not pairs:
             continue
         d_psnr = np.array([c["psnr"] - w["psnr"] for w, c in pairs])
         d_ssim = np.array([c["ssim"] - w["ssim"] for w, c in pairs])
         summary = {
-            "images": len(pairs), "whole_psnr": float(np.mean([w["psnr"] for w, _ in pairs])), "crops_psnr": float(np.mean([c["psnr"] for _, c in pairs])),
-            "delta_psnr_mean": float(d_psnr.mean()), "delta_psnr_sd": spread(d_psnr), "delta_ssim_mean": float(d_ssim.mean()),
-            "seed_floor_images": len(floor), "seed_floor_psnr_mean": float(floor.mean()) if len(floor) else None, "seed_floor_psnr_sd": spread(floor),
+            "images": len(pairs),
+            "whole_psnr": float(np.mean([w["psnr"] for w, _ in pairs])),
+            "crops_psnr": float(np.mean([c["psnr"] for _, c in pairs])),
+            "delta_psnr_mean": float(d_psnr.mean()),
+            "delta_psnr_sd": spread(d_psnr),
+            "delta_ssim_mean": float(d_ssim.mean()),
+            "seed_floor_images": len(floor),
+            "seed_floor_psnr_mean": float(floor.mean()) if len(floor) else None,
+            "seed_floor_psnr_sd": spread(floor),
             # paired images for a 95% interval of ±RESOLVE_DB on the mean difference, given the spread seen
             "images_to_resolve": int(np.ceil((1.96 * spread(d_psnr) / RESOLVE_DB) ** 2)),
-        }  # fmt: skip
+        }
         report["summary"][name] = summary
-        floor_text = f"{summary['seed_floor_psnr_mean']:+.2f} ± {summary['seed_floor_psnr_sd']:.2f} ({len(floor)} images)" if len(floor) else "-"
+        floor_text = (
+            f"{summary['seed_floor_psnr_mean']:+.2f} ± {summary['seed_floor_psnr_sd']:.2f} ({len(floor)} images)"
+            if len(floor)
+            else "-"
+        )
         print(
             f"| {kind} | {len(pairs)} | {summary['whole_psnr']:.2f} | {summary['crops_psnr']:.2f} | "
             f"{summary['delta_psnr_mean']:+.2f} ± {summary['delta_psnr_sd']:.2f} | {summary['delta_ssim_mean']:+.4f} | {floor_text} | {summary['images_to_resolve']} |"
@@ -139,18 +169,47 @@ def cost(args) -> None:
         width = int(round(np.sqrt(megapixels * 1e6 * 4 / 3) / 32)) * 32  # 4:3 photos
         height = int(round(width * 3 / 4 / 32)) * 32
         default = estimate_memory(height, width, config)
-        plans = {"plan": default} if not (default.crop or default.tile) else {"plan": default, "whole": estimate(height, width, config, 0, 1, 0)}
+        plans = (
+            {"plan": default}
+            if not (default.crop or default.tile)
+            else {"plan": default, "whole": estimate(height, width, config, 0, 1, 0)}
+        )
         for mode, plan in plans.items():
-            row = {"megapixels": height * width / 1e6, "size": f"{width}x{height}", "mode": mode, "crop": plan.crop, "batch": plan.batch, "tile": plan.tile, "estimate_mb": plan.peak_bytes / MB}
+            row = {
+                "megapixels": height * width / 1e6,
+                "size": f"{width}x{height}",
+                "mode": mode,
+                "crop": plan.crop,
+                "batch": plan.batch,
+                "tile": plan.tile,
+                "estimate_mb": plan.peak_bytes / MB,
+            }
             if plan.peak_bytes > args.max_gb * 2**30:
                 row["measured"] = False  # does not fit this machine: the estimate stands
             else:
-                done = subprocess.run([sys.executable, "-c", MEASURE, json.dumps([height, width, plan.crop, plan.batch, plan.tile, settings])], capture_output=True, text=True, check=True)
+                done = subprocess.run(
+                    [
+                        sys.executable,
+                        "-c",
+                        MEASURE,
+                        json.dumps([height, width, plan.crop, plan.batch, plan.tile, settings]),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 row.update(json.loads(done.stdout.splitlines()[-1]), measured=True)
                 row["estimate_error"] = row["estimate_mb"] / row["peak_rss_mb"] - 1
             rows.append(row)
-            measured = f"{row['peak_rss_mb']:8.0f} {row['step_s']:8.2f} {row['pass_s']:8.1f}" if row["measured"] else f"{'-':>8} {'-':>8} {'-':>8}"
-            print(f"{row['size']:>10} {row['megapixels']:5.2f} MP {mode:>5} crop {row['crop']:3d}x{row['batch']} tile {row['tile']:3d} | est {row['estimate_mb']:8.0f} MB | {measured}", flush=True)
+            measured = (
+                f"{row['peak_rss_mb']:8.0f} {row['step_s']:8.2f} {row['pass_s']:8.1f}"
+                if row["measured"]
+                else f"{'-':>8} {'-':>8} {'-':>8}"
+            )
+            print(
+                f"{row['size']:>10} {row['megapixels']:5.2f} MP {mode:>5} crop {row['crop']:3d}x{row['batch']} tile {row['tile']:3d} | est {row['estimate_mb']:8.0f} MB | {measured}",
+                flush=True,
+            )
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"precision": args.precision, "rows": rows}, indent=2))

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import PAPER_PASSES, PAPER_STEPS, centre_crop  # this folder is on the path of a script run from it
+
 from model.config import S2SConfig
 from model.denoiser import denoise
 from s2s_sweep.datasets import open_dataset
@@ -41,11 +41,23 @@ def main():
     parser.add_argument("--p", type=float, default=0.4)
     parser.add_argument("--lambda-iqa", type=float, default=0.0, help="0 by default: no IQA weights needed")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="S2S+ arithmetic (auto: fp32 until bf16 is measured equal, README Precision)")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="S2S+ arithmetic (auto: fp32 until bf16 is measured equal, README Precision)",
+    )
     parser.add_argument("--json", default="benchmarks/results/bench_quality.json")
     args = parser.parse_args()
 
-    config = S2SConfig(p=args.p, steps=args.steps, passes=args.passes, lambda_iqa=args.lambda_iqa, device=args.device, precision=args.precision)
+    config = S2SConfig(
+        p=args.p,
+        steps=args.steps,
+        passes=args.passes,
+        lambda_iqa=args.lambda_iqa,
+        device=args.device,
+        precision=args.precision,
+    )
     dataset = open_dataset(args.dataset, args.data_root).select(limit=args.limit)
     if not dataset.has_clean:
         raise SystemExit(f"error: {args.dataset} has no clean references to score against")
@@ -53,7 +65,9 @@ def main():
 
     def s2s(noisy: np.ndarray, sigma: float) -> np.ndarray:
         result = denoise(noisy, config)
-        paper_seconds.append(result.train_seconds / config.steps * PAPER_STEPS + result.inference_seconds / config.passes * PAPER_PASSES)
+        paper_seconds.append(
+            result.train_seconds / config.steps * PAPER_STEPS + result.inference_seconds / config.passes * PAPER_PASSES
+        )
         return result.denoised
 
     methods = {"S2S+": s2s, **{LABELS[name]: functools.partial(run_baseline, name) for name in BASELINES}}
@@ -69,17 +83,31 @@ def main():
             scores[name]["psnr"].append(calculate_psnr(image, clean))
             scores[name]["ssim"].append(calculate_ssim(image, clean))
             scores[name]["seconds"].append(seconds)
-        print(f"{index}/{len(dataset)} {image_id}: " + "  ".join(f"{n} {s['psnr'][-1]:.2f}" for n, s in scores.items()), flush=True)
+        print(
+            f"{index}/{len(dataset)} {image_id}: " + "  ".join(f"{n} {s['psnr'][-1]:.2f}" for n, s in scores.items()),
+            flush=True,
+        )
 
     summary = {name: {key: float(np.mean(values)) for key, values in s.items()} for name, s in scores.items()}
-    print(f"\n{args.dataset}, {len(dataset)} images, crop {args.crop or 'full'}, S2S+ {args.steps} steps / {args.passes} passes")
+    print(
+        f"\n{args.dataset}, {len(dataset)} images, crop {args.crop or 'full'}, S2S+ {args.steps} steps / {args.passes} passes"
+    )
     print(f"{'method':>10} {'PSNR':>7} {'SSIM':>7} {'s/image':>8}")
     for name, row in summary.items():
         print(f"{name:>10} {row['psnr']:7.2f} {row['ssim']:7.4f} {row['seconds']:8.1f}")
     projected = float(np.mean(paper_seconds))
-    print(f"S2S+ under the paper protocol ({PAPER_STEPS} steps + {PAPER_PASSES} passes, λ_IQA {config.lambda_iqa:g}) on this device: {projected / 60:.1f} min per image (projected)")
+    print(
+        f"S2S+ under the paper protocol ({PAPER_STEPS} steps + {PAPER_PASSES} passes, λ_IQA {config.lambda_iqa:g}) on this device: {projected / 60:.1f} min per image (projected)"
+    )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    report = {"args": vars(args), "config": config.__dict__, "images": list(dataset.ids), "summary": summary, "per_image": scores, "paper_protocol_seconds_per_image": projected}
+    report = {
+        "args": vars(args),
+        "config": config.__dict__,
+        "images": list(dataset.ids),
+        "summary": summary,
+        "per_image": scores,
+        "paper_protocol_seconds_per_image": projected,
+    }
     Path(args.json).write_text(json.dumps(report, indent=2))
     print(f"wrote {args.json}")
 

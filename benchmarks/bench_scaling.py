@@ -36,7 +36,9 @@ def main():
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--passes", type=int, default=8)
-    parser.add_argument("--join-images", type=int, default=8, help="images of the node-joins run (demo images repeated as a folder)")
+    parser.add_argument(
+        "--join-images", type=int, default=8, help="images of the node-joins run (demo images repeated as a folder)"
+    )
     parser.add_argument("--json", default="benchmarks/results/bench_scaling.json")
     args = parser.parse_args()
 
@@ -55,7 +57,9 @@ def main():
     for workers in (1, 2):
         ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
         with tempfile.TemporaryDirectory() as out:
-            run_dataset(open_dataset("demo").select(limit=1), config, RunOptions(out=out, flush_seconds=0))  # warm workers
+            run_dataset(
+                open_dataset("demo").select(limit=1), config, RunOptions(out=out, flush_seconds=0)
+            )  # warm workers
             started = time.perf_counter()
             run_dataset(dataset, config, RunOptions(out=out, flush_seconds=0))
             rows[f"ray_{workers}_workers"] = {"workers": workers, "seconds": time.perf_counter() - started}
@@ -68,7 +72,9 @@ def main():
     print(f"{'how':>14} {'workers':>7} {'seconds':>8} {'images/h':>9}")
     for name, row in rows.items():
         print(f"{name:>14} {row['workers']:7d} {row['seconds']:8.1f} {row['images_per_hour']:9.1f}")
-    print(f"Ray + recording overhead per image: {overhead:+.2f} s ({100 * overhead * len(dataset) / loop_seconds:+.1f}% of the work)")
+    print(
+        f"Ray + recording overhead per image: {overhead:+.2f} s ({100 * overhead * len(dataset) / loop_seconds:+.1f}% of the work)"
+    )
     print(f"parallel efficiency, 2 workers: {100 * efficiency:.0f}% (goal >= 90%)")
     joins = node_joins(config, args.join_images)
     print(
@@ -76,7 +82,15 @@ def main():
         f"the new node started its first image {joins['first_start_after_join_s']:.1f} s after joining"
     )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    report = {"images": len(dataset), "steps": args.steps, "passes": args.passes, "rows": rows, "overhead_s_per_image": overhead, "efficiency": efficiency, "node_joins": joins}
+    report = {
+        "images": len(dataset),
+        "steps": args.steps,
+        "passes": args.passes,
+        "rows": rows,
+        "overhead_s_per_image": overhead,
+        "efficiency": efficiency,
+        "node_joins": joins,
+    }
     Path(args.json).write_text(json.dumps(report, indent=2))
     print(f"wrote {args.json}")
 
@@ -96,7 +110,11 @@ def node_joins(config: S2SConfig, images: int) -> dict:
         dataset = open_dataset(f"folder:{folder}/images")
         out = f"{folder}/out"
         outcome = {}
-        thread = threading.Thread(target=lambda: outcome.update(run=run_dataset(dataset, config, RunOptions(out=out, run_id="joins", flush_seconds=0))))
+        thread = threading.Thread(
+            target=lambda: outcome.update(
+                run=run_dataset(dataset, config, RunOptions(out=out, run_id="joins", flush_seconds=0))
+            )
+        )
         thread.start()
         results = Path(out) / dataset.key / "joins" / "results"
         while not (results.exists() and len(list(results.rglob("*.parquet"))) >= images // 3):  # one part per image
@@ -111,7 +129,11 @@ def node_joins(config: S2SConfig, images: int) -> dict:
     finished = [t.timestamp() for t in table["finished_at"].to_pylist()]
     computing = pc.add(table["train_seconds"], table["inference_seconds"]).to_pylist()
     first_node = table["node_id"][finished.index(min(finished))].as_py()
-    new_starts = [f - c for f, c, node in zip(finished, computing, table["node_id"].to_pylist(), strict=True) if node != first_node]
+    new_starts = [
+        f - c
+        for f, c, node in zip(finished, computing, table["node_id"].to_pylist(), strict=True)
+        if node != first_node
+    ]
     first = min(finished)  # the clock starts at the first image, after Ray's and the workers' start-up
     before = sum(first < f <= joined for f in finished)
     return {

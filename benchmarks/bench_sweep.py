@@ -33,15 +33,23 @@ import optuna
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
+from common import KINDS, objective_spearman
 from ray import tune
 
-from common import KINDS, objective_spearman
 from model.config import PAPER_DEFAULTS
 from s2s_sweep.configs import ConfigError, load_space
 from s2s_sweep.errors import NoTrialFinished
 from s2s_sweep.sweep import (
-    CURVE_SCHEMA, ReplayLandscape, best_config, make_trainable, make_tuner, range_values, read_landscape, sweep_tables, tpe_sampler,
-)  # fmt: skip
+    CURVE_SCHEMA,
+    ReplayLandscape,
+    best_config,
+    make_trainable,
+    make_tuner,
+    range_values,
+    read_landscape,
+    sweep_tables,
+    tpe_sampler,
+)
 
 SPACE = Path(__file__).with_name("bench_sweep_space.yaml")
 GOAL_REGRET_DB, GOAL_COMPUTE = 0.1, 0.3  # the issue's goal: median regret <= 0.1 dB at <= 30% of the grid's compute
@@ -62,43 +70,73 @@ def at(means, settings: dict) -> float:
 def replay(space, evaluation: ReplayLandscape, sampler, seed: int, trials: int, storage: str) -> list[tuple[int, dict]]:
     """One search on the table: after each trial, (images trained so far, the settings it would save)."""
     run_config = tune.RunConfig(name=f"replay-{seed}", storage_path=storage, verbose=0)
-    tuner = make_tuner(make_trainable(evaluation, space), space, trials, len(evaluation.image_ids), seed, run_config, sampler=sampler, concurrency=1)
+    tuner = make_tuner(
+        make_trainable(evaluation, space),
+        space,
+        trials,
+        len(evaluation.image_ids),
+        seed,
+        run_config,
+        sampler=sampler,
+        concurrency=1,
+    )
     results = tuner.fit()
-    trials_table, curves_table = sweep_tables(results, f"replay-{seed}", len(evaluation.image_ids), evaluation.checkpoints, "cold")
-    order = sorted(range(trials_table.num_rows), key=lambda index: trials_table["trial_number"][index].as_py())  # creation order
+    trials_table, curves_table = sweep_tables(
+        results, f"replay-{seed}", len(evaluation.image_ids), evaluation.checkpoints, "cold"
+    )
+    order = sorted(
+        range(trials_table.num_rows), key=lambda index: trials_table["trial_number"][index].as_py()
+    )  # creation order
     anytime, images = [], 0
     for count, index in enumerate(order, 1):
         images += trials_table["images_done"][index].as_py()
         so_far = trials_table.take(order[:count])
         try:
-            settings, _ = best_config(so_far, curves_table.filter(pc.is_in(curves_table["trial_id"], so_far["trial_id"])), space)
+            settings, _ = best_config(
+                so_far, curves_table.filter(pc.is_in(curves_table["trial_id"], so_far["trial_id"])), space
+            )
         except NoTrialFinished:
             settings = None
         anytime.append((images, settings))
     return anytime
 
 
-def evaluate(anytime: list[tuple[int, dict]], search_means, heldout_means, grid_images: int, paper_heldout: float) -> dict:
+def evaluate(
+    anytime: list[tuple[int, dict]], search_means, heldout_means, grid_images: int, paper_heldout: float
+) -> dict:
     """Regret, compute and held-out gain of what a search saves at its end, and its anytime curve
     (`search_means`, `heldout_means`: mean_psnr over each half of the images)."""
     optimum = float(search_means.max())
-    curve = [(images / grid_images, optimum - at(search_means, settings)) for images, settings in anytime if settings is not None]
+    curve = [
+        (images / grid_images, optimum - at(search_means, settings))
+        for images, settings in anytime
+        if settings is not None
+    ]
     images, settings = anytime[-1]
     return {
-        "p": settings["p"], "steps": settings["steps"], "regret_db": optimum - at(search_means, settings), "compute_fraction": images / grid_images,
-        "heldout_gain_db": at(heldout_means, settings) - paper_heldout, "anytime": curve,
-    }  # fmt: skip
+        "p": settings["p"],
+        "steps": settings["steps"],
+        "regret_db": optimum - at(search_means, settings),
+        "compute_fraction": images / grid_images,
+        "heldout_gain_db": at(heldout_means, settings) - paper_heldout,
+        "anytime": curve,
+    }
 
 
 def summarise(runs: list[dict]) -> dict:
     regrets = np.array([run["regret_db"] for run in runs])
     q25, q75 = np.percentile(regrets, [25, 75])
     return {
-        "median_regret_db": float(np.median(regrets)), "regret_spread_db": float(q75 - q25), "regret_q25_db": float(q25), "regret_q75_db": float(q75),
-        "max_regret_db": float(regrets.max()), "compute_fraction": float(np.median([run["compute_fraction"] for run in runs])),
+        "median_regret_db": float(np.median(regrets)),
+        "regret_spread_db": float(q75 - q25),
+        "regret_q25_db": float(q25),
+        "regret_q75_db": float(q75),
+        "max_regret_db": float(regrets.max()),
+        "compute_fraction": float(np.median([run["compute_fraction"] for run in runs])),
         "heldout_gain_db": float(np.median([run["heldout_gain_db"] for run in runs])),
-        "median_regret_at_goal_compute_db": regret_at(runs, GOAL_COMPUTE), "runs": runs,
-    }  # fmt: skip
+        "median_regret_at_goal_compute_db": regret_at(runs, GOAL_COMPUTE),
+        "runs": runs,
+    }
 
 
 def regret_at(runs: list[dict], compute: float) -> float | None:
@@ -121,8 +159,27 @@ def grid_tables(frame, image_ids: list[str]) -> tuple[pa.Table, pa.Table]:
     for p, rows in frame.groupby("p"):
         trial_id = f"grid-p{p:.2f}"
         means = rows.groupby("steps")["psnr"].mean()
-        trials.append({"trial_id": trial_id, "p": float(p), "lambda_iqa": 0.0, "status": "ok", "early_stopped": False, "mean_psnr": float(means.max())})
-        curves += [{"sweep_id": "grid", "trial_id": trial_id, "image_id": r.image_id, "metric": "psnr", "steps": r.steps, "value": r.psnr} for r in rows.itertuples()]
+        trials.append(
+            {
+                "trial_id": trial_id,
+                "p": float(p),
+                "lambda_iqa": 0.0,
+                "status": "ok",
+                "early_stopped": False,
+                "mean_psnr": float(means.max()),
+            }
+        )
+        curves += [
+            {
+                "sweep_id": "grid",
+                "trial_id": trial_id,
+                "image_id": r.image_id,
+                "metric": "psnr",
+                "steps": r.steps,
+                "value": r.psnr,
+            }
+            for r in rows.itertuples()
+        ]
     return pa.Table.from_pylist(trials), pa.Table.from_pylist(curves, schema=CURVE_SCHEMA)
 
 
@@ -135,9 +192,13 @@ def complete_images(landscape: pa.Table, p_grid: list[float]) -> dict[str, pa.Ta
     for kind in sorted(frame["dataset"].unique()):
         images = [image_id for (k, image_id), count in counts.items() if k == kind and count == len(p_grid)]
         if len(images) < 2:
-            print(f"{kind}: {len(images)} image(s) with the whole p grid; two or more are needed (one to search on, one to hold out): left out")
+            print(
+                f"{kind}: {len(images)} image(s) with the whole p grid; two or more are needed (one to search on, one to hold out): left out"
+            )
             continue
-        tables[kind] = landscape.filter(pc.and_(pc.equal(landscape["dataset"], kind), pc.is_in(landscape["image_id"], pa.array(images))))
+        tables[kind] = landscape.filter(
+            pc.and_(pc.equal(landscape["dataset"], kind), pc.is_in(landscape["image_id"], pa.array(images)))
+        )
     return tables
 
 
@@ -155,7 +216,10 @@ def bench_kind(kind: str, table: pa.Table, space, args, storage: str) -> dict:
     paper = {"p": paper_p, "steps": checkpoints[-1]}
     paper_heldout = at(heldout_means, paper)
     evaluation = ReplayLandscape(table, search_ids, checkpoints)
-    print(f"{kind}: search on {', '.join(search_ids)}; held out {', '.join(heldout_ids)}; grid optimum {optimum:.2f} dB", flush=True)
+    print(
+        f"{kind}: search on {', '.join(search_ids)}; held out {', '.join(heldout_ids)}; grid optimum {optimum:.2f} dB",
+        flush=True,
+    )
 
     strategies = {}
     samplers = SAMPLERS | {f"tpe_asha_startup{n}": lambda seed, n=n: tpe_sampler(seed, n) for n in args.tpe_startup}
@@ -167,24 +231,38 @@ def bench_kind(kind: str, table: pa.Table, space, args, storage: str) -> dict:
         strategies[name] = summarise(runs)
         print(f"  {name}: {args.seeds} seeds replayed", flush=True)
     grid, _ = best_config(*grid_tables(frame, search_ids), space)
-    strategies["grid"] = summarise([evaluate([(grid_images, grid)], search_means, heldout_means, grid_images, paper_heldout)])
+    strategies["grid"] = summarise(
+        [evaluate([(grid_images, grid)], search_means, heldout_means, grid_images, paper_heldout)]
+    )
     strategies["paper"] = summarise([evaluate([(0, paper)], search_means, heldout_means, grid_images, paper_heldout)])
     tpe, random = strategies["tpe_asha"]["runs"], strategies["random_asha"]["runs"]
     fractions = sorted({f for run in tpe + random for f, _ in run["anytime"]})
     return {
-        "search_images": search_ids, "heldout_images": heldout_ids, "paper_p": paper_p, "grid_optimum_psnr": optimum, "grid_images": grid_images,
-        "strategies": strategies, "heldout_gain_db": strategies["tpe_asha"]["heldout_gain_db"],
+        "search_images": search_ids,
+        "heldout_images": heldout_ids,
+        "paper_p": paper_p,
+        "grid_optimum_psnr": optimum,
+        "grid_images": grid_images,
+        "strategies": strategies,
+        "heldout_gain_db": strategies["tpe_asha"]["heldout_gain_db"],
         "objective_spearman": objective_spearman(frame)["mean"],
-        "equal_compute": [{"compute_fraction": f, "tpe_asha": regret_at(tpe, f), "random_asha": regret_at(random, f)} for f in fractions],
-    }  # fmt: skip
+        "equal_compute": [
+            {"compute_fraction": f, "tpe_asha": regret_at(tpe, f), "random_asha": regret_at(random, f)}
+            for f in fractions
+        ],
+    }
 
 
 def report(kinds: dict, trials: int) -> None:
-    print(f"\n{'kind':>10} {'strategy':>12} {'median regret':>13} {'IQR':>6} {'max':>6} {'compute':>8} {'held-out gain':>13}")
+    print(
+        f"\n{'kind':>10} {'strategy':>12} {'median regret':>13} {'IQR':>6} {'max':>6} {'compute':>8} {'held-out gain':>13}"
+    )
     for kind, result in kinds.items():
         for name, row in result["strategies"].items():
-            print(f"{kind:>10} {name:>12} {row['median_regret_db']:13.3f} {row['regret_spread_db']:6.3f} {row['max_regret_db']:6.3f} "
-                  f"{row['compute_fraction']:8.0%} {row['heldout_gain_db']:+13.3f}")  # fmt: skip
+            print(
+                f"{kind:>10} {name:>12} {row['median_regret_db']:13.3f} {row['regret_spread_db']:6.3f} {row['max_regret_db']:6.3f} "
+                f"{row['compute_fraction']:8.0%} {row['heldout_gain_db']:+13.3f}"
+            )
 
     def db(value: float | None) -> str:
         return "nothing saved yet" if value is None else f"{value:.3f} dB"
@@ -193,12 +271,16 @@ def report(kinds: dict, trials: int) -> None:
         tpe, random = result["strategies"]["tpe_asha"], result["strategies"]["random_asha"]
         at_goal = tpe["median_regret_at_goal_compute_db"]
         met = at_goal is not None and at_goal <= GOAL_REGRET_DB
-        print(f"{kind}: TPE+ASHA ({trials} trials) ends at {db(tpe['median_regret_db'])} median regret, {tpe['compute_fraction']:.0%} of the grid's compute; "
-              f"at {GOAL_COMPUTE:.0%} of it: {db(at_goal)} (goal <= {GOAL_REGRET_DB} dB: {'met' if met else 'not met'}), random+ASHA {db(random['median_regret_at_goal_compute_db'])}")  # fmt: skip
+        print(
+            f"{kind}: TPE+ASHA ({trials} trials) ends at {db(tpe['median_regret_db'])} median regret, {tpe['compute_fraction']:.0%} of the grid's compute; "
+            f"at {GOAL_COMPUTE:.0%} of it: {db(at_goal)} (goal <= {GOAL_REGRET_DB} dB: {'met' if met else 'not met'}), random+ASHA {db(random['median_regret_at_goal_compute_db'])}"
+        )
         gain = result["heldout_gain_db"]
         verdict = "beats" if gain > 0 else "does NOT beat"
-        print(f"{kind}: on the held-out images the sweep's best {verdict} the paper configuration (p {result['paper_p']}): {gain:+.3f} dB median"
-              + ("" if gain > 0 else " — not a result: the search did not generalise"))  # fmt: skip
+        print(
+            f"{kind}: on the held-out images the sweep's best {verdict} the paper configuration (p {result['paper_p']}): {gain:+.3f} dB median"
+            + ("" if gain > 0 else " — not a result: the search did not generalise")
+        )
 
 
 def plot(kinds: dict, path: str) -> None:
@@ -213,7 +295,12 @@ def plot(kinds: dict, path: str) -> None:
         spent = max(run["compute_fraction"] for runs in searches.values() for run in runs)
         fractions = np.linspace(0, spent, 101)  # up to what the searches spent, not beyond
         for (name, runs), colour in zip(searches.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
-            per_run = np.array([[next((r for f, r in reversed(run["anytime"]) if f <= x + 1e-9), np.inf) for x in fractions] for run in runs])
+            per_run = np.array(
+                [
+                    [next((r for f, r in reversed(run["anytime"]) if f <= x + 1e-9), np.inf) for x in fractions]
+                    for run in runs
+                ]
+            )
             with np.errstate(invalid="ignore"):  # inf (not drawn) until every run has saved a best
                 median, q25, q75 = (np.percentile(per_run, q, axis=0) for q in (50, 25, 75))
             axis.plot(fractions, median, color=colour, label=f"{name} (median of {len(runs)} seeds)")
@@ -232,12 +319,19 @@ def plot(kinds: dict, path: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--landscape", default="benchmarks/results/landscape", help="folder of the landscape's Parquet files")
+    parser.add_argument(
+        "--landscape", default="benchmarks/results/landscape", help="folder of the landscape's Parquet files"
+    )
     parser.add_argument("--space", default=str(SPACE))
     parser.add_argument("--kinds", nargs="+", choices=list(KINDS), help="only these noise kinds of the landscape")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--trials", type=int, help="trials per search (default: the space file's budget)")
-    parser.add_argument("--tpe-startup", type=lambda text: [int(n) for n in text.split(",")], default=[], help="also replay TPE with these start-up trial counts, e.g. 2,4")
+    parser.add_argument(
+        "--tpe-startup",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[],
+        help="also replay TPE with these start-up trial counts, e.g. 2,4",
+    )
     parser.add_argument("--json", default="benchmarks/results/bench_sweep.json")
     parser.add_argument("--plot", default="benchmarks/results/bench_sweep.png")
     args = parser.parse_args()
@@ -251,15 +345,33 @@ def main() -> None:
     tables = complete_images(landscape, range_values(space.search["p"]))
     tables = {kind: table for kind, table in tables.items() if args.kinds is None or kind in args.kinds}
     if not tables:
-        raise SystemExit(f"{args.landscape}: no{' ' + ', '.join(args.kinds) if args.kinds else ''} noise kind with two images of the whole p grid; build it with bench_landscape.py run")
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)  # its own, never a cluster running beside it
+        raise SystemExit(
+            f"{args.landscape}: no{' ' + ', '.join(args.kinds) if args.kinds else ''} noise kind with two images of the whole p grid; build it with bench_landscape.py run"
+        )
+    ray.init(
+        address="local", num_cpus=1, include_dashboard=False, log_to_driver=False
+    )  # its own, never a cluster running beside it
     with tempfile.TemporaryDirectory() as storage:
         kinds = {kind: bench_kind(kind, table, space, args, storage) for kind, table in tables.items()}
     ray.shutdown()
     report(kinds, args.trials or space.trials)
-    headline = {"heldout_gain_db": {kind: result["heldout_gain_db"] for kind, result in kinds.items()},
-                "objective_spearman": {kind: result["objective_spearman"] for kind, result in kinds.items()}}  # fmt: skip
-    Path(args.json).write_text(json.dumps({"landscape": args.landscape, "space": args.space, "seeds": args.seeds, "trials": args.trials or space.trials, **headline, "kinds": kinds}, indent=1))
+    headline = {
+        "heldout_gain_db": {kind: result["heldout_gain_db"] for kind, result in kinds.items()},
+        "objective_spearman": {kind: result["objective_spearman"] for kind, result in kinds.items()},
+    }
+    Path(args.json).write_text(
+        json.dumps(
+            {
+                "landscape": args.landscape,
+                "space": args.space,
+                "seeds": args.seeds,
+                "trials": args.trials or space.trials,
+                **headline,
+                "kinds": kinds,
+            },
+            indent=1,
+        )
+    )
     plot(kinds, args.plot)
     print(f"wrote {args.json} and {args.plot}")
 

@@ -38,8 +38,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import KINDS, centre_crop, paired_rule, rule_line, steps_list
+
 from model.config import PAPER_DEFAULTS, S2SConfig
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.images import to_uint8
@@ -80,7 +80,17 @@ def trajectory(noisy: np.ndarray, clean: np.ndarray, config: S2SConfig, steps: l
         if step == steps[-1]:
             final["psnr"] = calculate_psnr(to_uint8(estimate(net, args.final_passes), config.quantize), clean)
 
-    train(net, padded, height, width, config.replace(steps=steps[-1]), plan, checkpoints=set(steps), on_checkpoint=read_out, averages=list(averages.values()))
+    train(
+        net,
+        padded,
+        height,
+        width,
+        config.replace(steps=steps[-1]),
+        plan,
+        checkpoints=set(steps),
+        on_checkpoint=read_out,
+        averages=list(averages.values()),
+    )
     return {"curves": curves, "final_passes_psnr": final["psnr"]}
 
 
@@ -90,17 +100,30 @@ def run(args) -> None:
     torch.set_num_threads(args.threads)
     rows = read_pieces(args.pieces)
     steps = steps_list(args.steps)
-    protocol = {"side": args.side, "steps": steps, "passes": args.passes, "final_passes": args.final_passes, "window": args.window, "precision": args.precision}
+    protocol = {
+        "side": args.side,
+        "steps": steps,
+        "passes": args.passes,
+        "final_passes": args.final_passes,
+        "window": args.window,
+        "precision": args.precision,
+    }
     for row in rows:  # a piece of another protocol must not join the file
         if {key: row[key] for key in protocol} != protocol:
-            raise SystemExit(f"{args.pieces}: holds pieces of {({key: row[key] for key in protocol})}, not {protocol}; use those settings or another --pieces")
+            raise SystemExit(
+                f"{args.pieces}: holds pieces of { ({key: row[key] for key in protocol}) }, not {protocol}; use those settings or another --pieces"
+            )
     done = {(row["dataset"], row["image_id"], row["seed"]) for row in rows}
     for kind in args.kinds:
         dataset = open_dataset(kind, args.data_root)
-        config = S2SConfig(p=PAPER_DEFAULTS[kind.split("-")[0]]["p"], lambda_iqa=0.0, precision=args.precision, device=args.device)
+        config = S2SConfig(
+            p=PAPER_DEFAULTS[kind.split("-")[0]]["p"], lambda_iqa=0.0, precision=args.precision, device=args.device
+        )
         ids = dataset.ids[: args.images]
         # two seeds of each image first, image by image, then the further seeds: a partial file already gives a spread per image
-        order = [(seed, image_id) for image_id in ids for seed in range(min(2, args.seeds))] + [(seed, image_id) for seed in range(2, args.seeds) for image_id in ids]
+        order = [(seed, image_id) for image_id in ids for seed in range(min(2, args.seeds))] + [
+            (seed, image_id) for seed in range(2, args.seeds) for image_id in ids
+        ]
         todo = [(seed, image_id) for seed, image_id in order if (kind, image_id, seed) not in done]
         started = time.perf_counter()
         for index, (seed, image_id) in enumerate(todo):
@@ -108,23 +131,43 @@ def run(args) -> None:
             began = time.perf_counter()
             result = trajectory(noisy, clean, config.replace(seed=seed), steps, args)
             row = {
-                "dataset": kind, "image_id": image_id, "seed": seed, "steps": steps, **result, "noisy_psnr": calculate_psnr(noisy, clean),
-                "side": args.side, "p": config.p, "passes": args.passes, "final_passes": args.final_passes, "window": args.window,
-                "precision": args.precision, "device": args.device, "seconds": time.perf_counter() - began,
-            }  # fmt: skip
-            pieces = Path(args.pieces) / f"bench_variance_{kind}.jsonl"  # a file per kind: one process per kind appends to it
+                "dataset": kind,
+                "image_id": image_id,
+                "seed": seed,
+                "steps": steps,
+                **result,
+                "noisy_psnr": calculate_psnr(noisy, clean),
+                "side": args.side,
+                "p": config.p,
+                "passes": args.passes,
+                "final_passes": args.final_passes,
+                "window": args.window,
+                "precision": args.precision,
+                "device": args.device,
+                "seconds": time.perf_counter() - began,
+            }
+            pieces = (
+                Path(args.pieces) / f"bench_variance_{kind}.jsonl"
+            )  # a file per kind: one process per kind appends to it
             pieces.parent.mkdir(parents=True, exist_ok=True)
             with pieces.open("a") as file:
                 file.write(json.dumps(row) + "\n")
             elapsed = time.perf_counter() - started
             eta = elapsed / (index + 1) * (len(todo) - index - 1)
             finals = " ".join(f"{name} {curve['psnr'][-1]:.2f}" for name, curve in result["curves"].items())
-            print(f"[{index + 1}/{len(todo)}, ETA {eta / 60:.0f} min] {kind} {image_id} seed {seed}: {finals} dB ({row['seconds']:.0f} s)", flush=True)
+            print(
+                f"[{index + 1}/{len(todo)}, ETA {eta / 60:.0f} min] {kind} {image_id} seed {seed}: {finals} dB ({row['seconds']:.0f} s)",
+                flush=True,
+            )
 
 
 def read_pieces(folder: str) -> list[dict]:
     """Every training recorded so far, of every kind."""
-    return [json.loads(line) for path in sorted(Path(folder).glob("bench_variance_*.jsonl")) for line in path.read_text().splitlines()]
+    return [
+        json.loads(line)
+        for path in sorted(Path(folder).glob("bench_variance_*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
 
 
 def rms(values) -> float:
@@ -142,14 +185,20 @@ def summarise_kind(rows: list[dict]) -> dict:
         return {}
     images = sorted(by_image)
     seeds = min(len(runs) for runs in by_image.values())
-    by_image = {image: sorted(by_image[image], key=lambda row: row["seed"])[:seeds] for image in images}  # the same seed count per image
+    by_image = {
+        image: sorted(by_image[image], key=lambda row: row["seed"])[:seeds] for image in images
+    }  # the same seed count per image
     steps = rows[0]["steps"]
     last_half = [index for index, step in enumerate(steps) if step >= steps[-1] / 2]
     readouts = list(rows[0]["curves"])
     result = {"images": len(images), "seeds": seeds, "steps": steps, "image_ids": images, "readouts": {}}
     for name in readouts:
-        finals = {image: [run["curves"][name]["psnr"][-1] for run in by_image[image]] for image in images}  # (images, seeds)
-        jumps = [np.diff(np.array(run["curves"][name]["psnr"])[last_half]) for image in images for run in by_image[image]]
+        finals = {
+            image: [run["curves"][name]["psnr"][-1] for run in by_image[image]] for image in images
+        }  # (images, seeds)
+        jumps = [
+            np.diff(np.array(run["curves"][name]["psnr"])[last_half]) for image in images for run in by_image[image]
+        ]
         mean_curve = np.mean([run["curves"][name]["psnr"] for image in images for run in by_image[image]], axis=0)
         result["readouts"][name] = {
             "seed_spread_db": rms(np.std(finals[image], ddof=1) for image in images),
@@ -160,10 +209,14 @@ def summarise_kind(rows: list[dict]) -> dict:
             "final_psnr": float(np.mean([np.mean(finals[image]) for image in images])),
             "final_psnr_per_image": {image: float(np.mean(finals[image])) for image in images},
             "mean_curve": mean_curve.tolist(),
-            "final_ssim": float(np.mean([run["curves"][name]["ssim"][-1] for image in images for run in by_image[image]])),
+            "final_ssim": float(
+                np.mean([run["curves"][name]["ssim"][-1] for image in images for run in by_image[image]])
+            ),
         }
     raw = result["readouts"][RAW]
-    result["ensemble_noise_db"] = rms(run["curves"][RAW]["psnr"][-1] - run["final_passes_psnr"] for image in images for run in by_image[image])
+    result["ensemble_noise_db"] = rms(
+        run["curves"][RAW]["psnr"][-1] - run["final_passes_psnr"] for image in images for run in by_image[image]
+    )
     result["passes"], result["final_passes"] = rows[0]["passes"], rows[0]["final_passes"]
     for name in readouts:
         if name == RAW:
@@ -181,16 +234,33 @@ def summary(args) -> None:
     table = {kind: summarise_kind([row for row in rows if row["dataset"] == kind]) for kind in KINDS}
     table = {kind: entry for kind, entry in table.items() if entry}
     for kind, entry in table.items():
-        print(f"\n{KINDS[kind]}: {entry['images']} images x {entry['seeds']} seeds, read out at {entry['steps']}; "
-              f"ensemble noise ({entry['passes']} vs {entry['final_passes']} passes, RMS) {entry['ensemble_noise_db']:.3f} dB")  # fmt: skip
-        print(f"  {'read-out':<10} {'seed spread':>11} {'jitter |Δ|':>10} {'jitter sd':>9} {'max |Δ|':>8} {'PSNR':>7}  rule against raw")
+        print(
+            f"\n{KINDS[kind]}: {entry['images']} images x {entry['seeds']} seeds, read out at {entry['steps']}; "
+            f"ensemble noise ({entry['passes']} vs {entry['final_passes']} passes, RMS) {entry['ensemble_noise_db']:.3f} dB"
+        )
+        print(
+            f"  {'read-out':<10} {'seed spread':>11} {'jitter |Δ|':>10} {'jitter sd':>9} {'max |Δ|':>8} {'PSNR':>7}  rule against raw"
+        )
         for name, r in entry["readouts"].items():
-            verdict = "" if name == RAW else rule_line(r["rule_vs_raw"]) + ("; halves the spread" if r["halves_seed_spread"] else "; does not halve the spread")
-            print(f"  {name:<10} {r['seed_spread_db']:>11.3f} {r['jitter_mean_abs_db']:>10.3f} {r['jitter_sd_db']:>9.3f} {r['jitter_max_abs_db']:>8.2f} {r['final_psnr']:>7.2f}  {verdict}")
+            verdict = (
+                ""
+                if name == RAW
+                else rule_line(r["rule_vs_raw"])
+                + ("; halves the spread" if r["halves_seed_spread"] else "; does not halve the spread")
+            )
+            print(
+                f"  {name:<10} {r['seed_spread_db']:>11.3f} {r['jitter_mean_abs_db']:>10.3f} {r['jitter_sd_db']:>9.3f} {r['jitter_max_abs_db']:>8.2f} {r['final_psnr']:>7.2f}  {verdict}"
+            )
     adopted = [
-        name for name in (next(iter(table.values()))["readouts"] if table else [])
-        if name != RAW and len(table) == len(KINDS) and all(e["readouts"][name]["rule_vs_raw"]["passes"] and e["readouts"][name]["halves_seed_spread"] for e in table.values())
-    ]  # fmt: skip
+        name
+        for name in (next(iter(table.values()))["readouts"] if table else [])
+        if name != RAW
+        and len(table) == len(KINDS)
+        and all(
+            e["readouts"][name]["rule_vs_raw"]["passes"] and e["readouts"][name]["halves_seed_spread"]
+            for e in table.values()
+        )
+    ]
     print(f"\nstabilisers that halve the seed spread and pass the rule on every kind: {', '.join(adopted) or 'none'}")
     Path(args.json).write_text(json.dumps({"kinds": table, "adoptable": adopted}, indent=2))
     print(f"wrote {args.json}")
@@ -209,10 +279,16 @@ def main() -> None:
     parser.add_argument("--final-passes", type=int, default=500)
     parser.add_argument("--ema-decays", type=float, nargs="*", default=[0.99, 0.995])
     parser.add_argument("--window", type=int, default=4, help="read-outs averaged by the last<k> read-out")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="fp32: the product's default (precision auto)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (run one process per kind on a 2-core machine)")
+    parser.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16"], help="fp32: the product's default (precision auto)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (run one process per kind on a 2-core machine)"
+    )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--pieces", default=str(RESULTS), help="folder of the per-kind files of pieces, bench_variance_KIND.jsonl")
+    parser.add_argument(
+        "--pieces", default=str(RESULTS), help="folder of the per-kind files of pieces, bench_variance_KIND.jsonl"
+    )
     parser.add_argument("--json", default=str(RESULTS / "bench_variance.json"))
     args = parser.parse_args()
     run(args) if args.command == "run" else summary(args)

@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import KINDS, centre_crop, steps_list
+
 from model.config import PAPER_DEFAULTS, S2SConfig
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.metrics import calculate_psnr
@@ -45,7 +45,10 @@ def load_seed(kind: str, dataset, seed_id: str, config: S2SConfig, args) -> dict
 
     from model.denoiser import train_seed
 
-    path = Path(args.seed_cache).expanduser() / f"{kind}-{seed_id}-side{args.side}-p{config.p}-{args.seed_steps}steps-{args.precision}-{args.device}.pt"
+    path = (
+        Path(args.seed_cache).expanduser()
+        / f"{kind}-{seed_id}-side{args.side}-p{config.p}-{args.seed_steps}steps-{args.precision}-{args.device}.pt"
+    )
     if path.exists():
         return torch.load(path)
     images = [centre_crop(dataset.load(image_id)[0], args.side) for image_id in seed_id.split("+")]
@@ -65,12 +68,28 @@ def run(args) -> None:
     torch.set_num_threads(args.threads)
     pieces = Path(args.pieces)
     pieces.parent.mkdir(parents=True, exist_ok=True)
-    done = {(r["dataset"], r["image_id"], r["seed_image"], r["seed_steps"]) for r in map(json.loads, pieces.read_text().splitlines())} if pieces.exists() else set()
+    done = (
+        {
+            (r["dataset"], r["image_id"], r["seed_image"], r["seed_steps"])
+            for r in map(json.loads, pieces.read_text().splitlines())
+        }
+        if pieces.exists()
+        else set()
+    )
     cold_steps, warm_steps = steps_list(args.cold_steps), steps_list(args.warm_steps)
     for kind in args.kinds:
         dataset = open_dataset(kind, args.data_root)
-        seed_ids = ["+".join(dataset.ids[int(index)] for index in spec.split("+")) for spec in args.seed_images.split(",")]
-        config = S2SConfig(p=PAPER_DEFAULTS[kind.split("-")[0]]["p"], passes=args.passes, lambda_iqa=0.0, precision=args.precision, device=args.device, seed=0)
+        seed_ids = [
+            "+".join(dataset.ids[int(index)] for index in spec.split("+")) for spec in args.seed_images.split(",")
+        ]
+        config = S2SConfig(
+            p=PAPER_DEFAULTS[kind.split("-")[0]]["p"],
+            passes=args.passes,
+            lambda_iqa=0.0,
+            precision=args.precision,
+            device=args.device,
+            seed=0,
+        )
         for image_id in dataset.ids[: args.images]:
             noisy, clean = (centre_crop(image, args.side) for image in dataset.load(image_id))
             for seed_id in [None, *seed_ids]:  # None: cold
@@ -79,15 +98,35 @@ def run(args) -> None:
                 state = load_seed(kind, dataset, seed_id, config, args) if seed_id else None
                 steps = warm_steps if seed_id else cold_steps
                 started = time.perf_counter()
-                curves = image_curves(denoise_at_steps(noisy, config, steps, args.passes, initial_state=state), noisy, clean, config.quantize)
+                curves = image_curves(
+                    denoise_at_steps(noisy, config, steps, args.passes, initial_state=state),
+                    noisy,
+                    clean,
+                    config.quantize,
+                )
                 row = {
-                    "dataset": kind, "image_id": image_id, "seed_image": seed_id, "seed_steps": args.seed_steps if seed_id else 0,
-                    "steps": steps, "psnr": curves["psnr"], "ssim": curves["ssim"], "noisy_psnr": calculate_psnr(noisy, clean), "side": args.side,
-                    "p": config.p, "passes": args.passes, "precision": args.precision, "device": args.device, "seconds": time.perf_counter() - started,
-                }  # fmt: skip
+                    "dataset": kind,
+                    "image_id": image_id,
+                    "seed_image": seed_id,
+                    "seed_steps": args.seed_steps if seed_id else 0,
+                    "steps": steps,
+                    "psnr": curves["psnr"],
+                    "ssim": curves["ssim"],
+                    "noisy_psnr": calculate_psnr(noisy, clean),
+                    "side": args.side,
+                    "p": config.p,
+                    "passes": args.passes,
+                    "precision": args.precision,
+                    "device": args.device,
+                    "seconds": time.perf_counter() - started,
+                }
                 with pieces.open("a") as file:
                     file.write(json.dumps(row) + "\n")
-                print(f"{kind} {image_id} {'cold' if seed_id is None else f'warm from {seed_id}'}: " + " ".join(f"{s}:{p:.2f}" for s, p in zip(steps, curves["psnr"])), flush=True)
+                print(
+                    f"{kind} {image_id} {'cold' if seed_id is None else f'warm from {seed_id}'}: "
+                    + " ".join(f"{s}:{p:.2f}" for s, p in zip(steps, curves["psnr"])),
+                    flush=True,
+                )
 
 
 def steps_to_reach(steps: list[int], curve: np.ndarray, target: float) -> float | None:
@@ -102,7 +141,11 @@ def steps_to_reach(steps: list[int], curve: np.ndarray, target: float) -> float 
 
 def seed_label(row: dict) -> str:
     """A seed by its images, and its steps where they are not --seed-steps' default."""
-    return row["seed_image"] if row["seed_steps"] == DEFAULT_SEED_STEPS else f"{row['seed_image']} ({row['seed_steps']} steps)"
+    return (
+        row["seed_image"]
+        if row["seed_steps"] == DEFAULT_SEED_STEPS
+        else f"{row['seed_image']} ({row['seed_steps']} steps)"
+    )
 
 
 def summarise_kind(rows: list[dict]) -> dict:
@@ -125,17 +168,29 @@ def summarise_kind(rows: list[dict]) -> dict:
             worst = np.unravel_index(np.argmin(gaps), gaps.shape)
             entry |= {
                 "half_steps_gap_db": {s: float(gaps[k].mean()) for k, s in enumerate(seeds)},
-                "half_steps_worst_per_seed": {s: [images[int(np.argmin(gaps[k]))], float(gaps[k].min())] for k, s in enumerate(seeds)},
-                "goal_met_per_seed": {s: bool(gaps[k].mean() >= -WITHIN_DB and gaps[k].min() >= -WORST_DB) for k, s in enumerate(seeds)},
-                "half_steps_worst_db": float(gaps[worst]), "half_steps_worst_image": images[worst[1]], "half_steps_worst_seed": seeds[worst[0]],
+                "half_steps_worst_per_seed": {
+                    s: [images[int(np.argmin(gaps[k]))], float(gaps[k].min())] for k, s in enumerate(seeds)
+                },
+                "goal_met_per_seed": {
+                    s: bool(gaps[k].mean() >= -WITHIN_DB and gaps[k].min() >= -WORST_DB) for k, s in enumerate(seeds)
+                },
+                "half_steps_worst_db": float(gaps[worst]),
+                "half_steps_worst_image": images[worst[1]],
+                "half_steps_worst_seed": seeds[worst[0]],
                 "goal_met": bool(gaps.mean(1).min() >= -WITHIN_DB and gaps.min() >= -WORST_DB),
-            }  # fmt: skip
+            }
         horizons.append(entry)
     return {
-        "images": len(images), "seed_images": seeds, "seed_steps": {seed: warm[seed][images[0]]["seed_steps"] for seed in seeds},
-        "cold_steps": cold_steps, "warm_steps": warm_steps, "noisy_psnr": float(np.mean([cold[i]["noisy_psnr"] for i in images])),
-        "cold_mean": cold_curves.mean(0).tolist(), "warm_mean": {s: warm_curves[s].mean(0).tolist() for s in seeds}, "horizons": horizons,
-    }  # fmt: skip
+        "images": len(images),
+        "seed_images": seeds,
+        "seed_steps": {seed: warm[seed][images[0]]["seed_steps"] for seed in seeds},
+        "cold_steps": cold_steps,
+        "warm_steps": warm_steps,
+        "noisy_psnr": float(np.mean([cold[i]["noisy_psnr"] for i in images])),
+        "cold_mean": cold_curves.mean(0).tolist(),
+        "warm_mean": {s: warm_curves[s].mean(0).tolist() for s in seeds},
+        "horizons": horizons,
+    }
 
 
 def summary(args) -> None:
@@ -143,7 +198,9 @@ def summary(args) -> None:
     table = {kind: summarise_kind([r for r in rows if r["dataset"] == kind]) for kind in KINDS}
     table = {kind: entry for kind, entry in table.items() if entry}
     for kind, t in table.items():
-        print(f"\n{KINDS[kind]}: {t['images']} images, noisy {t['noisy_psnr']:.2f} dB, seeds {', '.join(t['seed_images'])} (default {DEFAULT_SEED_STEPS} steps)")
+        print(
+            f"\n{KINDS[kind]}: {t['images']} images, noisy {t['noisy_psnr']:.2f} dB, seeds {', '.join(t['seed_images'])} (default {DEFAULT_SEED_STEPS} steps)"
+        )
         print("  cold  " + "  ".join(f"{s}:{p:.2f}" for s, p in zip(t["cold_steps"], t["cold_mean"])))
         for seed, curve in t["warm_mean"].items():
             print(f"  warm {seed} " + "  ".join(f"{s}:{p:.2f}" for s, p in zip(t["warm_steps"], curve)))
@@ -166,14 +223,20 @@ def main() -> None:
     parser.add_argument("--data-root")
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
     parser.add_argument("--images", type=int, default=6, help="evaluated images: the first N of each kind")
-    parser.add_argument("--seed-images", default="10,11", help="seeds, by the indices of the images each trains on (not evaluated): 10,11 = two seeds; 10+21 = one seed trained on both")
+    parser.add_argument(
+        "--seed-images",
+        default="10,11",
+        help="seeds, by the indices of the images each trains on (not evaluated): 10,11 = two seeds; 10+21 = one seed trained on both",
+    )
     parser.add_argument("--side", type=int, default=128, help="centre crops of this side; 0 = whole images")
     parser.add_argument("--cold-steps", default="100,200,300,400,600,800,1000,1200")
     parser.add_argument("--warm-steps", default="100,200,300,400,500,600,800")
     parser.add_argument("--seed-steps", type=int, default=DEFAULT_SEED_STEPS)
     parser.add_argument("--passes", type=int, default=50)
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (run one process per kind on a 2-core machine)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (run one process per kind on a 2-core machine)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed-cache", default="~/.cache/s2s-sweep/warm_seeds")
     parser.add_argument("--pieces", default=str(RESULTS / "bench_warm.jsonl"))

@@ -42,18 +42,36 @@ def paired_rule(candidate: list[float], reference: list[float], margin_db: float
     n = len(differences)
     mean = float(differences.mean()) if n else math.nan
     if n < 2:
-        return {"n": n, "mean_db": mean, "ci95_db": [math.nan, math.nan], "sd_db": math.nan, "passes": False, "images_needed": None}
+        return {
+            "n": n,
+            "mean_db": mean,
+            "ci95_db": [math.nan, math.nan],
+            "sd_db": math.nan,
+            "passes": False,
+            "images_needed": None,
+        }
     sd = float(differences.std(ddof=1))
     half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
     room = mean + margin_db  # how far the mean sits above the rule's bound
     needed = None if room <= 0 else max(2, math.ceil((1.96 * sd / room) ** 2))
-    return {"n": n, "mean_db": mean, "ci95_db": [mean - half, mean + half], "sd_db": sd, "passes": bool(mean - half > -margin_db), "images_needed": needed}
+    return {
+        "n": n,
+        "mean_db": mean,
+        "ci95_db": [mean - half, mean + half],
+        "sd_db": sd,
+        "passes": bool(mean - half > -margin_db),
+        "images_needed": needed,
+    }
 
 
 def rule_line(result: dict) -> str:
     """One line of the rule's verdict, for a benchmark's table."""
     low, high = result["ci95_db"]
-    needed = "no n would show it" if result["images_needed"] is None else f"n for a pass at this spread: {result['images_needed']}"
+    needed = (
+        "no n would show it"
+        if result["images_needed"] is None
+        else f"n for a pass at this spread: {result['images_needed']}"
+    )
     verdict = "passes" if result["passes"] else "does not pass"
     return f"{result['mean_db']:+.3f} dB [{low:+.3f}, {high:+.3f}] over {result['n']} images: rule {verdict} ({needed})"
 
@@ -68,4 +86,8 @@ def objective_spearman(frame) -> dict:
     """The held-out score's Spearman rank correlation with PSNR over every (p, steps) of each
     image of one kind's landscape table (pandas); their mean and minimum."""
     per_image = {image_id: spearman(rows["psnr"], rows["heldout_psnr"]) for image_id, rows in frame.groupby("image_id")}
-    return {"mean": float(np.mean(list(per_image.values()))), "min": float(min(per_image.values())), "per_image": per_image}
+    return {
+        "mean": float(np.mean(list(per_image.values()))),
+        "min": float(min(per_image.values())),
+        "per_image": per_image,
+    }

@@ -76,16 +76,34 @@ class S2SConfig:
             "lambda_iqa": (is_number(self.lambda_iqa) and self.lambda_iqa >= 0.0, "a number >= 0"),
             "passes": (is_integer(self.passes) and self.passes >= 1, "an integer >= 1"),
             "lr": (is_number(self.lr) and self.lr > 0.0, "a number > 0"),
-            "ema_decay": (is_number(self.ema_decay) and 0.0 <= self.ema_decay < 1.0, "a number in [0, 1) (0 = the raw weights)"),
+            "ema_decay": (
+                is_number(self.ema_decay) and 0.0 <= self.ema_decay < 1.0,
+                "a number in [0, 1) (0 = the raw weights)",
+            ),
             "seed": (is_integer(self.seed) and self.seed >= 0, "an integer >= 0"),
-            "device": (isinstance(self.device, str) and (self.device in ("auto", "cpu", "cuda") or self.device.removeprefix("cuda:").isdigit()), "auto, cpu, cuda or cuda:N"),
+            "device": (
+                isinstance(self.device, str)
+                and (self.device in ("auto", "cpu", "cuda") or self.device.removeprefix("cuda:").isdigit()),
+                "auto, cpu, cuda or cuda:N",
+            ),
             "precision": (self.precision in ("auto", "fp32", "bf16"), "one of auto, fp32, bf16"),
             "channels_last": (isinstance(self.channels_last, bool), "true or false"),
             "compile": (isinstance(self.compile, bool), "true or false"),
-            "inference_memory_mb": (is_integer(self.inference_memory_mb) and self.inference_memory_mb >= 0, "an integer >= 0 (0 = automatic)"),
-            "crop_size": (self.crop_size == 0 or (is_integer(self.crop_size) and self.crop_size >= 64 and self.crop_size % 32 == 0), "0 (automatic) or a multiple of 32 >= 64"),
+            "inference_memory_mb": (
+                is_integer(self.inference_memory_mb) and self.inference_memory_mb >= 0,
+                "an integer >= 0 (0 = automatic)",
+            ),
+            "crop_size": (
+                self.crop_size == 0
+                or (is_integer(self.crop_size) and self.crop_size >= 64 and self.crop_size % 32 == 0),
+                "0 (automatic) or a multiple of 32 >= 64",
+            ),
             "crop_batch": (is_integer(self.crop_batch) and self.crop_batch >= 0, "an integer >= 0 (0 = automatic)"),
-            "tile_size": (self.tile_size == 0 or (is_integer(self.tile_size) and self.tile_size >= 192 and self.tile_size % 32 == 0), "0 (automatic) or a multiple of 32 >= 192"),
+            "tile_size": (
+                self.tile_size == 0
+                or (is_integer(self.tile_size) and self.tile_size >= 192 and self.tile_size % 32 == 0),
+                "0 (automatic) or a multiple of 32 >= 192",
+            ),
             "memory_mb": (is_integer(self.memory_mb) and self.memory_mb >= 0, "an integer >= 0 (0 = what is free)"),
             "log_every": (is_integer(self.log_every) and self.log_every >= 1, "an integer >= 1"),
             "quantize": (self.quantize in ("round", "floor"), "round or floor"),

@@ -80,7 +80,9 @@ def memory_budget(config: S2SConfig, device: torch.device) -> int:
 
 def to_batch(image: np.ndarray, device: torch.device) -> torch.Tensor:
     """(H, W, C) array -> (1, C, H', W') float tensor reflect-padded to the network's size."""
-    tensor = torch.from_numpy(np.array(image, dtype=np.float32, order="C")).permute(2, 0, 1)[None]  # a writable copy: Ray hands tasks read-only arrays
+    tensor = torch.from_numpy(np.array(image, dtype=np.float32, order="C")).permute(2, 0, 1)[
+        None
+    ]  # a writable copy: Ray hands tasks read-only arrays
     return pad_to_network(tensor.to(device))
 
 
@@ -157,7 +159,9 @@ class Estimate(NamedTuple):
 
 
 @torch.inference_mode()
-def ensemble(net: S2SPlusNet, noisy: torch.Tensor, config: S2SConfig, batch_size: int, on_batch: Callable[[int], None]) -> tuple[torch.Tensor, torch.Tensor]:
+def ensemble(
+    net: S2SPlusNet, noisy: torch.Tensor, config: S2SConfig, batch_size: int, on_batch: Callable[[int], None]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean of `passes` dropout passes over one padded piece (1, C, h, w), and its held-out mean
     (see Estimate), both (C, h, w) float32.
 
@@ -231,7 +235,9 @@ def prepare(noisy: np.ndarray, config: S2SConfig, initial_state: dict | None = N
     if initial_state is not None:
         seed_channels = initial_state["encoder_in.0.conv.weight"].shape[1] // 2  # mask + masked image
         if seed_channels != channels:
-            raise SeedMismatch(f"init: the seed network was trained on {seed_channels}-channel images; this image has {channels} channels")
+            raise SeedMismatch(
+                f"init: the seed network was trained on {seed_channels}-channel images; this image has {channels} channels"
+            )
         net.load_state_dict(initial_state)
     return net, to_batch(noisy, device)
 
@@ -282,7 +288,9 @@ def denoise(
     started = time.perf_counter()
     losses = train(net, padded, height, width, config, plan, on_step, averages=averages)
     trained = time.perf_counter()
-    denoised = to_image(infer(read_out(net, averages), padded, config, plan.tile, on_pass=on_pass).denoised, height, width)
+    denoised = to_image(
+        infer(read_out(net, averages), padded, config, plan.tile, on_pass=on_pass).denoised, height, width
+    )
     return DenoiseResult(
         denoised=denoised,
         losses=losses,
@@ -293,7 +301,9 @@ def denoise(
     )
 
 
-def denoise_at_steps(noisy: np.ndarray, config: S2SConfig, steps: list[int], passes: int, initial_state: dict | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+def denoise_at_steps(
+    noisy: np.ndarray, config: S2SConfig, steps: list[int], passes: int, initial_state: dict | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Train once up to max(steps) (fresh, or from `initial_state`) and return the `passes`-pass
     (denoised, held-out) estimates (H, W, C) at each of `steps`: the PSNR-vs-steps curve of one
     training, the sweep's fidelity axis; the held-out estimate scores it without a clean image."""
@@ -307,5 +317,15 @@ def denoise_at_steps(noisy: np.ndarray, config: S2SConfig, steps: list[int], pas
         denoised, heldout = infer(read_out(net, averages), padded, config.replace(passes=passes), plan.tile)
         estimates.append((to_image(denoised, height, width), to_image(heldout, height, width)))
 
-    train(net, padded, height, width, config.replace(steps=max(steps)), plan, checkpoints=set(steps), on_checkpoint=estimate, averages=averages)
+    train(
+        net,
+        padded,
+        height,
+        width,
+        config.replace(steps=max(steps)),
+        plan,
+        checkpoints=set(steps),
+        on_checkpoint=estimate,
+        averages=averages,
+    )
     return estimates

@@ -41,7 +41,10 @@ def ensure_iqa_weights(weights_dir: str | None) -> None:
 
     hub = hub_dir(weights_dir)
     missing = []
-    for relative, url in [(RESNET18_FILE, ResNet18_Weights.IMAGENET1K_V1.url), (PAQ2PIQ_FILE, default_model_urls["url"])]:
+    for relative, url in [
+        (RESNET18_FILE, ResNet18_Weights.IMAGENET1K_V1.url),
+        (PAQ2PIQ_FILE, default_model_urls["url"]),
+    ]:
         path = hub / relative
         if path.is_file():
             continue

@@ -22,7 +22,9 @@ def make_generator(device: torch.device, seed: int, *stream: int) -> torch.Gener
     return generator
 
 
-def keep_mask(shape: tuple[int, ...], p: float, generators: list[torch.Generator], device: torch.device) -> torch.Tensor:
+def keep_mask(
+    shape: tuple[int, ...], p: float, generators: list[torch.Generator], device: torch.device
+) -> torch.Tensor:
     """Bool (len(generators), *shape): each entry kept (True) with probability 1 - p, independently,
     row b drawn from generators[b] alone (so any batching of rows gives the same rows)."""
     count = math.prod(shape)

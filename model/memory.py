@@ -65,7 +65,9 @@ def piece_pixels(height: int, width: int, side: int) -> int:
     return padded_h * padded_w if not side else min(side, padded_h) * min(side, padded_w)
 
 
-def estimate(height: int, width: int, config: S2SConfig, crop: int, batch: int, tile: int, device_type: str = "cpu") -> Plan:
+def estimate(
+    height: int, width: int, config: S2SConfig, crop: int, batch: int, tile: int, device_type: str = "cpu"
+) -> Plan:
     """Predicted peaks of one image with the given crop/batch/tile (see the module docstring)."""
     precision = config.precision_on(device_type)
     image_bytes = IMAGE_BYTES_PER_PIXEL * height * width
@@ -74,7 +76,9 @@ def estimate(height: int, width: int, config: S2SConfig, crop: int, batch: int, 
     if config.lambda_iqa > 0:
         train += IQA_BYTES + IQA_BYTES_PER_PIXEL * train_pixels
     tile_pixels = piece_pixels(height, width, tile)
-    infer = PASS_WORKSPACE_BYTES + PASS_BYTES_PER_PIXEL[precision] * tile_pixels * passes_per_batch(config, tile_pixels, device_type)
+    infer = PASS_WORKSPACE_BYTES + PASS_BYTES_PER_PIXEL[precision] * tile_pixels * passes_per_batch(
+        config, tile_pixels, device_type
+    )
     base = PROCESS_BYTES[device_type]
     if device_type == "cpu":
         train, infer = base + image_bytes + train, base + image_bytes + infer
@@ -110,7 +114,9 @@ def estimate_memory(height: int, width: int, config: S2SConfig, device_type: str
     return estimate(height, width, config, *default_plan(height, width, config), device_type)
 
 
-def fit_memory(height: int, width: int, config: S2SConfig, budget_bytes: int, device_type: str = "cpu", name: str = "image") -> Plan:
+def fit_memory(
+    height: int, width: int, config: S2SConfig, budget_bytes: int, device_type: str = "cpu", name: str = "image"
+) -> Plan:
     """The default plan, shrunk until its peak fits `budget_bytes`: smaller inference tiles first
     (same result up to the blending), then fewer crops per step, then smaller crops.
     Raises DoesNotFit with a one-line reason when even the smallest plan does not fit."""
@@ -132,7 +138,6 @@ def fit_memory(height: int, width: int, config: S2SConfig, budget_bytes: int, de
                 f"{name}: {height}x{width} pixels needs at least {smallest.peak_bytes / MB:,.0f} MB "
                 f"(64x64 crops, 192x192 tiles), more than the {budget_bytes / MB:,.0f} MB budget"
             )
-
 
 
 def peak_rss_bytes() -> int:

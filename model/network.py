@@ -65,8 +65,7 @@ class S2SPlusNet(nn.Module):
         self.encoder_down = nn.ModuleList(GatedConv2d(e, e) for _ in range(LEVELS))
         # decoder: the first block sees 48 upsampled + 48 skip channels, the others 96 + 48
         self.decoder = nn.ModuleList(
-            nn.ModuleList([conv3x3((e if level == 0 else d) + e, d), conv3x3(d, d)])
-            for level in range(LEVELS)
+            nn.ModuleList([conv3x3((e if level == 0 else d) + e, d), conv3x3(d, d)]) for level in range(LEVELS)
         )
         self.head = conv3x3(d, channels)
 
@@ -77,9 +76,7 @@ class S2SPlusNet(nn.Module):
                 nn.init.normal_(module.weight, 0.0, 0.02, generator=generator)
                 nn.init.zeros_(module.bias)
 
-    def forward(
-        self, noisy: torch.Tensor, mask: torch.Tensor, generators: list[torch.Generator]
-    ) -> torch.Tensor:
+    def forward(self, noisy: torch.Tensor, mask: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
         """noisy, mask: (B, C, H, W) with H, W multiples of 32; one generator per batch element."""
         x = torch.cat([mask, mask * noisy], dim=1)  # (B, 2C, H, W)
         skips = [self.encoder_in(x)]  # (B, 48, H, W)

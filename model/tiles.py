@@ -38,7 +38,9 @@ class CropSampler:
     def sample(self) -> torch.Tensor:
         tops = self.rng.integers(0, self.max_top + 1, self.batch)
         lefts = self.rng.integers(0, self.max_left + 1, self.batch)
-        return torch.cat([self.padded[..., t : t + self.crop_h, s : s + self.crop_w] for t, s in zip(tops, lefts, strict=True)])
+        return torch.cat(
+            [self.padded[..., t : t + self.crop_h, s : s + self.crop_w] for t, s in zip(tops, lefts, strict=True)]
+        )
 
 
 def tile_starts(length: int, tile: int) -> list[int]:

@@ -19,7 +19,10 @@ import yaml
 from model.config import S2SConfig
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
-FLAG_FIELDS = ("device", "iqa_weights")  # where a run computes, given by --device and --iqa-weights, never by a config file
+FLAG_FIELDS = (
+    "device",
+    "iqa_weights",
+)  # where a run computes, given by --device and --iqa-weights, never by a config file
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(S2SConfig) if f.name not in FLAG_FIELDS)
 SEARCHED = ("p", "steps", "lambda_iqa")
 
@@ -84,7 +87,12 @@ def _mapping(content: dict, key: str, where: str, required: set[str], optional: 
 
 def _number(value, where: str, minimum: float = 0.0, integer: bool = False) -> float:
     kind = int if integer else (int, float)
-    _require(isinstance(value, kind) and not isinstance(value, bool) and value >= minimum, where, f"{'an integer' if integer else 'a number'} >= {minimum}", value)
+    _require(
+        isinstance(value, kind) and not isinstance(value, bool) and value >= minimum,
+        where,
+        f"{'an integer' if integer else 'a number'} >= {minimum}",
+        value,
+    )
     return value
 
 
@@ -99,7 +107,12 @@ def parse_range(name: str, spec, where: str) -> Range:
     if name == "steps":
         _require(isinstance(low, int) and low >= 1, f"{where}: search.steps.low", "an integer >= 1", low)
     log = spec.get("log", False)
-    _require(isinstance(log, bool) and (not log or low > 0), f"{where}: search.{name}.log", "true/false, with low > 0 when true", log)
+    _require(
+        isinstance(log, bool) and (not log or low > 0),
+        f"{where}: search.{name}.log",
+        "true/false, with low > 0 when true",
+        log,
+    )
     step = spec.get("step")
     if step is not None:
         _number(step, f"{where}: search.{name}.step", minimum=1 if name == "steps" else 1e-12, integer=name == "steps")
@@ -122,11 +135,21 @@ def load_space(path: str | Path) -> SearchSpace:
     unknown = sorted(set(content) - top)
     _require(not unknown, where, f"only the top-level keys {', '.join(sorted(top))}", ", ".join(unknown))
     datasets = content.get("datasets")
-    _require(isinstance(datasets, list) and all(isinstance(d, str) for d in datasets), f"{where}: datasets", "a list of names", datasets)
+    _require(
+        isinstance(datasets, list) and all(isinstance(d, str) for d in datasets),
+        f"{where}: datasets",
+        "a list of names",
+        datasets,
+    )
     paper = run_overrides(content.get("paper"), f"{where}: paper")  # keys known, values in range
     search = _mapping(content, "search", where, {*SEARCHED, "passes"}, {"steps_within_db", "init"})
     inits = search.get("init", ["cold"])
-    _require(isinstance(inits, list) and inits and set(inits) <= {"cold", "warm"} and len(set(inits)) == len(inits), f"{where}: search.init", "a list of cold and/or warm", inits)
+    _require(
+        isinstance(inits, list) and inits and set(inits) <= {"cold", "warm"} and len(set(inits)) == len(inits),
+        f"{where}: search.init",
+        "a list of cold and/or warm",
+        inits,
+    )
     subset = _mapping(content, "subset", where, {"size", "seed"})
     budget = _mapping(content, "budget", where, {"trials", "concurrency"})
     resources = _mapping(content, "resources", where, {"cpus_per_trial", "gpus_per_trial"})
@@ -144,7 +167,9 @@ def load_space(path: str | Path) -> SearchSpace:
         cpus_per_trial=_number(resources["cpus_per_trial"], f"{where}: resources.cpus_per_trial", 0),
         gpus_per_trial=_number(resources["gpus_per_trial"], f"{where}: resources.gpus_per_trial", 0),
         grace_images=_number(stopping["grace_images"], f"{where}: early_stopping.grace_images", 1, integer=True),
-        reduction_factor=_number(stopping["reduction_factor"], f"{where}: early_stopping.reduction_factor", 2, integer=True),
+        reduction_factor=_number(
+            stopping["reduction_factor"], f"{where}: early_stopping.reduction_factor", 2, integer=True
+        ),
         steps_within_db=_number(search.get("steps_within_db", 0.05), f"{where}: search.steps_within_db", 0),
         inits=tuple(inits),
     )
@@ -167,7 +192,12 @@ def parse_set(assignments: list[str]) -> dict:
     values = {}
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
-        _require(bool(sep) and key in RUN_FIELDS, f"--set {assignment}", f"key=value with key among {', '.join(RUN_FIELDS)}", assignment)
+        _require(
+            bool(sep) and key in RUN_FIELDS,
+            f"--set {assignment}",
+            f"key=value with key among {', '.join(RUN_FIELDS)}",
+            assignment,
+        )
         values[key] = parse_value(text)
     return run_overrides(values, "--set")
 
@@ -193,7 +223,9 @@ def resolve_run_config(dataset: str, config: str, assignments: list[str], saved_
     elif config == "best":
         location, text = saved_best
         if text is None:
-            raise ConfigError(f"--config best: no saved best configuration at {location}; run the sweep first (--sweep), or use --config paper")
+            raise ConfigError(
+                f"--config best: no saved best configuration at {location}; run the sweep first (--sweep), or use --config paper"
+            )
         saved = yaml.safe_load(text)
         saved.pop("selection", None)  # how the sweep chose its steps: a record, not a setting
         values = run_overrides(saved, location)
@@ -202,8 +234,14 @@ def resolve_run_config(dataset: str, config: str, assignments: list[str], saved_
         if not path.is_file():
             raise ConfigError(f"--config {config}: expected paper, best or an existing YAML file")
         content = yaml.safe_load(path.read_text())
-        if isinstance(content, dict) and content.get("method", "s2s+") != "s2s+":  # a run's config.yaml records its method
-            raise ConfigError(f"--config {config}: holds the settings of a {content['method']} run, not of S2S+; run it with --method {content['method']}")
+        if (
+            isinstance(content, dict) and content.get("method", "s2s+") != "s2s+"
+        ):  # a run's config.yaml records its method
+            raise ConfigError(
+                f"--config {config}: holds the settings of a {content['method']} run, not of S2S+; run it with --method {content['method']}"
+            )
         recorded = ("method", *FLAG_FIELDS)  # in a run's config.yaml, but given by --method, --device, --iqa-weights
-        values = run_overrides({k: v for k, v in content.items() if k not in recorded} if isinstance(content, dict) else content, str(path))
+        values = run_overrides(
+            {k: v for k, v in content.items() if k not in recorded} if isinstance(content, dict) else content, str(path)
+        )
     return {**values, **parse_set(assignments)}

@@ -24,7 +24,9 @@ from s2s_sweep.datasets import CBSD68_SIGMAS, SIDD_MAT, DatasetError, resolve_da
 
 CHECKSUMS = Path(__file__).with_name("checksums") / "SHA256SUMS"
 CBSD68_SOURCE = "https://raw.githubusercontent.com/clausmichele/CBSD68-dataset/master/"  # holds CBSD68/...
-POLYU_SOURCE = "https://raw.githubusercontent.com/csjunxu/PolyU-Real-World-Noisy-Images-Dataset/master/"  # holds CroppedImages/...
+POLYU_SOURCE = (
+    "https://raw.githubusercontent.com/csjunxu/PolyU-Real-World-Noisy-Images-Dataset/master/"  # holds CroppedImages/...
+)
 
 
 def dataset_files(name: str) -> dict[str, str]:
@@ -39,7 +41,9 @@ def dataset_files(name: str) -> dict[str, str]:
             f"{' and '.join(k + '.mat' for k in SIDD_MAT[name] if k)} there by hand and put them in DATA_ROOT/SIDD/"
         )
     else:
-        raise DatasetError(f"{name}: no downloadable files; known: {', '.join(f'cbsd68-{s}' for s in CBSD68_SIGMAS)}, polyu")
+        raise DatasetError(
+            f"{name}: no downloadable files; known: {', '.join(f'cbsd68-{s}' for s in CBSD68_SIGMAS)}, polyu"
+        )
     files = {}
     for line in CHECKSUMS.read_text().splitlines():
         digest, path = line.split(maxsplit=1)
@@ -84,7 +88,13 @@ def fetch(name: str, data_root: Path, source: str | None = None, retries: int = 
     `retries` times with pooch's backoff); returns the problems left (empty when all good)."""
     files = dataset_files(name)
     urls = {relative: remote_url(relative, source) for relative in files}
-    registry = pooch.create(data_root, base_url="", registry={relative: f"sha256:{digest}" for relative, digest in files.items()}, urls=urls, retry_if_failed=retries)
+    registry = pooch.create(
+        data_root,
+        base_url="",
+        registry={relative: f"sha256:{digest}" for relative, digest in files.items()},
+        urls=urls,
+        retry_if_failed=retries,
+    )
     pooch.get_logger().setLevel("WARNING")  # one progress line below instead of a line per file
     problems = []
     for done, relative in enumerate(files, 1):
@@ -105,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["fetch", "verify"])
     parser.add_argument("name", help="cbsd68-15, cbsd68-25, cbsd68-50, polyu (sidd: manual download)")
     parser.add_argument("--data-root", help="default: $S2S_DATA_ROOT, else ~/.cache/s2s-sweep/data")
-    parser.add_argument("--source", help="fetch from this URL (laid out like a data root) instead of the public repositories")
+    parser.add_argument(
+        "--source", help="fetch from this URL (laid out like a data root) instead of the public repositories"
+    )
     args = parser.parse_args(argv)
     data_root = resolve_data_root(args.data_root)
     try:
@@ -116,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems[:10]:
         print(problem, file=sys.stderr)
     if problems:
-        print(f"error: {args.name}: {len(problems)} of {len(dataset_files(args.name))} files are not good", file=sys.stderr)
+        print(
+            f"error: {args.name}: {len(problems)} of {len(dataset_files(args.name))} files are not good",
+            file=sys.stderr,
+        )
         return 1
     print(f"{args.name}: all {len(dataset_files(args.name))} files present and verified under {data_root}")
     return 0

@@ -118,7 +118,9 @@ def open_dataset(name: str, data_root: str | Path | None = None, clean_dir: str 
     if name.startswith("cbsd68-") and name.removeprefix("cbsd68-") in map(str, CBSD68_SIGMAS):
         base = require_dir(root / "CBSD68", name, root)
         sigma = name.removeprefix("cbsd68-")
-        dataset = folder_dataset(name, require_dir(base / f"noisy{sigma}", name, root), require_dir(base / "original_png", name, root))
+        dataset = folder_dataset(
+            name, require_dir(base / f"noisy{sigma}", name, root), require_dir(base / "original_png", name, root)
+        )
         return replace(dataset, sigma=float(sigma))
     if name == "polyu":
         folder = require_dir(root / "PolyU" / "CroppedImages", name, root)
@@ -146,7 +148,9 @@ def image_files(folder: Path, suffix: str = "") -> dict[str, Path]:
     }
 
 
-def folder_dataset(name: str, noisy_dir: Path, clean_dir: Path | None, noisy_suffix: str = "", clean_suffix: str = "") -> Dataset:
+def folder_dataset(
+    name: str, noisy_dir: Path, clean_dir: Path | None, noisy_suffix: str = "", clean_suffix: str = ""
+) -> Dataset:
     """Images in `noisy_dir`, paired by id with those in `clean_dir` (when given)."""
     for folder in (noisy_dir, clean_dir):
         if folder is not None and not folder.is_dir():
@@ -159,12 +163,20 @@ def folder_dataset(name: str, noisy_dir: Path, clean_dir: Path | None, noisy_suf
         unpaired = sorted(set(noisy) ^ set(clean))
         if unpaired:
             where = [str(noisy.get(i) or clean[i]) for i in unpaired[:3]]
-            raise DatasetError(f"{name}: {len(unpaired)} unpaired images, e.g. {', '.join(where)} (noisy and clean are matched by name)")
+            raise DatasetError(
+                f"{name}: {len(unpaired)} unpaired images, e.g. {', '.join(where)} (noisy and clean are matched by name)"
+            )
 
     def load(image_id: str) -> Pair:
         return read_image(noisy[image_id]), read_image(clean[image_id]) if clean_dir else None
 
-    return Dataset(name, tuple(noisy), load, has_clean=clean_dir is not None, sizer=lambda image_id: read_image_size(noisy[image_id]))
+    return Dataset(
+        name,
+        tuple(noisy),
+        load,
+        has_clean=clean_dir is not None,
+        sizer=lambda image_id: read_image_size(noisy[image_id]),
+    )
 
 
 def sidd_dataset(name: str, folder: Path) -> Dataset:
@@ -183,7 +195,9 @@ def sidd_dataset(name: str, folder: Path) -> Dataset:
     clean_blocks = functools.cache(lambda: read_sidd_mat(folder / f"{clean_key}.mat", clean_key)) if clean_key else None
     images, blocks = noisy_blocks().shape[:2]
     if clean_blocks and clean_blocks().shape != noisy_blocks().shape:
-        raise DatasetError(f"{name}: {clean_key}.mat has shape {clean_blocks().shape}, {noisy_key}.mat {noisy_blocks().shape}")
+        raise DatasetError(
+            f"{name}: {clean_key}.mat has shape {clean_blocks().shape}, {noisy_key}.mat {noisy_blocks().shape}"
+        )
     ids = tuple(f"i{i:02d}_b{b:02d}" for i in range(images) for b in range(blocks))
 
     def load(image_id: str) -> Pair:
@@ -230,4 +244,6 @@ def demo_dataset() -> Dataset:
         clean = image[top : top + DEMO_SIDE, left : left + DEMO_SIDE, :3].astype(np.float32) / 255.0
         return add_gaussian_noise(clean, DEMO_SIGMA, DEMO_SEED + DEMO_SOURCES.index(image_id)), clean
 
-    return Dataset("demo", DEMO_SOURCES, load, has_clean=True, sizer=lambda image_id: (DEMO_SIDE, DEMO_SIDE), sigma=DEMO_SIGMA)
+    return Dataset(
+        "demo", DEMO_SOURCES, load, has_clean=True, sizer=lambda image_id: (DEMO_SIDE, DEMO_SIDE), sigma=DEMO_SIGMA
+    )

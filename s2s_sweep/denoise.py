@@ -29,7 +29,9 @@ DEFAULTS = S2SConfig()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m s2s_sweep.denoise", description="Denoise one image with Self2Self+.")
+    parser = argparse.ArgumentParser(
+        prog="python -m s2s_sweep.denoise", description="Denoise one image with Self2Self+."
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("noisy", nargs="?", help="noisy image (PNG/JPEG/TIFF, 8/16-bit, gray or RGB)")
     source.add_argument("--demo", action="store_true", help="use the built-in demo image and its clean reference")
@@ -37,16 +39,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clean", help="clean reference: prints PSNR/SSIM of the input and the result")
     parser.add_argument("--p", type=float, default=DEFAULTS.p, help="drop probability (default %(default)s)")
     parser.add_argument("--steps", type=int, default=DEFAULTS.steps, help="training steps (default %(default)s)")
-    parser.add_argument("--lambda-iqa", type=float, default=DEFAULTS.lambda_iqa, help="IQA loss weight; 0 disables it (default %(default)s)")
-    parser.add_argument("--passes", type=int, default=DEFAULTS.passes, help="inference dropout passes (default %(default)s)")
+    parser.add_argument(
+        "--lambda-iqa",
+        type=float,
+        default=DEFAULTS.lambda_iqa,
+        help="IQA loss weight; 0 disables it (default %(default)s)",
+    )
+    parser.add_argument(
+        "--passes", type=int, default=DEFAULTS.passes, help="inference dropout passes (default %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
     parser.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
     parser.add_argument("--precision", default=DEFAULTS.precision, choices=["auto", "fp32", "bf16"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
-    parser.add_argument("--quantize", default=DEFAULTS.quantize, choices=["round", "floor"], help="float output to 8 bits for the PNG and metrics (default %(default)s; floor: as the authors' code)")
-    parser.add_argument("--iqa-weights", help="TORCH_HOME-style folder holding hub/checkpoints/resnet18-*.pth and hub/pyiqa/P2P_*.pth")
-    parser.add_argument("--init", help="start from a saved seed network (a run's seed.pt: a warm start) instead of a fresh one")
-    parser.add_argument("--warm-steps", type=int, default=DEFAULTS.warm_steps, help="training steps from the seed (default: steps // 2)")
+    parser.add_argument(
+        "--quantize",
+        default=DEFAULTS.quantize,
+        choices=["round", "floor"],
+        help="float output to 8 bits for the PNG and metrics (default %(default)s; floor: as the authors' code)",
+    )
+    parser.add_argument(
+        "--iqa-weights", help="TORCH_HOME-style folder holding hub/checkpoints/resnet18-*.pth and hub/pyiqa/P2P_*.pth"
+    )
+    parser.add_argument(
+        "--init", help="start from a saved seed network (a run's seed.pt: a warm start) instead of a fresh one"
+    )
+    parser.add_argument(
+        "--warm-steps", type=int, default=DEFAULTS.warm_steps, help="training steps from the seed (default: steps // 2)"
+    )
     return parser.parse_args(argv)
 
 
@@ -56,10 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             config = S2SConfig(
-                p=args.p, steps=args.steps, lambda_iqa=args.lambda_iqa, passes=args.passes, seed=args.seed,
-                device=args.device, precision=args.precision, compile=args.compile, iqa_weights=args.iqa_weights, quantize=args.quantize,
-                init=args.init or "cold", warm_steps=args.warm_steps,
-            )  # fmt: skip
+                p=args.p,
+                steps=args.steps,
+                lambda_iqa=args.lambda_iqa,
+                passes=args.passes,
+                seed=args.seed,
+                device=args.device,
+                precision=args.precision,
+                compile=args.compile,
+                iqa_weights=args.iqa_weights,
+                quantize=args.quantize,
+                init=args.init or "cold",
+                warm_steps=args.warm_steps,
+            )
         except ValueError as error:
             raise ConfigError(str(error)) from None
         initial_state = load_seed(read_file(args.init, "--init"), args.init) if args.init else None
@@ -73,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
 
         started = time.perf_counter()
         config = config.replace(steps=config.image_steps)
-        with tqdm(total=config.steps, desc="train", unit="step") as train_bar, tqdm(total=config.passes, desc="infer", unit="pass") as infer_bar:
+        with (
+            tqdm(total=config.steps, desc="train", unit="step") as train_bar,
+            tqdm(total=config.passes, desc="infer", unit="pass") as infer_bar,
+        ):
 
             def on_step(step: int, steps: int, loss: float) -> None:
                 train_bar.update(step - train_bar.n)
@@ -99,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     plan = result.plan
     training = f"{plan.batch} crops of {plan.crop}x{plan.crop} per step" if plan.crop else "whole image"
     inference = f"tiles of {plan.tile}x{plan.tile}" if plan.tile else "whole image"
-    print(f"wrote {args.output} ({time.perf_counter() - started:.1f} s on {result.device}; training: {training}; inference: {inference}; predicted peak {plan.peak_bytes / 2**20:,.0f} MB)")
+    print(
+        f"wrote {args.output} ({time.perf_counter() - started:.1f} s on {result.device}; training: {training}; inference: {inference}; predicted peak {plan.peak_bytes / 2**20:,.0f} MB)"
+    )
     if clean is not None:
         print(f"noisy   PSNR {calculate_psnr(noisy, clean):6.2f} dB  SSIM {calculate_ssim(noisy, clean):.4f}")
         denoised = to_uint8(result.denoised, config.quantize)  # what was written

@@ -13,7 +13,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our errors name the file; OpenCV's own lines only add noise
+cv2.utils.logging.setLogLevel(
+    cv2.utils.logging.LOG_LEVEL_SILENT
+)  # our errors name the file; OpenCV's own lines only add noise
 Image.MAX_IMAGE_PIXELS = None  # Pillow only reads headers here; memory is planned by model/memory.py
 
 READABLE_DEPTHS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}

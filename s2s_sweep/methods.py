@@ -77,7 +77,12 @@ class Method:
         """What the run's config.yaml holds and its hash covers."""
         if self.is_s2s:
             # a stabiliser at its paper value (off) is left out, so runs made before it existed keep their hash
-            return {"method": self.name, **{k: v for k, v in asdict(self.config).items() if not (k in OFF_BY_DEFAULT and v == OFF_BY_DEFAULT[k])}}
+            return {
+                "method": self.name,
+                **{
+                    k: v for k, v in asdict(self.config).items() if not (k in OFF_BY_DEFAULT and v == OFF_BY_DEFAULT[k])
+                },
+            }
         return {"method": self.name, "quantize": self.config.quantize, **BASELINES[self.name][1]}
 
     @classmethod
@@ -108,14 +113,23 @@ class Method:
     def row_values(self) -> dict:
         """The table's settings columns: S2S+'s hyperparameters are null for a baseline."""
         config = self.config if self.is_s2s else None
-        values = {key: getattr(config, key) if config else None for key in ("p", "lambda_iqa", "passes", "seed", "ema_decay")}
+        values = {
+            key: getattr(config, key) if config else None for key in ("p", "lambda_iqa", "passes", "seed", "ema_decay")
+        }
         init = None if not config else config.init if config.init in ("cold", "warm") else "file"
         values |= {"steps": config.image_steps if config else None, "init": init}  # the steps this image trained
-        return {**values, "method": self.name, "quantize": self.config.quantize, "settings": json.dumps(self.settings, sort_keys=True)}
+        return {
+            **values,
+            "method": self.name,
+            "quantize": self.config.quantize,
+            "settings": json.dumps(self.settings, sort_keys=True),
+        }
 
     def check_installed(self) -> None:
         if self.name == "cbm3d" and importlib.util.find_spec("bm3d") is None:
-            raise ConfigError('--method cbm3d: the bm3d package is not installed; pip install "s2s-sweep[baselines]" (or pip install bm3d) on every node')
+            raise ConfigError(
+                '--method cbm3d: the bm3d package is not installed; pip install "s2s-sweep[baselines]" (or pip install bm3d) on every node'
+            )
 
     def plan(self, height: int, width: int, budget_bytes: int, device_type: str, name: str) -> Plan:
         """Memory of one image: S2S+'s plan (crops and tiles fitted to the budget); a baseline's whole-image estimate."""
@@ -123,7 +137,9 @@ class Method:
             return fit_memory(height, width, self.config, budget_bytes, device_type, name)
         peak = baseline_peak_bytes(self.name, height, width)
         if peak > budget_bytes:
-            raise DoesNotFit(f"{name}: {height}x{width} pixels needs about {peak / MB:,.0f} MB for {self.label}, more than the {budget_bytes / MB:,.0f} MB budget")
+            raise DoesNotFit(
+                f"{name}: {height}x{width} pixels needs about {peak / MB:,.0f} MB for {self.label}, more than the {budget_bytes / MB:,.0f} MB budget"
+            )
         return Plan(crop=0, batch=1, tile=0, train_bytes=0, infer_bytes=peak, host_bytes=peak)
 
     def fitted(self, plan: Plan) -> "Method":
@@ -131,7 +147,14 @@ class Method:
         if not self.is_s2s:
             return self
         config = self.config
-        return replace(self, config=config.replace(crop_size=plan.crop or config.crop_size, crop_batch=plan.batch if plan.crop else config.crop_batch, tile_size=plan.tile or config.tile_size))
+        return replace(
+            self,
+            config=config.replace(
+                crop_size=plan.crop or config.crop_size,
+                crop_batch=plan.batch if plan.crop else config.crop_batch,
+                tile_size=plan.tile or config.tile_size,
+            ),
+        )
 
 
 def settings_hash(settings: dict) -> str:
@@ -158,23 +181,42 @@ def run_baseline(name: str, noisy: np.ndarray, sigma: float) -> np.ndarray:
     if name == "cbm3d":
         import bm3d
 
-        denoised = bm3d.bm3d_rgb(noisy, sigma, profile=settings["profile"]) if noisy.shape[2] == 3 else bm3d.bm3d(noisy[..., 0], sigma, profile=settings["profile"])[..., None]
+        denoised = (
+            bm3d.bm3d_rgb(noisy, sigma, profile=settings["profile"])
+            if noisy.shape[2] == 3
+            else bm3d.bm3d(noisy[..., 0], sigma, profile=settings["profile"])[..., None]
+        )
     elif name == "nlm":
         nlm = {k: v for k, v in settings.items() if k != "h_over_sigma"}
         denoised = denoise_nl_means(noisy, h=settings["h_over_sigma"] * sigma, sigma=sigma, channel_axis=-1, **nlm)
     else:
-        denoised = denoise_wavelet(noisy, sigma=sigma, method=settings["threshold"], mode=settings["mode"], rescale_sigma=settings["rescale_sigma"], channel_axis=-1)
+        denoised = denoise_wavelet(
+            noisy,
+            sigma=sigma,
+            method=settings["threshold"],
+            mode=settings["mode"],
+            rescale_sigma=settings["rescale_sigma"],
+            channel_axis=-1,
+        )
     return np.clip(denoised, 0.0, 1.0).astype(np.float32)
 
 
 def denoise_image(
-    image_id: str, noisy: np.ndarray, clean: np.ndarray | None, method: Method, sigma: float | None, cpus: float, initial_state: dict | None = None
+    image_id: str,
+    noisy: np.ndarray,
+    clean: np.ndarray | None,
+    method: Method,
+    sigma: float | None,
+    cpus: float,
+    initial_state: dict | None = None,
 ) -> dict:
     """The work of one Ray task: denoise, score the input and the output. `sigma`: the dataset's
     true noise σ (0..255), None to estimate it (baselines only); `initial_state`: the seed network
     of a warm start (S2S+). Plain function, so it also runs without Ray."""
     torch.set_num_threads(max(1, int(cpus)))
-    values, denoised = s2s_image(noisy, method.config, initial_state) if method.is_s2s else baseline_image(noisy, method.name, sigma)
+    values, denoised = (
+        s2s_image(noisy, method.config, initial_state) if method.is_s2s else baseline_image(noisy, method.name, sigma)
+    )
     on_cuda = values["device"].startswith("cuda")
     denoised = to_uint8(denoised, method.config.quantize)  # the saved PNG, and what the metrics score
     scored = clean is not None
@@ -207,7 +249,11 @@ def s2s_image(noisy: np.ndarray, config: S2SConfig, initial_state: dict | None =
     """Train an S2S+ network on the image, fresh or from a seed (`image_steps` steps), and denoise it."""
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    result = denoise(noisy, config.replace(memory_mb=gpu_share_memory_mb(config), steps=config.image_steps), initial_state=initial_state)
+    result = denoise(
+        noisy,
+        config.replace(memory_mb=gpu_share_memory_mb(config), steps=config.image_steps),
+        initial_state=initial_state,
+    )
     on_cuda = torch.device(result.device).type == "cuda"
     values = {
         "train_seconds": result.train_seconds,
@@ -255,6 +301,15 @@ def load_seed(data: bytes, name: str) -> dict:
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         S2SPlusNet(channels=state["encoder_in.0.conv.weight"].shape[1] // 2).load_state_dict(state)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, TypeError, AttributeError) as error:  # what a wrong file raises
-        raise ConfigError(f"init: {name}: not a saved Self2Self+ seed network (a run's seed.pt): {type(error).__name__}: {str(error).splitlines()[0][:200]}") from None
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        RuntimeError,
+        KeyError,
+        TypeError,
+        AttributeError,
+    ) as error:  # what a wrong file raises
+        raise ConfigError(
+            f"init: {name}: not a saved Self2Self+ seed network (a run's seed.pt): {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+        ) from None
     return state

@@ -119,7 +119,10 @@ def find_sweeps(store: OutputStore, key: str) -> list[Sweep]:
         best = store.read_text(f"{folder}/best_config.yaml")
         if best is None:  # not finished
             continue
-        trials, curves = (pads.dataset(store.path(f"{folder}/{name}"), filesystem=store.fs, partitioning="hive").to_table() for name in ("trials", "curves"))
+        trials, curves = (
+            pads.dataset(store.path(f"{folder}/{name}"), filesystem=store.fs, partitioning="hive").to_table()
+            for name in ("trials", "curves")
+        )
         best = yaml.safe_load(best)
         plot = sweep_plots(trials, curves, best["selection"])["psnr_vs_steps.png"]
         sweeps.append(Sweep(key, sweep_id, trials.to_pandas(), best, plot))
@@ -154,12 +157,18 @@ def protocol_notes(run: Run) -> list[str]:
     if run.dataset not in PAPER_TEST_SETS:
         return []
     images, test_set = PAPER_TEST_SETS[run.dataset]
-    notes = [] if len(run.rows) == images and run.dataset != "polyu" else [f"{len(run.rows)} images; the paper tests {test_set}"]
+    notes = (
+        []
+        if len(run.rows) == images and run.dataset != "polyu"
+        else [f"{len(run.rows)} images; the paper tests {test_set}"]
+    )
     ok = run.rows[run.rows["status"] == "ok"]
     if run.method != "s2s+":
         sources = set(ok["sigma_source"].dropna())
         notes += ["σ estimated from each image"] if "estimated" in sources else []
-        notes += ["CBM3D of the bm3d package (profile np); the paper does not say which"] if run.method == "cbm3d" else []
+        notes += (
+            ["CBM3D of the bm3d package (profile np); the paper does not say which"] if run.method == "cbm3d" else []
+        )
         return notes
     paper, s = load_space(space_file_for(run.dataset)).paper, run.settings
     for key, name in (("steps", "steps"), ("passes", "passes"), ("lambda_iqa", "λ_IQA"), ("p", "p")):
@@ -169,8 +178,12 @@ def protocol_notes(run: Run) -> list[str]:
         notes.append(f"{int((ok['crop'] > 0).sum())} of {len(ok)} images trained on crops")
     if (ok["precision"] == "bf16").any():
         notes.append("bf16 arithmetic")
-    if s.get("init", "cold") != "cold" and len(ok):  # rows record the steps each image trained and where its start came from
-        notes.append(f"warm starts from {ok['init_source'].iloc[0]}, {int(ok['steps'].iloc[0])} steps per image; the paper trains each image from scratch")
+    if s.get("init", "cold") != "cold" and len(
+        ok
+    ):  # rows record the steps each image trained and where its start came from
+        notes.append(
+            f"warm starts from {ok['init_source'].iloc[0]}, {int(ok['steps'].iloc[0])} steps per image; the paper trains each image from scratch"
+        )
     if s.get("quantize") == "round":
         notes.append("output rounded to 8 bits (the authors' code truncates)")
     return notes
@@ -193,17 +206,19 @@ def summary_rows(runs: list[Run]) -> list[dict[str, str]]:
         summary = summarize(run)
         on_shared = run.rows.loc[run.rows["image_id"].isin(shared), "psnr"]
         paper = PAPER_RESULTS.get(run.dataset, {}).get(run.method)
-        table.append({
-            "method": run.label,
-            "run": run.run_id,
-            "images (failed)": f"{summary['images']} ({summary['failed']})",
-            "PSNR dB, 95% CI": format_interval(summary["psnr"], 2),
-            "SSIM, 95% CI": format_interval(summary["ssim"], 4),
-            "gain over noisy dB": format_interval(summary["gain"], 2),
-            f"PSNR on the {len(shared)} shared images": f"{on_shared.mean():.2f}" if shared else "–",
-            "paper PSNR / SSIM": f"{paper[0]:.2f} / {paper[1]:.4f}" if paper else "–",
-            "differs from the paper": "; ".join(protocol_notes(run)) if paper else "",
-        })  # fmt: skip
+        table.append(
+            {
+                "method": run.label,
+                "run": run.run_id,
+                "images (failed)": f"{summary['images']} ({summary['failed']})",
+                "PSNR dB, 95% CI": format_interval(summary["psnr"], 2),
+                "SSIM, 95% CI": format_interval(summary["ssim"], 4),
+                "gain over noisy dB": format_interval(summary["gain"], 2),
+                f"PSNR on the {len(shared)} shared images": f"{on_shared.mean():.2f}" if shared else "–",
+                "paper PSNR / SSIM": f"{paper[0]:.2f} / {paper[1]:.4f}" if paper else "–",
+                "differs from the paper": "; ".join(protocol_notes(run)) if paper else "",
+            }
+        )
     return table
 
 
@@ -235,7 +250,9 @@ def image_plots(runs: list[Run]) -> bytes:
     scored = [(run, run.rows[(run.rows["status"] == "ok") & run.rows["psnr"].notna()]) for run in runs]
     scored = [(run, rows) for run, rows in scored if len(rows)]
     for run, rows in scored:
-        scatter.scatter(rows["noisy_psnr"], rows["psnr"] - rows["noisy_psnr"], s=14, alpha=0.7, label=f"{run.label} ({run.run_id})")
+        scatter.scatter(
+            rows["noisy_psnr"], rows["psnr"] - rows["noisy_psnr"], s=14, alpha=0.7, label=f"{run.label} ({run.run_id})"
+        )
     scatter.axhline(0, color="grey", lw=0.8)
     scatter.set_xlabel("noisy PSNR (dB)")
     scatter.set_ylabel("gain: denoised − noisy PSNR (dB)")
@@ -261,7 +278,10 @@ def contact_sheets(store: OutputStore, runs: list[Run], dataset: Dataset | None)
     ok = best.rows[(best.rows["status"] == "ok") & best.rows["psnr"].notna()]
     ranked = ok.assign(gain=ok["psnr"] - ok["noisy_psnr"]).sort_values("gain", ascending=False)
     sections = []
-    for title, chosen in (("largest gain", ranked.head(SHEET_IMAGES)), ("smallest gain", ranked.tail(min(SHEET_IMAGES, max(0, len(ranked) - SHEET_IMAGES))).iloc[::-1])):
+    for title, chosen in (
+        ("largest gain", ranked.head(SHEET_IMAGES)),
+        ("smallest gain", ranked.tail(min(SHEET_IMAGES, max(0, len(ranked) - SHEET_IMAGES))).iloc[::-1]),
+    ):
         if not len(chosen):
             continue
         header = ["image", "noisy", *[f"{run.label} ({run.run_id})" for run in runs], "clean"]
@@ -278,8 +298,14 @@ def contact_sheets(store: OutputStore, runs: list[Run], dataset: Dataset | None)
             cells.append(tile(clean))
             body.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-        sections.append(f"<h4>{title} ({html.escape(best.label)}, {best.run_id})</h4><table class='sheet'><tr>{head}</tr>{''.join(body)}</table>")
-    note = "" if dataset else "<p class='note'>noisy and clean crops not shown: the dataset is not at hand here (pass --data-root)</p>"
+        sections.append(
+            f"<h4>{title} ({html.escape(best.label)}, {best.run_id})</h4><table class='sheet'><tr>{head}</tr>{''.join(body)}</table>"
+        )
+    note = (
+        ""
+        if dataset
+        else "<p class='note'>noisy and clean crops not shown: the dataset is not at hand here (pass --data-root)</p>"
+    )
     return note + "".join(sections)
 
 
@@ -310,9 +336,16 @@ def sweep_section(sweeps: list[Sweep]) -> tuple[str, str]:
             f"{selection.get('chosen_mean_psnr', float('nan')):.2f} dB (peak {selection.get('peak_mean_psnr', float('nan')):.2f} dB at {selection.get('peak_steps')} steps)"
         )
         top = sweep.trials.sort_values("mean_psnr", ascending=False).head(8)
-        rows = [{k: f"{v:.4g}" if isinstance(v, float) else str(v) for k, v in r.items()} for r in top[["trial_id", "p", "steps", "lambda_iqa", "images_done", "mean_psnr", "early_stopped"]].to_dict("records")]
+        rows = [
+            {k: f"{v:.4g}" if isinstance(v, float) else str(v) for k, v in r.items()}
+            for r in top[["trial_id", "p", "steps", "lambda_iqa", "images_done", "mean_psnr", "early_stopped"]].to_dict(
+                "records"
+            )
+        ]
         parts_md.append(f"- {line}")
-        parts_html.append(f"<p>{html.escape(line)}</p>{html_table(rows) if rows else ''}<img src='{data_uri(sweep.plot)}' alt='sweep {html.escape(sweep.sweep_id)}'>")
+        parts_html.append(
+            f"<p>{html.escape(line)}</p>{html_table(rows) if rows else ''}<img src='{data_uri(sweep.plot)}' alt='sweep {html.escape(sweep.sweep_id)}'>"
+        )
     return "".join(parts_html), "\n".join(parts_md)
 
 
@@ -331,7 +364,9 @@ def run_details(runs: list[Run]) -> str:
             "nodes": int(rows["node_id"].nunique()),
         }
         text = json.dumps(facts, indent=2, default=str)
-        items.append(f"<details><summary>{html.escape(run.label)} — {run.run_id}</summary><pre>{html.escape(text)}</pre></details>")
+        items.append(
+            f"<details><summary>{html.escape(run.label)} — {run.run_id}</summary><pre>{html.escape(text)}</pre></details>"
+        )
     return "".join(items)
 
 
@@ -353,7 +388,11 @@ def build_report(store: OutputStore, runs: list[Run], data_root: str | None) -> 
         table = summary_rows(group)
         sweeps_html, sweeps_md = sweep_section(find_sweeps(store, group[0].key))
         paper = PAPER_TEST_SETS.get(name)
-        paper_note = f"Paper figures: Self2Self+ (Tables 2 and 3), on {paper[1]}." if paper else "The paper has no figures for this dataset."
+        paper_note = (
+            f"Paper figures: Self2Self+ (Tables 2 and 3), on {paper[1]}."
+            if paper
+            else "The paper has no figures for this dataset."
+        )
         markdown += [f"## {name}\n", markdown_table(table), "", paper_note, ""] + ([sweeps_md, ""] if sweeps_md else [])
         body.append(
             f"<h2 id='{html.escape(group[0].key)}'>{html.escape(name)}</h2>{html_table(table)}<p class='note'>{html.escape(paper_note)} "
@@ -363,7 +402,10 @@ def build_report(store: OutputStore, runs: list[Run], data_root: str | None) -> 
             + (f"<h3>Sweeps</h3>{sweeps_html}" if sweeps_html else "")
             + f"<h3>Runs: settings and code</h3>{run_details(group)}"
         )
-    contents = "".join(f"<li><a href='#{html.escape(run.key)}'>{html.escape(run.dataset)}</a></li>" for run in {r.dataset: r for r in runs}.values())
+    contents = "".join(
+        f"<li><a href='#{html.escape(run.key)}'>{html.escape(run.dataset)}</a></li>"
+        for run in {r.dataset: r for r in runs}.values()
+    )
     page = (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>s2s-sweep report</title><style>{STYLE}</style></head>"
         f"<body><h1>s2s-sweep report</h1><p class='note'>{now}; outputs {html.escape(store.uri)}; report code {version}</p><ul>{contents}</ul>{''.join(body)}</body></html>"
@@ -372,11 +414,18 @@ def build_report(store: OutputStore, runs: list[Run], data_root: str | None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m s2s_sweep.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m s2s_sweep.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("out", help="the runs' output folder or filesystem URI (their --out)")
     parser.add_argument("--datasets", nargs="+", help="only these datasets (names or folder keys; default: all found)")
-    parser.add_argument("--data-root", help="where the datasets are, for the noisy/clean crops (default: $S2S_DATA_ROOT, else ~/.cache/s2s-sweep/data)")
-    parser.add_argument("--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite under OUT)")
+    parser.add_argument(
+        "--data-root",
+        help="where the datasets are, for the noisy/clean crops (default: $S2S_DATA_ROOT, else ~/.cache/s2s-sweep/data)",
+    )
+    parser.add_argument(
+        "--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite under OUT)"
+    )
     args = parser.parse_args(argv)
     try:
         return report(args)
@@ -386,24 +435,38 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    session = open_session(args.out, args.mlflow_uri, lambda report_id: f"reports/{report_id}", "report.json", None, False)
+    session = open_session(
+        args.out, args.mlflow_uri, lambda report_id: f"reports/{report_id}", "report.json", None, False
+    )
     store = session.store
     runs = find_runs(store, args.datasets)
     if not runs:
         wanted = f" of {', '.join(args.datasets)}" if args.datasets else ""
-        raise ConfigError(f"{store.uri}: no runs{wanted} with results found (expected DATASET/RUN_ID/run.json and results/)")
+        raise ConfigError(
+            f"{store.uri}: no runs{wanted} with results found (expected DATASET/RUN_ID/run.json and results/)"
+        )
     page, markdown = build_report(store, runs, args.data_root)
     store.write_bytes(f"{session.folder}/report.html", page.encode())
     store.write_bytes(f"{session.folder}/report.md", markdown.encode())
     datasets = sorted({run.dataset for run in runs})
-    write_record(session, "report.json", {"report_id": session.id, "datasets": datasets, "runs": [f"{run.key}/{run.run_id}" for run in runs]})
+    write_record(
+        session,
+        "report.json",
+        {"report_id": session.id, "datasets": datasets, "runs": [f"{run.key}/{run.run_id}" for run in runs]},
+    )
     tracker = RunTracker(session.tracking_uri, "s2s-sweep/reports", store)
-    tracker.start(f"report {' '.join(datasets)} {session.id}", {"datasets": ",".join(datasets), "runs": len(runs), "out": store.uri, "code_version": code_version()}, kind="report")
+    tracker.start(
+        f"report {' '.join(datasets)} {session.id}",
+        {"datasets": ",".join(datasets), "runs": len(runs), "out": store.uri, "code_version": code_version()},
+        kind="report",
+    )
     tracker.log_artifact_bytes("report.html", page.encode())
     tracker.log_artifact_bytes("report.md", markdown.encode())
     tracker.finish("FINISHED")
     print(markdown)
-    print(f"report: {store.path(session.folder)}/report.html and report.md ({len(runs)} runs of {len(datasets)} datasets)")
+    print(
+        f"report: {store.path(session.folder)}/report.html and report.md ({len(runs)} runs of {len(datasets)} datasets)"
+    )
     print(f"MLflow: {tracker.ui_command()}")
     if tracker.behind:
         print(f"tracking behind: {tracker.behind}; the report files are written", file=sys.stderr)

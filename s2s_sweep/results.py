@@ -29,15 +29,27 @@ SCHEMA = pa.schema(
         ("status", pa.string()),  # "ok" or "failed"
         ("error", pa.string()),  # one line, failed rows only
         ("method", pa.string()),  # "s2s+", or a baseline: "cbm3d", "nlm", "wavelet" (s2s_sweep.methods)
-        ("settings", pa.string()),  # JSON: every setting of the method that changes results (its config_hash covers them)
+        (
+            "settings",
+            pa.string(),
+        ),  # JSON: every setting of the method that changes results (its config_hash covers them)
         ("p", pa.float64()),  # p, steps, lambda_iqa, passes, seed: S2S+ only (null for a baseline)
         ("steps", pa.int64()),  # the steps this image trained: `steps` cold, `warm_steps` from a seed
         ("lambda_iqa", pa.float64()),
         ("passes", pa.int64()),
         ("seed", pa.int64()),
-        ("ema_decay", pa.float64()),  # S2S+: 0 = read out the raw weights (the paper); else a moving average of them (model/averaging.py)
-        ("init", pa.string()),  # S2S+: "cold" (a fresh network), "warm" (the run's seed network) or "file" (a saved seed)
-        ("init_source", pa.string()),  # where a warm start's weights came from: the run and its seed images, or the file and its hash
+        (
+            "ema_decay",
+            pa.float64(),
+        ),  # S2S+: 0 = read out the raw weights (the paper); else a moving average of them (model/averaging.py)
+        (
+            "init",
+            pa.string(),
+        ),  # S2S+: "cold" (a fresh network), "warm" (the run's seed network) or "file" (a saved seed)
+        (
+            "init_source",
+            pa.string(),
+        ),  # where a warm start's weights came from: the run and its seed images, or the file and its hash
         ("quantize", pa.string()),  # how the output became 8-bit for its PNG and metrics: "round" or "floor"
         ("noise_sigma", pa.float64()),  # baselines: the noise σ (0..255) they were given
         ("sigma_source", pa.string()),  # baselines: "dataset" (its true σ) or "estimated" (from the noisy image)
@@ -96,7 +108,9 @@ class ResultsTable:
     def flush(self) -> None:
         if self.pending:
             table = pa.Table.from_pylist(self.pending, schema=SCHEMA)
-            self.store.write_bytes(f"{self.partition}/part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet", parquet_bytes(table))
+            self.store.write_bytes(
+                f"{self.partition}/part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet", parquet_bytes(table)
+            )
             self.pending = []
         self.last_flush = time.monotonic()
 
@@ -118,7 +132,13 @@ def compact_results(store: OutputStore, dataset: str, run_id: str) -> None:
     """Rewrite the run's parts as one file of one row per image (after failed images were rerun)."""
     table = read_results(store, dataset, run_id).drop_columns("dataset")
     partition = f"{results_dir(dataset, run_id)}/dataset={dataset}"
-    old = [info.path for info in store.fs.get_file_info(pafs.FileSelector(store.path(partition))) if info.path.endswith(".parquet")]
-    store.write_bytes(f"{partition}/part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet", parquet_bytes(table.cast(SCHEMA)))
+    old = [
+        info.path
+        for info in store.fs.get_file_info(pafs.FileSelector(store.path(partition)))
+        if info.path.endswith(".parquet")
+    ]
+    store.write_bytes(
+        f"{partition}/part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet", parquet_bytes(table.cast(SCHEMA))
+    )
     for path in old:
         store.fs.delete_file(path)

@@ -77,7 +77,9 @@ class RunOptions:
     flush_seconds: float = 30.0
     store_patience_seconds: float = 300.0  # how long finished images wait in memory for a store that is down
     fallback: str = str(DEFAULT_FALLBACK)  # local folder for them when the store stays down longer
-    method: str = "s2s+"  # or a baseline: cbm3d, nlm, wavelet (s2s_sweep.methods); S2S+'s settings then only give `quantize`
+    method: str = (
+        "s2s+"  # or a baseline: cbm3d, nlm, wavelet (s2s_sweep.methods); S2S+'s settings then only give `quantize`
+    )
     extra_params: dict = field(default_factory=dict)  # more MLflow params (e.g. the CLI's --config)
 
 
@@ -181,18 +183,33 @@ class InFlight:
 class DatasetRun:
     """The driver's side of one run: plans, submits, collects and records images as they finish."""
 
-    def __init__(self, dataset: Dataset, method: Method, options: RunOptions, session: Session, tracker: RunTracker, gpus_per_image: float):
+    def __init__(
+        self,
+        dataset: Dataset,
+        method: Method,
+        options: RunOptions,
+        session: Session,
+        tracker: RunTracker,
+        gpus_per_image: float,
+    ):
         self.dataset, self.method, self.options, self.tracker = dataset, method, options, tracker
         self.store, self.run_id, self.folder = session.store, session.id, session.folder
         self.gpus_per_image = gpus_per_image
         self.device_type = "cuda" if gpus_per_image else "cpu"
-        self.writes = HeldWrites(self.store, options.store_patience_seconds, Path(options.fallback), f"--resume {self.run_id}")
+        self.writes = HeldWrites(
+            self.store, options.store_patience_seconds, Path(options.fallback), f"--resume {self.run_id}"
+        )
         self.table = ResultsTable(self.writes, dataset.key, self.run_id, options.flush_seconds)
         self.version = code_version()
         self.sheet: list[tuple] = []
         self.compute_seconds = 0.0
         self.task = ray.remote(denoise_image)
-        self.task_options = {"num_cpus": options.cpus_per_image, "num_gpus": gpus_per_image, "max_retries": options.max_retries, "retry_exceptions": False}
+        self.task_options = {
+            "num_cpus": options.cpus_per_image,
+            "num_gpus": gpus_per_image,
+            "max_retries": options.max_retries,
+            "retry_exceptions": False,
+        }
         self.seed: ray.ObjectRef | None = None  # a warm start's seed network, in Ray's object store once
         self.init_source: str | None = None
 
@@ -200,15 +217,27 @@ class DatasetRun:
         """Write the PNG (for a result) and record the row."""
         row = dict.fromkeys(SCHEMA.names)
         row.update(
-            **self.method.row_values(), run_id=self.run_id, image_id=image_id, status="failed" if error else "ok", error=error,
-            code_version=self.version, config_hash=self.method.row_hash(result and result.get("precision")), finished_at=datetime.now(timezone.utc),
+            **self.method.row_values(),
+            run_id=self.run_id,
+            image_id=image_id,
+            status="failed" if error else "ok",
+            error=error,
+            code_version=self.version,
+            config_hash=self.method.row_hash(result and result.get("precision")),
+            finished_at=datetime.now(timezone.utc),
             init_source=self.init_source,
-        )  # fmt: skip
+        )
         if result is not None:
             output = f"images/{image_id}.png"
             self.writes.write_bytes(f"{self.folder}/{output}", encode_png(result["denoised"]))
             height, width, channels = result["denoised"].shape
-            row.update({k: v for k, v in result.items() if k in SCHEMA.names}, output=output, height=height, width=width, channels=channels)
+            row.update(
+                {k: v for k, v in result.items() if k in SCHEMA.names},
+                output=output,
+                height=height,
+                width=width,
+                channels=channels,
+            )
             self.compute_seconds += result["train_seconds"] + result["inference_seconds"]
         self.table.add(row)
         return row
@@ -248,7 +277,10 @@ class DatasetRun:
                 self.compute_seconds += seconds
                 self.store.write_bytes(f"{self.folder}/seed.pt", data)
                 self.tracker.log_artifact_bytes("seed.pt", data)
-                print(f"seed: trained in {format_seconds(seconds)}; every image starts from it and trains {config.image_steps} steps", flush=True)
+                print(
+                    f"seed: trained in {format_seconds(seconds)}; every image starts from it and trains {config.image_steps} steps",
+                    flush=True,
+                )
         self.seed = ray.put(load_seed(data, config.init))
 
     def seed_images(self, seed_ids: tuple[str, ...]) -> tuple[list[np.ndarray], int]:
@@ -259,9 +291,13 @@ class DatasetRun:
             try:
                 noisy = self.dataset.load(image_id)[0]
                 check_image_size(*noisy.shape[:2], name=f"{self.dataset.name}/{image_id}")
-                memory = max(memory, self.method.plan(*noisy.shape[:2], max_node_memory(), self.device_type, image_id).host_bytes)
+                memory = max(
+                    memory, self.method.plan(*noisy.shape[:2], max_node_memory(), self.device_type, image_id).host_bytes
+                )
             except IMAGE_ERRORS as error:
-                raise ConfigError(f"init: warm: seed image {image_id} (the seed trains on the dataset's first {len(seed_ids)}): {error}; replace that image or start from a saved seed (init: PATH)") from None
+                raise ConfigError(
+                    f"init: warm: seed image {image_id} (the seed trains on the dataset's first {len(seed_ids)}): {error}; replace that image or start from a saved seed (init: PATH)"
+                ) from None
             images.append(noisy)
         return images, memory
 
@@ -272,7 +308,9 @@ class DatasetRun:
         plans: dict[str, Plan | str] = {}  # the plan, or why the image cannot fit
         for image_id, (height, width) in sizes.items():
             try:
-                plans[image_id] = self.method.plan(height, width, budget, self.device_type, name=f"{self.dataset.name}/{image_id}")
+                plans[image_id] = self.method.plan(
+                    height, width, budget, self.device_type, name=f"{self.dataset.name}/{image_id}"
+                )
             except DoesNotFit as error:
                 plans[image_id] = str(error)
         pixels = {image_id: height * width for image_id, (height, width) in sizes.items()}
@@ -289,7 +327,11 @@ class DatasetRun:
                     continue
                 self.submit(image_id, plan, pixels[image_id], pending, progress)
             wanted = [self.bundle(plans[item.image_id]) for item in pending.values()]
-            wanted += [self.bundle(plans[i]) for i in islice(queue, max(0, MAX_DEMAND - len(wanted))) if not isinstance(plans[i], str)]
+            wanted += [
+                self.bundle(plans[i])
+                for i in islice(queue, max(0, MAX_DEMAND - len(wanted)))
+                if not isinstance(plans[i], str)
+            ]
             if wanted != demand:  # the rest of the dataset, visible to the autoscaler
                 request_resources(bundles=wanted)
                 demand = wanted
@@ -306,11 +348,21 @@ class DatasetRun:
         except (DatasetError, ImageError) as error:  # corrupt or mismatched files: record, go on
             progress.update(self.row(image_id, None, one_line(error)), pixels)
             return
-        sheet = (sheet_crop(to_uint8(noisy)), None if clean is None else sheet_crop(to_uint8(clean))) if len(self.sheet) + len(pending) < SHEET_IMAGES else None
+        sheet = (
+            (sheet_crop(to_uint8(noisy)), None if clean is None else sheet_crop(to_uint8(clean)))
+            if len(self.sheet) + len(pending) < SHEET_IMAGES
+            else None
+        )
         clean_ref = None if clean is None else ray.put(clean)
         ref = self.task.options(**self.task_options, memory=plan.host_bytes).remote(
-            image_id, ray.put(noisy), clean_ref, self.method.fitted(plan), self.dataset.sigma, self.options.cpus_per_image, self.seed
-        )  # fmt: skip
+            image_id,
+            ray.put(noisy),
+            clean_ref,
+            self.method.fitted(plan),
+            self.dataset.sigma,
+            self.options.cpus_per_image,
+            self.seed,
+        )
         pending[ref] = InFlight(image_id, pixels, sheet)
 
     def collect(self, ref: ray.ObjectRef, item: InFlight, progress: Progress) -> None:
@@ -321,7 +373,10 @@ class DatasetRun:
             if not isinstance(failure.cause, IMAGE_ERRORS):  # a bug, not the image: keep its traceback in the log
                 print(f"{item.image_id}: internal error in its task\n{failure}", file=sys.stderr, flush=True)
         except ray.exceptions.OutOfMemoryError:
-            result, error = None, f"out of memory: Ray's memory monitor killed its task {oom_retries() + 1} times; give it a node with more RAM or a smaller --set memory_mb="
+            result, error = (
+                None,
+                f"out of memory: Ray's memory monitor killed its task {oom_retries() + 1} times; give it a node with more RAM or a smaller --set memory_mb=",
+            )
         except ray.exceptions.RayError as failure:  # worker/node died after all retries
             result, error = None, one_line(failure)
         row = self.row(item.image_id, result, error)
@@ -340,19 +395,33 @@ def max_node_memory() -> int:
 def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> RunOutcome:
     """Denoise every image of `dataset` on the connected Ray cluster (started locally if none)
     and return the run's full results table (including rows of earlier sessions of the run)."""
-    if "://" in config.init:  # a seed on object storage: its keys go where --out's go, never into config.yaml, rows or MLflow
+    if (
+        "://" in config.init
+    ):  # a seed on object storage: its keys go where --out's go, never into config.yaml, rows or MLflow
         config = config.replace(init=adopt_credentials(config.init, "init:"))
     method = Method(options.method, config)
     method.check_installed()
-    session = open_session(options.out, options.mlflow_uri, lambda run_id: f"{dataset.key}/{run_id}", "run.json", options.run_id, options.resume)
+    session = open_session(
+        options.out,
+        options.mlflow_uri,
+        lambda run_id: f"{dataset.key}/{run_id}",
+        "run.json",
+        options.run_id,
+        options.resume,
+    )
     store, run_id, folder = session.store, session.id, session.folder
     saved_config = store.read_text(f"{folder}/config.yaml")
     if saved_config is not None and Method.from_settings(yaml.safe_load(saved_config)).hash != method.hash:
-        raise ConfigError(f"run {run_id}: its config.yaml differs from the requested method or configuration; resume it without --method/--config/--set, or start a new run")
+        raise ConfigError(
+            f"run {run_id}: its config.yaml differs from the requested method or configuration; resume it without --method/--config/--set, or start a new run"
+        )
 
     uploaded = upload_fallback(store, Path(options.fallback), folder)
     if uploaded:
-        print(f"run {run_id}: uploaded {uploaded} files an earlier session saved in {options.fallback} while the store was down", flush=True)
+        print(
+            f"run {run_id}: uploaded {uploaded} files an earlier session saved in {options.fallback} while the store was down",
+            flush=True,
+        )
     earlier = read_results(store, dataset.key, run_id)
     keep = earlier if not options.retry_failed else earlier.filter(pc.equal(earlier["status"], "ok"))
     recorded = set(keep.column("image_id").to_pylist())
@@ -360,20 +429,40 @@ def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> Run
     tracker = RunTracker(session.tracking_uri, f"s2s-sweep/{dataset.key}", store)
     connect_ray(options.address)
     resources = ray.cluster_resources()
-    gpus_per_image = options.gpus_per_image if options.gpus_per_image is not None else (1.0 if resources.get("GPU", 0) and method.is_s2s else 0.0)
+    gpus_per_image = (
+        options.gpus_per_image
+        if options.gpus_per_image is not None
+        else (1.0 if resources.get("GPU", 0) and method.is_s2s else 0.0)
+    )
     if gpus_per_image and not resources.get("GPU", 0):
-        raise ConfigError(f"--gpus-per-image {gpus_per_image}: the Ray cluster has no GPUs; use --gpus-per-image 0 to run on CPUs")
+        raise ConfigError(
+            f"--gpus-per-image {gpus_per_image}: the Ray cluster has no GPUs; use --gpus-per-image 0 to run on CPUs"
+        )
     params = {
-        **method.settings, **options.extra_params, "dataset": dataset.name, "images": len(dataset), "run_id": run_id,
+        **method.settings,
+        **options.extra_params,
+        "dataset": dataset.name,
+        "images": len(dataset),
+        "run_id": run_id,
         "dataset_sigma": "unknown" if dataset.sigma is None else dataset.sigma,
-        "code_version": code_version(), "config_hash": method.hash, "out": store.uri,
-        "cpus_per_image": options.cpus_per_image, "gpus_per_image": gpus_per_image,
-        "cluster_cpus": resources.get("CPU", 0), "cluster_gpus": resources.get("GPU", 0), "cluster_nodes": len(ray.nodes()),
-    }  # fmt: skip
-    mlflow_run_id = tracker.start(method.run_name(dataset.name, run_id), params, resume_run_id=session.record.get("mlflow_run_id"))
+        "code_version": code_version(),
+        "config_hash": method.hash,
+        "out": store.uri,
+        "cpus_per_image": options.cpus_per_image,
+        "gpus_per_image": gpus_per_image,
+        "cluster_cpus": resources.get("CPU", 0),
+        "cluster_gpus": resources.get("GPU", 0),
+        "cluster_nodes": len(ray.nodes()),
+    }
+    mlflow_run_id = tracker.start(
+        method.run_name(dataset.name, run_id), params, resume_run_id=session.record.get("mlflow_run_id")
+    )
     store.write_bytes(f"{folder}/config.yaml", yaml.safe_dump(method.settings, sort_keys=False).encode())
     write_record(session, "run.json", {"dataset": dataset.name, "run_id": run_id, "mlflow_run_id": mlflow_run_id})
-    print(f"run {run_id}: {dataset.name} with {method.label}, {len(todo)} of {len(dataset)} images to do, outputs in {store.path(folder)}", flush=True)
+    print(
+        f"run {run_id}: {dataset.name} with {method.label}, {len(todo)} of {len(dataset)} images to do, outputs in {store.path(folder)}",
+        flush=True,
+    )
 
     run = DatasetRun(dataset, method, options, session, tracker, gpus_per_image)
     sizes = {image_id: dataset.size(image_id) for image_id in todo}  # file headers only
@@ -391,7 +480,11 @@ def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> Run
                 run.table.flush()
             run.writes.close()
             if run.writes.saved:
-                print(f"{run.writes.saved} finished files saved in {options.fallback} (the store is down); --resume {run_id} uploads them", file=sys.stderr, flush=True)
+                print(
+                    f"{run.writes.saved} finished files saved in {options.fallback} (the store is down); --resume {run_id} uploads them",
+                    file=sys.stderr,
+                    flush=True,
+                )
         tracker.finish("KILLED" if stop_request(error) else "FAILED")
         raise
     finally:
@@ -402,7 +495,11 @@ def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> Run
     finish_tracking(run, table, time.monotonic() - started, progress.computed)
     print(f"MLflow: {tracker.ui_command()}", flush=True)
     if tracker.behind:
-        print(f"tracking behind: {tracker.behind}; Parquet and PNGs are complete; run --resume {run_id} when MLflow is back", file=sys.stderr, flush=True)
+        print(
+            f"tracking behind: {tracker.behind}; Parquet and PNGs are complete; run --resume {run_id} when MLflow is back",
+            file=sys.stderr,
+            flush=True,
+        )
     return RunOutcome(run_id, table, tracker.behind)
 
 

@@ -42,7 +42,9 @@ def new_run_id() -> str:
     return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
-def open_session(out: str, mlflow_uri: str | None, folder_of, record_name: str, run_id: str | None, resume: bool) -> Session:
+def open_session(
+    out: str, mlflow_uri: str | None, folder_of, record_name: str, run_id: str | None, resume: bool
+) -> Session:
     """Open the store and tracking URI for run `run_id` (a fresh id when None); `folder_of(id)` is
     its folder in the store. `resume` requires an earlier record."""
     store = OutputStore(out)
@@ -53,12 +55,16 @@ def open_session(out: str, mlflow_uri: str | None, folder_of, record_name: str, 
     folder = folder_of(run_id)
     record = json.loads(store.read_text(f"{folder}/{record_name}") or "{}")
     if resume and not record:
-        raise ConfigError(f"--resume {run_id}: nothing to resume, {store.path(f'{folder}/{record_name}')} does not exist")
+        raise ConfigError(
+            f"--resume {run_id}: nothing to resume, {store.path(f'{folder}/{record_name}')} does not exist"
+        )
     return Session(store, uri, run_id, folder, record)
 
 
 def write_record(session: Session, record_name: str, record: dict) -> None:
-    session.store.write_bytes(f"{session.folder}/{record_name}", json.dumps({**record, "tracking_uri": redact(session.tracking_uri)}).encode())
+    session.store.write_bytes(
+        f"{session.folder}/{record_name}", json.dumps({**record, "tracking_uri": redact(session.tracking_uri)}).encode()
+    )
 
 
 def connect_ray(address: str | None) -> None:
@@ -74,7 +80,9 @@ def connect_ray(address: str | None) -> None:
         try:
             socket.create_connection((host, int(port)), timeout=3).close()
         except (OSError, ValueError) as error:
-            raise RayUnreachable(f"Ray address {address}: not reachable ({error}); start the cluster or fix --address / RAY_ADDRESS") from None
+            raise RayUnreachable(
+                f"Ray address {address}: not reachable ({error}); start the cluster or fix --address / RAY_ADDRESS"
+            ) from None
     os.environ.setdefault("RAY_task_oom_retries", str(OOM_RETRIES))  # read by this driver, the tasks' owner
     ray.init(address=address, log_to_driver=False)
     if threading.current_thread() is threading.main_thread():

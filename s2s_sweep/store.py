@@ -82,7 +82,9 @@ class OutputStore:
     def folders(self, relative: str = "") -> list[str]:
         """Names of the folders directly inside `relative` (prefixes on object storage), sorted."""
         selector = pafs.FileSelector(self.path(relative).rstrip("/"), allow_not_found=True)
-        return sorted(info.base_name for info in self.fs.get_file_info(selector) if info.type == pafs.FileType.Directory)
+        return sorted(
+            info.base_name for info in self.fs.get_file_info(selector) if info.type == pafs.FileType.Directory
+        )
 
     def exists(self, relative: str) -> bool:
         return self.fs.get_file_info(self.path(relative)).type != pafs.FileType.NotFound
@@ -107,7 +109,12 @@ class HeldWrites:
     memory with retries while the store is down, so no finished image is lost to an outage."""
 
     def __init__(self, store: OutputStore, patience_seconds: float, fallback: Path, resume_command: str):
-        self.store, self.patience, self.fallback, self.resume_command = store, patience_seconds, fallback, resume_command
+        self.store, self.patience, self.fallback, self.resume_command = (
+            store,
+            patience_seconds,
+            fallback,
+            resume_command,
+        )
         self.held: dict[str, bytes] = {}  # relative path -> bytes, in the order they were written
         self.down_since: float | None = None
         self.next_try, self.delay = 0.0, 1.0
@@ -133,7 +140,11 @@ class HeldWrites:
             except OSError as error:
                 self.store_down(error)
         if self.down_since is not None:
-            print(f"output store back after {time.monotonic() - self.down_since:.0f} s: every held file written", file=sys.stderr, flush=True)
+            print(
+                f"output store back after {time.monotonic() - self.down_since:.0f} s: every held file written",
+                file=sys.stderr,
+                flush=True,
+            )
             self.down_since, self.delay = None, 1.0
 
     def write_held(self) -> None:
@@ -153,7 +164,11 @@ class HeldWrites:
         reason = redact(f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[-1]}")[:300]
         if self.down_since is None:
             self.down_since = now
-            print(f"warning: output store {self.store.uri} failed ({reason}); finished images are held in memory and retried for up to {self.patience:.0f} s", file=sys.stderr, flush=True)
+            print(
+                f"warning: output store {self.store.uri} failed ({reason}); finished images are held in memory and retried for up to {self.patience:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
         elif now - self.down_since > self.patience:
             self.save_to_fallback()
             raise StoreLost(
@@ -177,7 +192,11 @@ def upload_fallback(store: OutputStore, fallback: Path, folder: str) -> int:
     """Write the files an earlier session of `folder` saved in the fallback during an outage into
     the store, then remove them locally; the number uploaded."""
     local = fallback / folder
-    files = sorted(path for path in local.rglob("*") if path.is_file() and not path.name.startswith(".")) if local.is_dir() else []
+    files = (
+        sorted(path for path in local.rglob("*") if path.is_file() and not path.name.startswith("."))
+        if local.is_dir()
+        else []
+    )
     for path in files:  # sorted: a run's PNGs (images/) before the Parquet parts (results/) that name them
         store.write_bytes(path.relative_to(fallback).as_posix(), path.read_bytes())
     if local.is_dir():

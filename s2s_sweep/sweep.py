@@ -131,7 +131,9 @@ def config_grid(space: SearchSpace) -> list[dict] | None:
 
 
 def config_key(params: dict) -> tuple:
-    return tuple(sorted((name, round(value, 9) if isinstance(value, float) else value) for name, value in params.items()))
+    return tuple(
+        sorted((name, round(value, 9) if isinstance(value, float) else value) for name, value in params.items())
+    )
 
 
 class UniqueConfigSearch(OptunaSearch):
@@ -150,7 +152,9 @@ class UniqueConfigSearch(OptunaSearch):
 
     def suggest(self, trial_id: str):
         config = self.suggest_unvisited(trial_id)
-        if isinstance(config, dict):  # a stepped p as written (0.9), not as Optuna computes it (0.3 + 12 * 0.05 = 0.9000000000000001)
+        if isinstance(
+            config, dict
+        ):  # a stepped p as written (0.9), not as Optuna computes it (0.3 + 12 * 0.05 = 0.9000000000000001)
             config["p"] = round(config["p"], 10)
         return config
 
@@ -162,7 +166,10 @@ class UniqueConfigSearch(OptunaSearch):
             self.withdraw(trial_id)
         unvisited = [point for point in self.grid or [] if config_key(point) not in self.visited(trial_id)]
         if not unvisited:
-            print(f"sweep: every configuration of the space{'' if self.grid else ' met so far'} has been tried; no more trials", flush=True)
+            print(
+                f"sweep: every configuration of the space{'' if self.grid else ' met so far'} has been tried; no more trials",
+                flush=True,
+            )
             return Searcher.FINISHED
         self._ot_study.enqueue_trial(unvisited[self.rng.integers(len(unvisited))])
         return super().suggest(trial_id)
@@ -170,9 +177,10 @@ class UniqueConfigSearch(OptunaSearch):
     def visited(self, trial_id: str) -> set[tuple]:
         current = self._ot_trials.get(trial_id)
         return {
-            config_key(trial.params) for trial in self._ot_study.get_trials(deepcopy=False)
+            config_key(trial.params)
+            for trial in self._ot_study.get_trials(deepcopy=False)
             if not trial.user_attrs.get("withdrawn") and (current is None or trial.number != current.number)
-        }  # fmt: skip
+        }
 
     def withdraw(self, trial_id: str) -> None:
         repeat = self._ot_trials.pop(trial_id)
@@ -200,7 +208,9 @@ def paper_point(space: SearchSpace) -> dict:
 CURVE_METRICS = ("psnr", "ssim", "heldout_psnr")  # read at every step checkpoint of every image
 
 
-def image_curves(estimates: list[tuple[np.ndarray, np.ndarray]], noisy: np.ndarray, clean: np.ndarray, quantize: str) -> dict[str, list[float]]:
+def image_curves(
+    estimates: list[tuple[np.ndarray, np.ndarray]], noisy: np.ndarray, clean: np.ndarray, quantize: str
+) -> dict[str, list[float]]:
     """Each CURVE_METRICS value at every checkpoint of one training (denoise_at_steps' estimates)."""
     denoised = [to_uint8(estimate, quantize) for estimate, _ in estimates]
     return {
@@ -222,7 +232,14 @@ class TrainImages:
     passes: int
 
     def curves(self, config: dict) -> Iterator[tuple[str, dict[str, list[float]]]]:
-        run_config = S2SConfig(**{**self.base, "p": config["p"], "lambda_iqa": trial_lambda(config), "init": config.get("init", self.base["init"])})
+        run_config = S2SConfig(
+            **{
+                **self.base,
+                "p": config["p"],
+                "lambda_iqa": trial_lambda(config),
+                "init": config.get("init", self.base["init"]),
+            }
+        )
         seed = train_seed(self.seed_images, run_config) if run_config.init == "warm" else None
         for image_id, noisy, clean in self.images:
             estimates = denoise_at_steps(noisy, run_config, self.checkpoints, self.passes, initial_state=seed)
@@ -231,17 +248,32 @@ class TrainImages:
 
 # The tabular landscape (benchmarks/bench_landscape.py): one row per (image, p, step checkpoint).
 LANDSCAPE = pa.schema(
-    [("dataset", pa.string()), ("image_id", pa.string()), ("p", pa.float64()), ("steps", pa.int64()), ("psnr", pa.float64()), ("ssim", pa.float64()),
-     ("heldout_psnr", pa.float64()), ("noisy_psnr", pa.float64()), ("side", pa.int64()), ("passes", pa.int64()), ("precision", pa.string()),
-     ("device", pa.string()), ("seed", pa.int64()), ("seconds", pa.float64())]
-)  # fmt: skip
+    [
+        ("dataset", pa.string()),
+        ("image_id", pa.string()),
+        ("p", pa.float64()),
+        ("steps", pa.int64()),
+        ("psnr", pa.float64()),
+        ("ssim", pa.float64()),
+        ("heldout_psnr", pa.float64()),
+        ("noisy_psnr", pa.float64()),
+        ("side", pa.int64()),
+        ("passes", pa.int64()),
+        ("precision", pa.string()),
+        ("device", pa.string()),
+        ("seed", pa.int64()),
+        ("seconds", pa.float64()),
+    ]
+)
 
 
 def read_landscape(folder: str) -> pa.Table:
     """Every kind's landscape table under `folder` (one Parquet file per kind)."""
     files = sorted(Path(folder).glob("*.parquet"))
     if not files:
-        raise ConfigError(f"{folder}: no landscape tables (*.parquet); build them with benchmarks/bench_landscape.py run")
+        raise ConfigError(
+            f"{folder}: no landscape tables (*.parquet); build them with benchmarks/bench_landscape.py run"
+        )
     return pa.concat_tables([pq.read_table(file, schema=LANDSCAPE) for file in files])
 
 
@@ -265,7 +297,9 @@ class ReplayLandscape:
             try:
                 rows = [self.rows[(image_id, p, steps)] for steps in self.checkpoints]
             except KeyError:
-                raise ConfigError(f"landscape: no curve for image {image_id} at p {p} and steps {self.checkpoints}; search the table's p and steps") from None
+                raise ConfigError(
+                    f"landscape: no curve for image {image_id} at p {p} and steps {self.checkpoints}; search the table's p and steps"
+                ) from None
             yield image_id, {name: [row[name] for row in rows] for name in CURVE_METRICS}
 
 
@@ -299,9 +333,18 @@ def sweep_inputs(dataset: Dataset, space: SearchSpace, base: S2SConfig, seed: in
     the step checkpoints and the trials' fixed settings."""
     ids = subset_ids(dataset, space)
     images = [(image_id, *dataset.load(image_id)) for image_id in ids]
-    seed_images = [dataset.load(image_id)[0] for image_id in dataset.ids[: base.warm_images]] if "warm" in space.inits else []
+    seed_images = (
+        [dataset.load(image_id)[0] for image_id in dataset.ids[: base.warm_images]] if "warm" in space.inits else []
+    )
     checkpoints = step_checkpoints(space)
-    base_fields = {**asdict(base), "steps": max(checkpoints), "passes": space.search_passes, "seed": seed, "log_every": max(checkpoints), "init": space.inits[0]}
+    base_fields = {
+        **asdict(base),
+        "steps": max(checkpoints),
+        "passes": space.search_passes,
+        "seed": seed,
+        "log_every": max(checkpoints),
+        "init": space.inits[0],
+    }
     return ids, TrainImages(images, seed_images, base_fields, checkpoints, space.search_passes)
 
 
@@ -313,7 +356,16 @@ def make_trainable(evaluation: TrainImages | ReplayLandscape, space: SearchSpace
     )
 
 
-def make_tuner(trainable, space: SearchSpace, trials: int, subset_size: int, seed: int, run_config: tune.RunConfig, sampler=None, concurrency: int | None = None) -> tune.Tuner:
+def make_tuner(
+    trainable,
+    space: SearchSpace,
+    trials: int,
+    subset_size: int,
+    seed: int,
+    run_config: tune.RunConfig,
+    sampler=None,
+    concurrency: int | None = None,
+) -> tune.Tuner:
     """The search: UniqueConfigSearch (Optuna, the paper point first; TPE unless `sampler` is
     given) and ASHA on images done, `trials` configurations at most."""
     searcher = UniqueConfigSearch(
@@ -325,11 +377,21 @@ def make_tuner(trainable, space: SearchSpace, trials: int, subset_size: int, see
         grid=config_grid(space),
         seed=seed,
     )
-    scheduler = ASHAScheduler(time_attr="images_done", max_t=subset_size, grace_period=space.grace_images, reduction_factor=space.reduction_factor)
+    scheduler = ASHAScheduler(
+        time_attr="images_done",
+        max_t=subset_size,
+        grace_period=space.grace_images,
+        reduction_factor=space.reduction_factor,
+    )
     tune_config = tune.TuneConfig(
-        metric=METRIC, mode="max", search_alg=searcher, scheduler=scheduler, num_samples=trials, max_concurrent_trials=concurrency or space.concurrency,
+        metric=METRIC,
+        mode="max",
+        search_alg=searcher,
+        scheduler=scheduler,
+        num_samples=trials,
+        max_concurrent_trials=concurrency or space.concurrency,
         reuse_actors=True,  # a new trial starts in a finished one's process: no second import of torch and the rest
-    )  # fmt: skip
+    )
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
 
 
@@ -342,30 +404,56 @@ class SweepOutcome:
 def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: SweepOptions) -> SweepOutcome:
     """Search p, steps and λ_IQA for `dataset`; save and return the best run settings."""
     if not dataset.has_clean:
-        raise ConfigError(f"{dataset.name}: has no clean references, which the search scores against; run it with --config paper|FILE.yaml instead")
+        raise ConfigError(
+            f"{dataset.name}: has no clean references, which the search scores against; run it with --config paper|FILE.yaml instead"
+        )
     trials = space.trials if options.trials is None else options.trials
     if trials < 1:
         raise ConfigError(f"--trials {trials}: expected a budget of at least 1 trial")
-    session = open_session(options.out, options.mlflow_uri, lambda sweep_id: f"{dataset.key}/sweeps/{sweep_id}", "sweep.json", options.sweep_id, options.resume)
+    session = open_session(
+        options.out,
+        options.mlflow_uri,
+        lambda sweep_id: f"{dataset.key}/sweeps/{sweep_id}",
+        "sweep.json",
+        options.sweep_id,
+        options.resume,
+    )
     store, uri, sweep_id = session.store, session.tracking_uri, session.id
 
     if not space.search["lambda_iqa"].fixed_zero:
         try:
             ensure_iqa_weights(base.iqa_weights)
         except IQAWeightsMissing as error:
-            raise IQAWeightsMissing(f"{error}; or search without it: lambda_iqa: 0 under search: in {space.path}") from None
+            raise IQAWeightsMissing(
+                f"{error}; or search without it: lambda_iqa: 0 under search: in {space.path}"
+            ) from None
     connect_ray(options.address)
     ids, evaluation = sweep_inputs(dataset, space, base, options.seed)
     checkpoints = evaluation.checkpoints
 
     tracker = RunTracker(uri, f"s2s-sweep/{dataset.key}", store)
     params = {
-        "dataset": dataset.name, "sweep_id": sweep_id, "space": str(space.path), "trials": trials, "subset": ",".join(ids),
-        "step_checkpoints": ",".join(map(str, checkpoints)), "eval_passes": space.search_passes, "concurrency": space.concurrency,
-        "cpus_per_trial": space.cpus_per_trial, "gpus_per_trial": space.gpus_per_trial, "grace_images": space.grace_images,
-        "reduction_factor": space.reduction_factor, "seed": options.seed, "init": ",".join(space.inits),
-    }  # fmt: skip
-    parent_id = tracker.start(f"{dataset.name} sweep {trials} trials {sweep_id}", params, resume_run_id=session.record.get("mlflow_run_id"), kind="sweep")
+        "dataset": dataset.name,
+        "sweep_id": sweep_id,
+        "space": str(space.path),
+        "trials": trials,
+        "subset": ",".join(ids),
+        "step_checkpoints": ",".join(map(str, checkpoints)),
+        "eval_passes": space.search_passes,
+        "concurrency": space.concurrency,
+        "cpus_per_trial": space.cpus_per_trial,
+        "gpus_per_trial": space.gpus_per_trial,
+        "grace_images": space.grace_images,
+        "reduction_factor": space.reduction_factor,
+        "seed": options.seed,
+        "init": ",".join(space.inits),
+    }
+    parent_id = tracker.start(
+        f"{dataset.name} sweep {trials} trials {sweep_id}",
+        params,
+        resume_run_id=session.record.get("mlflow_run_id"),
+        kind="sweep",
+    )
     write_record(session, "sweep.json", {"dataset": dataset.name, "sweep_id": sweep_id, "mlflow_run_id": parent_id})
     try:
         best = search(dataset, space, trials, session, tracker, ids, evaluation, options.seed)
@@ -378,21 +466,43 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
     return SweepOutcome(sweep_id, best)
 
 
-def search(dataset: Dataset, space: SearchSpace, trials: int, session, tracker: RunTracker, ids: list[str], evaluation: TrainImages, seed: int) -> dict:
+def search(
+    dataset: Dataset,
+    space: SearchSpace,
+    trials: int,
+    session,
+    tracker: RunTracker,
+    ids: list[str],
+    evaluation: TrainImages,
+    seed: int,
+) -> dict:
     """Run the Tune experiment (or restore it), write its tables, plots and best configuration."""
     store, sweep_id, folder, parent_id = session.store, session.id, session.folder, tracker.run_id
     checkpoints = evaluation.checkpoints
     trainable = make_trainable(evaluation, space)
     storage = store.path(folder)  # a path inside store.fs, which Tune writes through
     tune_path = f"{storage}/tune"
-    callbacks = [MLflowLoggerCallback(tracking_uri=session.tracking_uri, experiment_name=f"s2s-sweep/{dataset.key}", tags={"mlflow.parentRunId": parent_id, "s2s_sweep.kind": "trial"})]
+    callbacks = [
+        MLflowLoggerCallback(
+            tracking_uri=session.tracking_uri,
+            experiment_name=f"s2s-sweep/{dataset.key}",
+            tags={"mlflow.parentRunId": parent_id, "s2s_sweep.kind": "trial"},
+        )
+    ]
     if tune.Tuner.can_restore(tune_path, storage_filesystem=store.fs):
         print(f"sweep {sweep_id}: restoring from {tune_path}", flush=True)
-        tuner = tune.Tuner.restore(tune_path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=store.fs)
+        tuner = tune.Tuner.restore(
+            tune_path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=store.fs
+        )
     else:
-        run_config = tune.RunConfig(name="tune", storage_path=storage, storage_filesystem=store.fs, callbacks=callbacks, verbose=1)
+        run_config = tune.RunConfig(
+            name="tune", storage_path=storage, storage_filesystem=store.fs, callbacks=callbacks, verbose=1
+        )
         tuner = make_tuner(trainable, space, trials, len(ids), seed, run_config)
-    print(f"sweep {sweep_id}: {trials} trials on {len(ids)} images of {dataset.name} ({', '.join(ids)}), steps {checkpoints[0]}..{checkpoints[-1]}", flush=True)
+    print(
+        f"sweep {sweep_id}: {trials} trials on {len(ids)} images of {dataset.name} ({', '.join(ids)}), steps {checkpoints[0]}..{checkpoints[-1]}",
+        flush=True,
+    )
     results = tuner.fit()
 
     trials_table, curves_table = sweep_tables(results, sweep_id, len(ids), checkpoints, space.inits[0])
@@ -403,7 +513,9 @@ def search(dataset: Dataset, space: SearchSpace, trials: int, session, tracker: 
     remove_duplicate_trial_runs(tracker, parent_id)
     best, selection = best_config(trials_table, curves_table, space)
     device, share = ("GPU", space.gpus_per_trial) if space.gpus_per_trial else ("CPU", space.cpus_per_trial)
-    device_seconds = share * sum(trials_table.column("seconds").to_pylist())  # what the search cost, to set against what it saves
+    device_seconds = share * sum(
+        trials_table.column("seconds").to_pylist()
+    )  # what the search cost, to set against what it saves
     for name, png in sweep_plots(trials_table, curves_table, selection).items():
         tracker.log_artifact_bytes(name, png)
     best_yaml = yaml.safe_dump({**best, "selection": selection}, sort_keys=False).encode()
@@ -412,12 +524,16 @@ def search(dataset: Dataset, space: SearchSpace, trials: int, session, tracker: 
     tracker.log_artifact_bytes("best_config.yaml", best_yaml)
     tracker.log_metrics(
         {
-            "best_mean_psnr": selection["chosen_mean_psnr"], "best_peak_mean_psnr": selection["peak_mean_psnr"], "best_steps": selection["chosen_steps"],
-            "best_peak_steps": selection["peak_steps"], "best_training_saved": selection["training_saved"], "trials_run": trials_table.num_rows,
+            "best_mean_psnr": selection["chosen_mean_psnr"],
+            "best_peak_mean_psnr": selection["peak_mean_psnr"],
+            "best_steps": selection["chosen_steps"],
+            "best_peak_steps": selection["peak_steps"],
+            "best_training_saved": selection["training_saved"],
+            "trials_run": trials_table.num_rows,
             f"{device.lower()}_seconds": device_seconds,
         },
         step=trials_table.num_rows,
-    )  # fmt: skip
+    )
     print(
         f"best: {best.get('init', 'cold')} p {best['p']}, λ_IQA {best['lambda_iqa']:g}: {selection['chosen_steps']} steps at {selection['chosen_mean_psnr']:.2f} dB, "
         f"{selection['training_saved']:.0%} fewer than its peak ({selection['peak_steps']} steps, {selection['peak_mean_psnr']:.2f} dB; within {space.steps_within_db} dB); "
@@ -438,7 +554,9 @@ def tpe_sampler(seed: int, startup_trials: int = TPE_STARTUP_TRIALS):
     return optuna.samplers.TPESampler(n_startup_trials=startup_trials, multivariate=True, group=True, seed=seed)
 
 
-def sweep_tables(results, sweep_id: str, subset_size: int, checkpoints: list[int], default_init: str) -> tuple[pa.Table, pa.Table]:
+def sweep_tables(
+    results, sweep_id: str, subset_size: int, checkpoints: list[int], default_init: str
+) -> tuple[pa.Table, pa.Table]:
     """One row per trial, and one row per (trial, image, metric, step checkpoint) for the curves;
     the dataset is the tables' hive partition."""
     trial_rows, curve_rows = [], []
@@ -452,20 +570,48 @@ def sweep_tables(results, sweep_id: str, subset_size: int, checkpoints: list[int
         number = int(parts[parts.index(last["trial_id"]) + 1]) if last.get("trial_id") in parts else None
         trial_rows.append(
             {
-                "sweep_id": sweep_id, "trial_id": trial_id, "trial_number": number, "init": config.get("init", default_init), "p": config["p"], "lambda_iqa": trial_lambda(config),
-                "steps": last.get("best_steps"), "images_done": images_done, METRIC: last.get(METRIC), "mean_ssim": last.get("mean_ssim"),
-                "status": "error" if result.error else "ok", "error": str(result.error).splitlines()[-1][:500] if result.error else None,
-                "early_stopped": result.error is None and images_done < subset_size, "seconds": float(last.get("time_total_s", 0.0)),
+                "sweep_id": sweep_id,
+                "trial_id": trial_id,
+                "trial_number": number,
+                "init": config.get("init", default_init),
+                "p": config["p"],
+                "lambda_iqa": trial_lambda(config),
+                "steps": last.get("best_steps"),
+                "images_done": images_done,
+                METRIC: last.get(METRIC),
+                "mean_ssim": last.get("mean_ssim"),
+                "status": "error" if result.error else "ok",
+                "error": str(result.error).splitlines()[-1][:500] if result.error else None,
+                "early_stopped": result.error is None and images_done < subset_size,
+                "seconds": float(last.get("time_total_s", 0.0)),
             }
-        )  # fmt: skip
+        )
         for report in reports:
             for name in CURVE_METRICS:
                 for step, value in zip(checkpoints, json.loads(report[f"image_{name}_curve"]), strict=True):
-                    curve_rows.append({"sweep_id": sweep_id, "trial_id": trial_id, "image_id": report["image_id"], "metric": name, "steps": step, "value": value})
+                    curve_rows.append(
+                        {
+                            "sweep_id": sweep_id,
+                            "trial_id": trial_id,
+                            "image_id": report["image_id"],
+                            "metric": name,
+                            "steps": step,
+                            "value": value,
+                        }
+                    )
     return pa.Table.from_pylist(trial_rows), pa.Table.from_pylist(curve_rows, schema=CURVE_SCHEMA)
 
 
-CURVE_SCHEMA = pa.schema([("sweep_id", pa.string()), ("trial_id", pa.string()), ("image_id", pa.string()), ("metric", pa.string()), ("steps", pa.int64()), ("value", pa.float64())])
+CURVE_SCHEMA = pa.schema(
+    [
+        ("sweep_id", pa.string()),
+        ("trial_id", pa.string()),
+        ("image_id", pa.string()),
+        ("metric", pa.string()),
+        ("steps", pa.int64()),
+        ("value", pa.float64()),
+    ]
+)
 
 
 def mean_psnr_curves(curves: pa.Table, trial_ids: list[str]) -> dict[str, list[tuple[int, float]]]:
@@ -473,13 +619,20 @@ def mean_psnr_curves(curves: pa.Table, trial_ids: list[str]) -> dict[str, list[t
     frame = curves.to_pandas()
     frame = frame[(frame["metric"] == "psnr") & frame["trial_id"].isin(trial_ids)]
     means = frame.groupby(["trial_id", "steps"])["value"].mean()
-    return {trial_id: [(int(steps), float(value)) for steps, value in means[trial_id].items()] for trial_id in trial_ids if trial_id in means.index}
+    return {
+        trial_id: [(int(steps), float(value)) for steps, value in means[trial_id].items()]
+        for trial_id in trial_ids
+        if trial_id in means.index
+    }
 
 
 def compute_front(curves: dict[str, list[tuple[int, float]]]) -> list[tuple[int, float, str]]:
     """The PSNR-vs-compute front: the (steps, mean PSNR, trial) points no other point beats
     with as few steps or fewer, in order of steps."""
-    points = sorted(((steps, psnr, trial_id) for trial_id, curve in curves.items() for steps, psnr in curve), key=lambda point: (point[0], -point[1]))
+    points = sorted(
+        ((steps, psnr, trial_id) for trial_id, curve in curves.items() for steps, psnr in curve),
+        key=lambda point: (point[0], -point[1]),
+    )
     front = []
     for point in points:
         if not front or point[1] > front[-1][1]:
@@ -494,16 +647,30 @@ def best_config(trials: pa.Table, curves: pa.Table, space: SearchSpace) -> tuple
     of that choice (peak, chosen point, training saved)."""
     rows = [r for r in trials.to_pylist() if r["status"] == "ok" and not r["early_stopped"] and r[METRIC] is not None]
     if not rows:
-        raise NoTrialFinished("no trial finished the whole subset; raise --trials or check the trials' errors in the trials table")
+        raise NoTrialFinished(
+            "no trial finished the whole subset; raise --trials or check the trials' errors in the trials table"
+        )
     best = max(rows, key=lambda r: r[METRIC])
     curve = mean_psnr_curves(curves, [best["trial_id"]])[best["trial_id"]]
     peak_steps, peak = max(curve, key=lambda point: point[1])
-    steps, psnr = min((point for point in curve if point[1] >= peak - space.steps_within_db), key=lambda point: point[0])
+    steps, psnr = min(
+        (point for point in curve if point[1] >= peak - space.steps_within_db), key=lambda point: point[0]
+    )
     selection = {
-        "trial_id": best["trial_id"], "within_db": space.steps_within_db, "peak_steps": peak_steps, "peak_mean_psnr": round(peak, 4),
-        "chosen_steps": steps, "chosen_mean_psnr": round(psnr, 4), "training_saved": round(1 - steps / peak_steps, 4),
-    }  # fmt: skip
-    settings = {"p": best["p"], "steps": steps, "lambda_iqa": best["lambda_iqa"], "passes": space.paper.get("passes", S2SConfig.passes)}
+        "trial_id": best["trial_id"],
+        "within_db": space.steps_within_db,
+        "peak_steps": peak_steps,
+        "peak_mean_psnr": round(peak, 4),
+        "chosen_steps": steps,
+        "chosen_mean_psnr": round(psnr, 4),
+        "training_saved": round(1 - steps / peak_steps, 4),
+    }
+    settings = {
+        "p": best["p"],
+        "steps": steps,
+        "lambda_iqa": best["lambda_iqa"],
+        "passes": space.paper.get("passes", S2SConfig.passes),
+    }
     if best.get("init") == "warm":
         settings |= {"init": "warm", "steps": step_checkpoints(space)[-1], "warm_steps": steps}
     return settings, selection
@@ -535,9 +702,30 @@ def sweep_plots(trials: pa.Table, curves: pa.Table, selection: dict) -> dict[str
         axis.plot(*zip(*curve, strict=True), marker=".", alpha=0.6, label=trial_id[-12:])
     finished = {r["trial_id"] for r in trials.to_pylist() if not r["early_stopped"] and r["status"] == "ok"}
     front = compute_front({trial_id: curve for trial_id, curve in mean_curves.items() if trial_id in finished})
-    axis.step([s for s, _, _ in front], [v for _, v, _ in front], where="post", color="black", label="front (trials that scored every image)")
-    axis.plot(selection["peak_steps"], selection["peak_mean_psnr"], "o", mfc="none", mec="black", ms=10, label="best: its peak")
-    axis.plot(selection["chosen_steps"], selection["chosen_mean_psnr"], "*", color="black", ms=12, label=f"best: chosen (within {selection['within_db']} dB)")
+    axis.step(
+        [s for s, _, _ in front],
+        [v for _, v, _ in front],
+        where="post",
+        color="black",
+        label="front (trials that scored every image)",
+    )
+    axis.plot(
+        selection["peak_steps"],
+        selection["peak_mean_psnr"],
+        "o",
+        mfc="none",
+        mec="black",
+        ms=10,
+        label="best: its peak",
+    )
+    axis.plot(
+        selection["chosen_steps"],
+        selection["chosen_mean_psnr"],
+        "*",
+        color="black",
+        ms=12,
+        label=f"best: chosen (within {selection['within_db']} dB)",
+    )
     axis.set_xlabel("training steps per image (compute)")
     axis.set_ylabel("mean PSNR over images scored (dB)")
     if len(mean_curves) <= 12:
@@ -558,7 +746,12 @@ def _png(figure) -> bytes:
 def remove_duplicate_trial_runs(tracker: RunTracker, parent_id: str) -> None:
     """A restored sweep restarts its unfinished trials, and Tune's MLflow callback opens a new child
     run for each: keep the newest run per trial and delete the older, partial ones."""
-    runs = tracker.call("search_runs", [tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", order_by=["attributes.start_time DESC"])
+    runs = tracker.call(
+        "search_runs",
+        [tracker.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
+        order_by=["attributes.start_time DESC"],
+    )
     seen = set()
     for run in runs or []:
         name = run.data.tags.get("trial_name")

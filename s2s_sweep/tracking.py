@@ -66,7 +66,9 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
     except (urllib.error.URLError, OSError) as error:
-        raise TrackingError(redact(f"--mlflow-uri {uri}: MLflow server not reachable ({getattr(error, 'reason', error)})")) from None
+        raise TrackingError(
+            redact(f"--mlflow-uri {uri}: MLflow server not reachable ({getattr(error, 'reason', error)})")
+        ) from None
 
 
 def sheet_crop(image: np.ndarray | None) -> np.ndarray:
@@ -116,7 +118,11 @@ def metric_entities(metrics: dict[str, float | None], step: int) -> list:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    return [Metric(key, float(value), now, step) for key, value in metrics.items() if value is not None and np.isfinite(value)]
+    return [
+        Metric(key, float(value), now, step)
+        for key, value in metrics.items()
+        if value is not None and np.isfinite(value)
+    ]
 
 
 class RunTracker:
@@ -131,11 +137,17 @@ class RunTracker:
         self.client = mlflow.MlflowClient(uri)
         try:
             found = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment, artifact_location=artifact_location(uri, store))
+            self.experiment_id = (
+                found.experiment_id
+                if found
+                else self.client.create_experiment(experiment, artifact_location=artifact_location(uri, store))
+            )
             if not found or found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
                 self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         except Exception as error:
-            raise TrackingError(f"--mlflow-uri {uri}: cannot use the tracking store ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+            raise TrackingError(
+                f"--mlflow-uri {uri}: cannot use the tracking store ({type(error).__name__}: {str(error).splitlines()[0]})"
+            ) from None
         self.uri = uri
         self.run_id: str | None = None
         self.behind: str | None = None  # the first failure of this session, once there is one
@@ -152,7 +164,11 @@ class RunTracker:
                 self.run_id = run.info.run_id
                 self.client.log_batch(self.run_id, params=[Param(key, str(value)) for key, value in params.items()])
         except Exception as error:
-            raise TrackingError(redact(f"--mlflow-uri {self.uri}: cannot start a run ({type(error).__name__}: {str(error).splitlines()[0]})")) from None
+            raise TrackingError(
+                redact(
+                    f"--mlflow-uri {self.uri}: cannot start a run ({type(error).__name__}: {str(error).splitlines()[0]})"
+                )
+            ) from None
         return self.run_id
 
     def call(self, method: str, *args, **kwargs):
@@ -164,9 +180,18 @@ class RunTracker:
             return None
         try:
             return getattr(self.client, method)(*args, **kwargs)
-        except (MlflowException, OSError) as error:  # the server or store failed (requests' errors are OSErrors); a bug still raises
-            self.behind = redact(f"MLflow at {self.uri} failed in {method} ({type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]})")
-            print(f"warning: {self.behind}; images go on, recorded in Parquet; no more MLflow calls this session", file=sys.stderr, flush=True)
+        except (
+            MlflowException,
+            OSError,
+        ) as error:  # the server or store failed (requests' errors are OSErrors); a bug still raises
+            self.behind = redact(
+                f"MLflow at {self.uri} failed in {method} ({type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]})"
+            )
+            print(
+                f"warning: {self.behind}; images go on, recorded in Parquet; no more MLflow calls this session",
+                file=sys.stderr,
+                flush=True,
+            )
             return None
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -178,7 +203,12 @@ class RunTracker:
         if history is None:
             return
         last = max((metric.step for metric in history), default=0)
-        missed = [entity for step, metrics in enumerate(running_history(table), 1) if step > last for entity in metric_entities(metrics, step)]
+        missed = [
+            entity
+            for step, metrics in enumerate(running_history(table), 1)
+            if step > last
+            for entity in metric_entities(metrics, step)
+        ]
         for start in range(0, len(missed), 1000):  # MLflow's limit per batch
             self.call("log_batch", self.run_id, metrics=missed[start : start + 1000])
 

@@ -21,11 +21,22 @@ from urllib.parse import unquote
 
 # user:password (a cloud secret may hold an unescaped /) or a bare user/token, up to its @
 USER_INFO = re.compile(r"(\b[a-zA-Z][\w+.-]*://)(?:[^/@\s:]*:[^@\s]*|[^/@\s]+)@")
-SECRET_PARAMETER = re.compile(r"([?&;](?:[\w-]*(?:secret|token|password|passwd|key|credential|signature)[\w-]*)=)[^&;\s#'\"]+", re.IGNORECASE)
+SECRET_PARAMETER = re.compile(
+    r"([?&;](?:[\w-]*(?:secret|token|password|passwd|key|credential|signature)[\w-]*)=)[^&;\s#'\"]+", re.IGNORECASE
+)
 
 S3_PROFILE = "s2s-sweep"
-S3_QUERY_KEYS = {"access_key": "aws_access_key_id", "secret_key": "aws_secret_access_key", "session_token": "aws_session_token"}
-S3_VARIABLES = {"AWS_ACCESS_KEY_ID": "aws_access_key_id", "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key", "AWS_SESSION_TOKEN": "aws_session_token", "AWS_SECURITY_TOKEN": "aws_session_token"}
+S3_QUERY_KEYS = {
+    "access_key": "aws_access_key_id",
+    "secret_key": "aws_secret_access_key",
+    "session_token": "aws_session_token",
+}
+S3_VARIABLES = {
+    "AWS_ACCESS_KEY_ID": "aws_access_key_id",
+    "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
+    "AWS_SESSION_TOKEN": "aws_session_token",
+    "AWS_SECURITY_TOKEN": "aws_session_token",
+}
 
 warned: set[str] = set()  # options already warned about in this process
 profiles: list[str] = []  # the private credentials files this process wrote
@@ -82,7 +93,9 @@ def use_private_s3_profile(keys: dict[str, str]) -> None:
     through a credentials file readable by this user only (AWS_SHARED_CREDENTIALS_FILE +
     AWS_PROFILE), and take the AWS_* key variables out of this process's environment: Ray Tune
     copies those into every trial's runtime env, which Ray logs in plain text."""
-    from_environment = {key: os.environ.pop(variable) for variable, key in S3_VARIABLES.items() if variable in os.environ}
+    from_environment = {
+        key: os.environ.pop(variable) for variable, key in S3_VARIABLES.items() if variable in os.environ
+    }
     keys = keys or from_environment
     if not keys:
         return  # roles, or a profile the user configured: the SDK's own chain

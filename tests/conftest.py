@@ -22,7 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 # End-to-end tests of the flow (faults, clusters, storage) train in the fastest arithmetic this CPU has natively.
 FLOW_PRECISION = "bf16" if native_bf16("cpu") else "fp32"
 # Every download goes through a proxy that refuses connections, so a verdict never depends on the network.
-NO_DOWNLOADS = {name: "http://127.0.0.1:9" for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")} | {"no_proxy": "", "NO_PROXY": ""}
+NO_DOWNLOADS = {name: "http://127.0.0.1:9" for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")} | {
+    "no_proxy": "",
+    "NO_PROXY": "",
+}
 
 
 @pytest.fixture(scope="session")
@@ -44,9 +47,13 @@ def astronaut_pair() -> tuple[np.ndarray, np.ndarray]:
 def run_module(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `python -m ...` from the repository root and capture its output."""
     return subprocess.run(
-        [sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    )
 
 
 BIN = Path(sys.executable).parent
@@ -104,10 +111,24 @@ def ray_head(tmp_path_factory):
     env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # job entrypoints run `python` from this venv
     subprocess.run(
-        [BIN / "ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}", "--num-cpus=2", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
-        check=True, capture_output=True, env=env, timeout=120,
-    )  # fmt: skip
+        [
+            BIN / "ray",
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            f"--ray-client-server-port={free_port()}",
+            "--num-cpus=2",
+            "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
     try:
         yield {"gcs": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dashboard}", "env": env}
     finally:
@@ -119,10 +140,24 @@ def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
     """A real `mlflow server` on 127.0.0.1:port with a SQLite store and served artifacts in `folder`,
     in its own process group (its uvicorn workers survive a kill of the parent alone)."""
     server = subprocess.Popen(
-        [BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", str(folder / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        [
+            BIN / "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'server.db'}",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
     def healthy() -> bool:
         try:

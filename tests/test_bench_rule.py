@@ -38,17 +38,35 @@ def test_bench_variance_summary_measures_spread_jitter_and_the_rule(tmp_path):
     steps = [100, 200, 300, 400]
     rows = []
     for image, base in (("a", 30.0), ("b", 28.0), ("c", 33.0)):
-        for seed, offset in ((0, -0.5), (1, 0.5)):  # raw: seeds 1 dB apart; ema: 0.2 dB apart, 0.05 dB above raw on average
+        for seed, offset in (
+            (0, -0.5),
+            (1, 0.5),
+        ):  # raw: seeds 1 dB apart; ema: 0.2 dB apart, 0.05 dB above raw on average
             curves = {
                 "raw": {"psnr": [base - 2, base + offset + 0.4, base + offset - 0.4, base + offset], "ssim": [0.8] * 4},
                 "ema0.99": {"psnr": [base - 2, base + 0.05, base + 0.05, base + offset / 5 + 0.05], "ssim": [0.8] * 4},
             }
-            rows.append({"dataset": "polyu", "image_id": image, "seed": seed, "steps": steps, "curves": curves, "final_passes_psnr": base + offset + 0.1,
-                         "passes": 50, "final_passes": 500})  # fmt: skip
+            rows.append(
+                {
+                    "dataset": "polyu",
+                    "image_id": image,
+                    "seed": seed,
+                    "steps": steps,
+                    "curves": curves,
+                    "final_passes_psnr": base + offset + 0.1,
+                    "passes": 50,
+                    "final_passes": 500,
+                }
+            )
     (tmp_path / "bench_variance_polyu.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "summary.json"
-    done = subprocess.run([sys.executable, "benchmarks/bench_variance.py", "summary", "--pieces", str(tmp_path), "--json", str(out)],
-                          cwd=REPO, capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": ""})  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "benchmarks/bench_variance.py", "summary", "--pieces", str(tmp_path), "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(REPO), "PATH": ""},
+    )
     assert done.returncode == 0, done.stderr
     kind = json.loads(out.read_text())["kinds"]["polyu"]
     assert kind["images"] == 3 and kind["seeds"] == 2

@@ -19,7 +19,9 @@ def write_pair(tmp_path, astronaut_pair):
 def test_denoise_cli_end_to_end_with_metrics(tmp_path, astronaut_pair):
     write_pair(tmp_path, astronaut_pair)
     out = tmp_path / "out" / "denoised.png"
-    done = run_module("s2s_sweep.denoise", str(tmp_path / "noisy.png"), "-o", str(out), "--clean", str(tmp_path / "clean.png"), *FAST)
+    done = run_module(
+        "s2s_sweep.denoise", str(tmp_path / "noisy.png"), "-o", str(out), "--clean", str(tmp_path / "clean.png"), *FAST
+    )
     assert done.returncode == 0, done.stderr
     saved = Image.open(out)
     assert saved.mode == "RGB" and saved.size == (96, 96)
@@ -51,10 +53,16 @@ def one_line_error(done) -> str:
 def test_bad_inputs_give_one_line_errors(tmp_path, astronaut_pair):
     write_pair(tmp_path, astronaut_pair)
     noisy, out = str(tmp_path / "noisy.png"), str(tmp_path / "o.png")
-    assert "missing.png: no such image file" in one_line_error(run_module("s2s_sweep.denoise", str(tmp_path / "missing.png"), "-o", out))
-    assert "p: expected a probability" in one_line_error(run_module("s2s_sweep.denoise", noisy, "-o", out, "--p", "1.5"))
+    assert "missing.png: no such image file" in one_line_error(
+        run_module("s2s_sweep.denoise", str(tmp_path / "missing.png"), "-o", out)
+    )
+    assert "p: expected a probability" in one_line_error(
+        run_module("s2s_sweep.denoise", noisy, "-o", out, "--p", "1.5")
+    )
     Image.fromarray(np.zeros((50, 50, 3), np.uint8)).save(tmp_path / "other.png")
-    error = one_line_error(run_module("s2s_sweep.denoise", noisy, "-o", out, "--clean", str(tmp_path / "other.png"), *FAST))
+    error = one_line_error(
+        run_module("s2s_sweep.denoise", noisy, "-o", out, "--clean", str(tmp_path / "other.png"), *FAST)
+    )
     assert "other.png: shape (50, 50, 3) differs" in error
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "tiny.png")
     assert "too small" in one_line_error(run_module("s2s_sweep.denoise", str(tmp_path / "tiny.png"), "-o", out, *FAST))
@@ -63,9 +71,16 @@ def test_bad_inputs_give_one_line_errors(tmp_path, astronaut_pair):
 def test_missing_iqa_weights_stop_before_training(tmp_path, astronaut_pair):
     write_pair(tmp_path, astronaut_pair)
     done = run_module(
-        "s2s_sweep.denoise", str(tmp_path / "noisy.png"), "-o", str(tmp_path / "o.png"), "--steps", "4", "--passes", "2",
+        "s2s_sweep.denoise",
+        str(tmp_path / "noisy.png"),
+        "-o",
+        str(tmp_path / "o.png"),
+        "--steps",
+        "4",
+        "--passes",
+        "2",
         env={"TORCH_HOME": str(tmp_path / "empty_torch_home"), **NO_DOWNLOADS},
-    )  # fmt: skip
+    )
     error = one_line_error(done)
     assert "IQA weights missing" in error and "--lambda-iqa 0" in error
     assert "train:   0%" in done.stderr and not (tmp_path / "o.png").exists()
@@ -73,5 +88,7 @@ def test_missing_iqa_weights_stop_before_training(tmp_path, astronaut_pair):
 
 def test_an_internal_error_in_denoise_keeps_its_traceback_and_exits_70(tmp_path):
     script = "import sys, s2s_sweep.denoise as cli\ncli.denoise = lambda *a: {}['bug']\nsys.exit(cli.main(['--demo', '-o', sys.argv[1]]))"
-    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "o.png")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "o.png")], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 70 and "KeyError: 'bug'" in done.stderr and "internal error" in done.stderr

@@ -24,16 +24,46 @@ from s2s_sweep.datasets import open_dataset
 from s2s_sweep.runner import RunOptions, run_dataset
 
 
-def test_ray_job_submit_runs_the_demo_with_the_iqa_loss_into_a_real_mlflow_server(ray_head, mlflow_server, tmp_path, iqa_weights_dir):
+def test_ray_job_submit_runs_the_demo_with_the_iqa_loss_into_a_real_mlflow_server(
+    ray_head, mlflow_server, tmp_path, iqa_weights_dir
+):
     out = tmp_path / "out"
-    runtime_env = {"excludes": [".git", ".venv", "outputs", "benchmarks/results"], "env_vars": {"TORCH_HOME": iqa_weights_dir}}
+    runtime_env = {
+        "excludes": [".git", ".venv", "outputs", "benchmarks/results"],
+        "env_vars": {"TORCH_HOME": iqa_weights_dir},
+    }
     done = subprocess.run(
-        [BIN / "ray", "job", "submit", "--address", ray_head["dashboard"], "--working-dir", str(REPO),
-         "--runtime-env-json", json.dumps(runtime_env), "--",
-         "python", "-m", "s2s_sweep.run", "demo", "--limit", "2", "--set", "steps=20", "passes=4", "lambda_iqa=2e-8",
-         "--out", str(out), "--mlflow-uri", mlflow_server],
-        capture_output=True, text=True, timeout=600, env=ray_head["env"],
-    )  # fmt: skip
+        [
+            BIN / "ray",
+            "job",
+            "submit",
+            "--address",
+            ray_head["dashboard"],
+            "--working-dir",
+            str(REPO),
+            "--runtime-env-json",
+            json.dumps(runtime_env),
+            "--",
+            "python",
+            "-m",
+            "s2s_sweep.run",
+            "demo",
+            "--limit",
+            "2",
+            "--set",
+            "steps=20",
+            "passes=4",
+            "lambda_iqa=2e-8",
+            "--out",
+            str(out),
+            "--mlflow-uri",
+            mlflow_server,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ray_head["env"],
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in done.stdout and "[2/2]" in done.stdout and "ETA" in done.stdout
 
@@ -43,13 +73,34 @@ def test_ray_job_submit_runs_the_demo_with_the_iqa_loss_into_a_real_mlflow_serve
     (run,) = client.search_runs([client.get_experiment_by_name("s2s-sweep/demo").experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["lambda_iqa"] == "2e-08"
     assert run.data.metrics["final_mean_psnr"] == pytest.approx(frame["psnr"].mean())
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"results.parquet", "config.yaml", "contact_sheet.png"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {
+        "results.parquet",
+        "config.yaml",
+        "contact_sheet.png",
+    }
 
 
 def test_driver_killed_with_sigkill_then_resumed_records_every_image_exactly_once(ray_head, tmp_path):
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "s2s_sweep.run", "demo", "--limit", "4", "--set", "steps=30", "passes=2", "lambda_iqa=0", f"precision={FLOW_PRECISION}",
-               "--out", str(out), "--address", ray_head["gcs"], "--flush-seconds", "0"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "s2s_sweep.run",
+        "demo",
+        "--limit",
+        "4",
+        "--set",
+        "steps=30",
+        "passes=2",
+        "lambda_iqa=0",
+        f"precision={FLOW_PRECISION}",
+        "--out",
+        str(out),
+        "--address",
+        ray_head["gcs"],
+        "--flush-seconds",
+        "0",
+    ]
     driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True, env=ray_head["env"])
     run_id = driver.stdout.readline().split()[1].rstrip(":")  # "run <id>: demo, ..."
     wait_until(lambda: any(out.glob("demo/*/results/**/*.parquet")), 300, "the first recorded image")
@@ -58,7 +109,9 @@ def test_driver_killed_with_sigkill_then_resumed_records_every_image_exactly_onc
     recorded = len(pd.read_parquet(out / "demo" / run_id / "results"))
     assert 1 <= recorded < 4
 
-    resumed = subprocess.run([*command, "--resume", run_id], cwd=REPO, capture_output=True, text=True, timeout=600, env=ray_head["env"])
+    resumed = subprocess.run(
+        [*command, "--resume", run_id], cwd=REPO, capture_output=True, text=True, timeout=600, env=ray_head["env"]
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"{4 - recorded} of 4 images to do" in resumed.stdout
     frame = pd.read_parquet(out / "demo" / run_id / "results")
@@ -99,21 +152,31 @@ def test_a_node_joins_mid_run_gets_work_within_seconds_and_losing_it_loses_no_im
         dataset = open_dataset(f"folder:{noise_folder(tmp_path / 'images', 12, 96)}")
         options = RunOptions(out=str(tmp_path / "out"), run_id="elastic", flush_seconds=0)
         result = {}
-        thread = threading.Thread(target=lambda: result.update(table=run_dataset(dataset, S2SConfig(steps=30, passes=2, lambda_iqa=0.0, precision=FLOW_PRECISION), options).table))
+        thread = threading.Thread(
+            target=lambda: result.update(
+                table=run_dataset(
+                    dataset, S2SConfig(steps=30, passes=2, lambda_iqa=0.0, precision=FLOW_PRECISION), options
+                ).table
+            )
+        )
         thread.start()
         results = tmp_path / "out" / dataset.key / "elastic" / "results"
         wait_until(lambda: results.exists() and len(pd.read_parquet(results)) >= 1, 300, "the first image")
         first_node = pd.read_parquet(results)["node_id"].iloc[0]
         joined = time.time()
         new_node = cluster.add_node(num_cpus=2)  # from the main thread, as Ray requires
-        wait_until(lambda: (pd.read_parquet(results)["node_id"] != first_node).sum() >= 2, 300, "two images from the new node")
+        wait_until(
+            lambda: (pd.read_parquet(results)["node_id"] != first_node).sum() >= 2, 300, "two images from the new node"
+        )
         cluster.remove_node(new_node)  # its running tasks die with it and are retried on the first node
         thread.join(timeout=600)
         frame = result["table"].to_pandas()
     finally:
         ray.shutdown()
         cluster.shutdown()
-    assert sorted(frame["image_id"]) == sorted(dataset.ids) and set(frame["status"]) == {"ok"}  # every image exactly once
+    assert sorted(frame["image_id"]) == sorted(dataset.ids) and set(frame["status"]) == {
+        "ok"
+    }  # every image exactly once
     finished = frame["finished_at"].astype("int64") / 1e6
     new = frame[frame["node_id"] != first_node]
     new_started = finished[new.index] - new["train_seconds"] - new["inference_seconds"]
@@ -127,19 +190,57 @@ def test_ray_job_stop_flushes_the_rows_and_ends_the_mlflow_run_as_killed(ray_hea
     out = tmp_path / "out"
     runtime_env = {"excludes": [".git", ".venv", "outputs", "benchmarks/results"]}
     submitted = subprocess.run(
-        [BIN / "ray", "job", "submit", "--no-wait", "--address", ray_head["dashboard"], "--working-dir", str(REPO),
-         "--runtime-env-json", json.dumps(runtime_env), "--",
-         "python", "-m", "s2s_sweep.run", "demo", "--set", "steps=60", "passes=2", "lambda_iqa=0", f"precision={FLOW_PRECISION}", "--out", str(out), "--flush-seconds", "3600"],
-        capture_output=True, text=True, timeout=300, env=ray_head["env"],
-    )  # fmt: skip
+        [
+            BIN / "ray",
+            "job",
+            "submit",
+            "--no-wait",
+            "--address",
+            ray_head["dashboard"],
+            "--working-dir",
+            str(REPO),
+            "--runtime-env-json",
+            json.dumps(runtime_env),
+            "--",
+            "python",
+            "-m",
+            "s2s_sweep.run",
+            "demo",
+            "--set",
+            "steps=60",
+            "passes=2",
+            "lambda_iqa=0",
+            f"precision={FLOW_PRECISION}",
+            "--out",
+            str(out),
+            "--flush-seconds",
+            "3600",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ray_head["env"],
+    )
     assert submitted.returncode == 0, submitted.stderr[-3000:]
     job_id = re.search(r"raysubmit_[A-Za-z0-9]+", submitted.stdout + submitted.stderr).group()
 
     def logs() -> str:
-        return subprocess.run([BIN / "ray", "job", "logs", "--address", ray_head["dashboard"], job_id], capture_output=True, text=True, timeout=60, env=ray_head["env"]).stdout
+        return subprocess.run(
+            [BIN / "ray", "job", "logs", "--address", ray_head["dashboard"], job_id],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=ray_head["env"],
+        ).stdout
 
     wait_until(lambda: "[1/4]" in logs(), 300, "the job's first image")  # recorded, but not flushed (flush every hour)
-    stopped = subprocess.run([BIN / "ray", "job", "stop", "--address", ray_head["dashboard"], job_id], capture_output=True, text=True, timeout=120, env=ray_head["env"])
+    stopped = subprocess.run(
+        [BIN / "ray", "job", "stop", "--address", ray_head["dashboard"], job_id],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ray_head["env"],
+    )
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     assert "terminated: finished work is recorded" in logs()
     frame = pd.read_parquet(next(out.glob("demo/*/results")))

@@ -77,21 +77,36 @@ def test_invalid_yaml_and_missing_file(tmp_path):
 
 def test_set_values_are_typed():
     assert parse_set(["lambda_iqa=2e-8", "steps=20", "channels_last=false", "precision=bf16"]) == {
-        "lambda_iqa": 2e-8, "steps": 20, "channels_last": False, "precision": "bf16"
-    }  # fmt: skip
-    with pytest.raises(ConfigError, match="--set steps=2.5: expected an integer >= 1|--set: steps: expected an integer >= 1"):
+        "lambda_iqa": 2e-8,
+        "steps": 20,
+        "channels_last": False,
+        "precision": "bf16",
+    }
+    with pytest.raises(
+        ConfigError, match="--set steps=2.5: expected an integer >= 1|--set: steps: expected an integer >= 1"
+    ):
         parse_set(["steps=2.5"])
     with pytest.raises(ConfigError, match="--set p: expected key=value"):
         parse_set(["p"])
 
 
 def test_run_config_from_paper_best_file_and_set(tmp_path):
-    assert resolve_run_config("cbsd68-25", "paper", [], NO_BEST) == {"p": 0.4, "steps": 4000, "lambda_iqa": 2e-8, "passes": 500}
+    assert resolve_run_config("cbsd68-25", "paper", [], NO_BEST) == {
+        "p": 0.4,
+        "steps": 4000,
+        "lambda_iqa": 2e-8,
+        "passes": 500,
+    }
     assert resolve_run_config("sidd", "paper", ["passes=100"], NO_BEST)["passes"] == 100
     best = resolve_run_config("demo", "best", [], ("OUT/demo/best_config.yaml", "p: 0.6\nsteps: 150\n"))
     assert best == {"p": 0.6, "steps": 150}
     (tmp_path / "mine.yaml").write_text("p: 0.55\nsteps: 800\nlambda_iqa: 0.0\n")
-    assert resolve_run_config("demo", str(tmp_path / "mine.yaml"), ["seed=3"], NO_BEST) == {"p": 0.55, "steps": 800, "lambda_iqa": 0.0, "seed": 3}
+    assert resolve_run_config("demo", str(tmp_path / "mine.yaml"), ["seed=3"], NO_BEST) == {
+        "p": 0.55,
+        "steps": 800,
+        "lambda_iqa": 0.0,
+        "seed": 3,
+    }
     with pytest.raises(ConfigError, match="--config nope.yaml: expected paper, best or an existing YAML file"):
         resolve_run_config("demo", "nope.yaml", [], NO_BEST)
     run_config = S2SConfig(p=0.6, steps=300, lambda_iqa=0.0)  # a run's own config.yaml is usable as --config
@@ -99,5 +114,7 @@ def test_run_config_from_paper_best_file_and_set(tmp_path):
     values = resolve_run_config("demo", str(tmp_path / "config.yaml"), [], NO_BEST)
     assert S2SConfig(**values) == run_config
     (tmp_path / "cbm3d.yaml").write_text(yaml.safe_dump(Method("cbm3d").settings))
-    with pytest.raises(ConfigError, match="holds the settings of a cbm3d run, not of S2S\\+; run it with --method cbm3d"):
+    with pytest.raises(
+        ConfigError, match="holds the settings of a cbm3d run, not of S2S\\+; run it with --method cbm3d"
+    ):
         resolve_run_config("demo", str(tmp_path / "cbm3d.yaml"), [], NO_BEST)

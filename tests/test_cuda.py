@@ -11,7 +11,9 @@ from model.denoiser import autocast, build_network, denoise, infer, make_optimiz
 from model.memory import passes_per_batch
 from s2s_sweep.metrics import calculate_psnr
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: none is visible here (no GPU on this machine)")
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU: none is visible here (no GPU on this machine)"
+)
 CUDA = torch.device("cuda")
 
 
@@ -42,7 +44,9 @@ def test_inference_batches_passes_by_free_gpu_memory_with_the_sequential_result(
     net = build_network(3, config, CUDA)
     noisy = to_batch(np.random.default_rng(0).random((64, 64, 3), dtype=np.float32), CUDA)
     sequential = infer(net, noisy, config, batch_size=1)
-    torch.testing.assert_close(infer(net, noisy, config), sequential, rtol=0, atol=1e-5, equal_nan=True)  # cuDNN may pick other kernels per batch
+    torch.testing.assert_close(
+        infer(net, noisy, config), sequential, rtol=0, atol=1e-5, equal_nan=True
+    )  # cuDNN may pick other kernels per batch
 
 
 def test_fractional_gpus_pack_two_images_on_one_gpu(tmp_path):

@@ -27,7 +27,9 @@ def test_fetch_rejects_files_whose_checksum_does_not_match(tmp_path):
 
 
 def test_fetch_reports_an_unreachable_source_and_sidd_needs_a_manual_step(tmp_path):
-    done = run_module("s2s_sweep.data", "fetch", "polyu", "--data-root", str(tmp_path), "--source", (tmp_path / "none").as_uri())
+    done = run_module(
+        "s2s_sweep.data", "fetch", "polyu", "--data-root", str(tmp_path), "--source", (tmp_path / "none").as_uri()
+    )
     assert done.returncode == 1 and "download failed" in done.stderr
     assert "error: polyu: 200 of 200 files are not good" in done.stderr
     done = run_module("s2s_sweep.data", "fetch", "sidd", "--data-root", str(tmp_path))

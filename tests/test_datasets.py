@@ -42,7 +42,9 @@ def test_cbsd68_layout_pairs_noisy_with_original(tmp_path):
     assert dataset.ids == ("0000", "0001")
     image_id, noisy, clean = next(iter(dataset))
     assert image_id == "0000" and np.array_equal(noisy, clean)
-    with pytest.raises(DatasetError, match=r"cbsd68-50: folder .*noisy50 not found .*python -m s2s_sweep.data fetch cbsd68-50"):
+    with pytest.raises(
+        DatasetError, match=r"cbsd68-50: folder .*noisy50 not found .*python -m s2s_sweep.data fetch cbsd68-50"
+    ):
         open_dataset("cbsd68-50", data_root=tmp_path)
 
 
@@ -92,7 +94,10 @@ def test_folder_errors_name_the_problem(tmp_path):
 
 
 def test_unknown_dataset_lists_the_known_names():
-    with pytest.raises(DatasetError, match=r"unknown dataset 'cbsd68-30'; known: cbsd68-15, cbsd68-25, cbsd68-50, sidd, sidd-benchmark, polyu, demo, folder:PATH"):
+    with pytest.raises(
+        DatasetError,
+        match=r"unknown dataset 'cbsd68-30'; known: cbsd68-15, cbsd68-25, cbsd68-50, sidd, sidd-benchmark, polyu, demo, folder:PATH",
+    ):
         open_dataset("cbsd68-30")
 
 
@@ -107,7 +112,9 @@ def test_select_by_limit_and_ids():
         demo.select(limit=0)
 
 
-def write_sidd(folder: Path, noisy_key="ValidationNoisyBlocksSrgb", gt_key="ValidationGtBlocksSrgb", shape=(2, 3, 64, 64, 3)):
+def write_sidd(
+    folder: Path, noisy_key="ValidationNoisyBlocksSrgb", gt_key="ValidationGtBlocksSrgb", shape=(2, 3, 64, 64, 3)
+):
     folder.mkdir(parents=True, exist_ok=True)
     noisy = RNG.integers(0, 256, shape, dtype=np.uint8)
     clean = RNG.integers(0, 256, shape, dtype=np.uint8)
@@ -134,17 +141,23 @@ def test_sidd_benchmark_has_no_references(tmp_path):
 
 
 def test_sidd_mat_errors(tmp_path):
-    with pytest.raises(DatasetError, match=r"ValidationNoisyBlocksSrgb\.mat not found; SIDD is distributed only from its own site"):
+    with pytest.raises(
+        DatasetError, match=r"ValidationNoisyBlocksSrgb\.mat not found; SIDD is distributed only from its own site"
+    ):
         open_dataset("sidd", data_root=tmp_path)
     folder = tmp_path / "SIDD"
     write_sidd(folder, gt_key=None)
     scipy.io.savemat(folder / "ValidationGtBlocksSrgb.mat", {"wrong": np.zeros((2, 3, 64, 64, 3), np.uint8)})
     with pytest.raises(DatasetError, match=r"ValidationGtBlocksSrgb\.mat: no array named 'ValidationGtBlocksSrgb'"):
         open_dataset("sidd", data_root=tmp_path)
-    scipy.io.savemat(folder / "ValidationGtBlocksSrgb.mat", {"ValidationGtBlocksSrgb": np.zeros((2, 3, 64, 64, 3), np.float64)})
+    scipy.io.savemat(
+        folder / "ValidationGtBlocksSrgb.mat", {"ValidationGtBlocksSrgb": np.zeros((2, 3, 64, 64, 3), np.float64)}
+    )
     with pytest.raises(DatasetError, match=r"is float64 \(2, 3, 64, 64, 3\); expected uint8"):
         open_dataset("sidd", data_root=tmp_path)
-    scipy.io.savemat(folder / "ValidationGtBlocksSrgb.mat", {"ValidationGtBlocksSrgb": np.zeros((2, 2, 64, 64, 3), np.uint8)})
+    scipy.io.savemat(
+        folder / "ValidationGtBlocksSrgb.mat", {"ValidationGtBlocksSrgb": np.zeros((2, 2, 64, 64, 3), np.uint8)}
+    )
     with pytest.raises(DatasetError, match="has shape"):
         open_dataset("sidd", data_root=tmp_path)
     (folder / "ValidationGtBlocksSrgb.mat").write_bytes(b"not a mat file at all")

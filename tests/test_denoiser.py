@@ -23,7 +23,9 @@ def test_batched_inference_equals_sequential_for_any_batch_size(channels_last):
     assert sequential.denoised.shape == sequential.heldout.shape == noisy.shape
     assert 0.0 <= sequential.denoised.min().item() and sequential.denoised.max().item() <= 1.0
     for batch_size in (2, 3, 7):
-        torch.testing.assert_close(infer(net, noisy, config, batch_size=batch_size), sequential, rtol=0, atol=1e-6, equal_nan=True)
+        torch.testing.assert_close(
+            infer(net, noisy, config, batch_size=batch_size), sequential, rtol=0, atol=1e-6, equal_nan=True
+        )
 
 
 def test_inference_averages_distinct_dropout_passes():
@@ -60,7 +62,9 @@ def test_heldout_estimate_of_one_pass_is_that_pass_where_it_dropped_the_entry():
     net = build_network(3, config, CPU)
     noisy = to_batch(np.random.default_rng(2).random((64, 64, 3), dtype=np.float32), CPU)
     estimate = infer(net, noisy, config)
-    kept = bernoulli_mask(noisy.shape[1:], config.p, [make_generator(CPU, config.seed, INFERENCE_STREAM, 0)], CPU)[0].bool()
+    kept = bernoulli_mask(noisy.shape[1:], config.p, [make_generator(CPU, config.seed, INFERENCE_STREAM, 0)], CPU)[
+        0
+    ].bool()
     assert estimate.heldout[0][kept].isnan().all()
     assert torch.equal(estimate.heldout[0][~kept], estimate.denoised[0][~kept])
 
@@ -103,10 +107,15 @@ def test_too_small_image_is_rejected_before_training():
 
 @pytest.mark.parametrize(
     "field, value, expected",
-    [("p", 0.0, r"p: expected a probability in \(0, 1\)"), ("p", 1.2, "p: expected"), ("steps", 0, "steps: expected an integer >= 1"),
-     ("lambda_iqa", -1e-8, "lambda_iqa: expected a number >= 0"), ("passes", 0, "passes: expected an integer >= 1"),
-     ("precision", "fp16", "precision: expected one of auto, fp32, bf16")],
-)  # fmt: skip
+    [
+        ("p", 0.0, r"p: expected a probability in \(0, 1\)"),
+        ("p", 1.2, "p: expected"),
+        ("steps", 0, "steps: expected an integer >= 1"),
+        ("lambda_iqa", -1e-8, "lambda_iqa: expected a number >= 0"),
+        ("passes", 0, "passes: expected an integer >= 1"),
+        ("precision", "fp16", "precision: expected one of auto, fp32, bf16"),
+    ],
+)
 def test_out_of_range_hyperparameters_name_the_field(field, value, expected):
     with pytest.raises(ValueError, match=expected):
         S2SConfig(**{field: value})
@@ -142,10 +151,16 @@ def cpu_flags() -> set[str]:
         return {flag for line in file if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
 
-@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="needs Linux's /proc/cpuinfo to check the detection against")
-def test_bf16_is_detected_as_native_exactly_where_the_cpu_has_it_and_auto_stays_fp32_until_measured_equal(astronaut_pair):
+@pytest.mark.skipif(
+    not Path("/proc/cpuinfo").exists(), reason="needs Linux's /proc/cpuinfo to check the detection against"
+)
+def test_bf16_is_detected_as_native_exactly_where_the_cpu_has_it_and_auto_stays_fp32_until_measured_equal(
+    astronaut_pair,
+):
     assert native_bf16("cpu") is bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
-    assert S2SConfig(precision="auto").precision_on("cpu") == "fp32"  # bench_precision: not shown within 0.05 dB (README)
+    assert (
+        S2SConfig(precision="auto").precision_on("cpu") == "fp32"
+    )  # bench_precision: not shown within 0.05 dB (README)
     noisy, _ = astronaut_pair
     auto = denoise(noisy, S2SConfig(steps=2, passes=1, lambda_iqa=0.0, precision="auto", device="cpu")).denoised
     fp32 = denoise(noisy, S2SConfig(steps=2, passes=1, lambda_iqa=0.0, precision="fp32", device="cpu")).denoised

@@ -15,7 +15,14 @@ import pytest
 from conftest import FLOW_PRECISION, REPO, free_port, start_mlflow_server, stop_server, wait_until
 from PIL import Image
 
-from s2s_sweep.errors import EXIT_BUG, EXIT_IMAGES_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_TRACKING_BEHIND
+from s2s_sweep.errors import (
+    EXIT_BUG,
+    EXIT_IMAGES_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    EXIT_TRACKING_BEHIND,
+)
 
 FAST = ["--set", "steps=30", "passes=2", "lambda_iqa=0", f"precision={FLOW_PRECISION}"]
 
@@ -37,9 +44,14 @@ def interruptible() -> None:
 def start_run(*args: str, env: dict) -> tuple[subprocess.Popen, str]:
     """Start `python -m s2s_sweep.run ARGS` and return it with its run id (its first line)."""
     driver = subprocess.Popen(
-        [sys.executable, "-m", "s2s_sweep.run", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [sys.executable, "-m", "s2s_sweep.run", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
         preexec_fn=interruptible,
-    )  # fmt: skip
+    )
     first = driver.stdout.readline()
     assert first.startswith("run "), first + driver.stderr.read()[-3000:]
     return driver, first.split()[1].rstrip(":")
@@ -60,7 +72,18 @@ def test_a_tracking_outage_never_stops_the_images_and_a_resume_catches_mlflow_up
     server = start_mlflow_server(tmp_path, port)
     uri = f"http://127.0.0.1:{port}"
     folder = noise_folder(tmp_path / "images", 8)
-    args = [f"folder:{folder}", *FAST, "--out", str(tmp_path / "out"), "--address", ray_head["gcs"], "--mlflow-uri", uri, "--flush-seconds", "0"]
+    args = [
+        f"folder:{folder}",
+        *FAST,
+        "--out",
+        str(tmp_path / "out"),
+        "--address",
+        ray_head["gcs"],
+        "--mlflow-uri",
+        uri,
+        "--flush-seconds",
+        "0",
+    ]
     driver, run_id = start_run(*args, env=ray_head["env"])
     (results,) = [p / "results" for p in (tmp_path / "out").glob(f"*/{run_id}")]
     wait_until(lambda: recorded(results) >= 3, 300, "three recorded images")
@@ -76,7 +99,14 @@ def test_a_tracking_outage_never_stops_the_images_and_a_resume_catches_mlflow_up
 
     server = start_mlflow_server(tmp_path, port)  # back, same store
     try:
-        resumed = subprocess.run([sys.executable, "-m", "s2s_sweep.run", *args, "--resume", run_id], cwd=REPO, capture_output=True, text=True, timeout=600, env=ray_head["env"])
+        resumed = subprocess.run(
+            [sys.executable, "-m", "s2s_sweep.run", *args, "--resume", run_id],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=ray_head["env"],
+        )
         assert resumed.returncode == EXIT_OK, resumed.stderr[-3000:]
         assert "0 of 8 images to do" in resumed.stdout
         client, run = mlflow_run(uri, f"s2s-sweep/{results.parent.parent.name}")
@@ -90,7 +120,19 @@ def test_a_tracking_outage_never_stops_the_images_and_a_resume_catches_mlflow_up
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, EXIT_TERMINATED), (signal.SIGINT, EXIT_INTERRUPTED)])
 def test_a_stopped_run_flushes_its_rows_and_ends_its_mlflow_run_as_killed(ray_head, tmp_path, signum, status):
     out = tmp_path / "out"
-    driver, run_id = start_run("demo", "--limit", "4", *FAST, "--out", str(out), "--address", ray_head["gcs"], "--flush-seconds", "3600", env=ray_head["env"])
+    driver, run_id = start_run(
+        "demo",
+        "--limit",
+        "4",
+        *FAST,
+        "--out",
+        str(out),
+        "--address",
+        ray_head["gcs"],
+        "--flush-seconds",
+        "3600",
+        env=ray_head["env"],
+    )
     line = driver.stdout.readline()  # the first finished image; its row is not flushed yet
     assert line.startswith("[1/4]"), line
     sent = time.monotonic()
@@ -110,7 +152,9 @@ def test_failed_images_exit_1_and_rerun_with_retry_failed_replacing_their_rows(r
     (folder / "img01.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
     args = [f"folder:{folder}", *FAST, "--out", str(tmp_path / "out"), "--flush-seconds", "0"]
     env = {**ray_head["env"], "RAY_ADDRESS": ""}  # set but empty, as CI leaves it: a local Ray starts
-    done = subprocess.run([sys.executable, "-m", "s2s_sweep.run", *args], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "s2s_sweep.run", *args], cwd=REPO, capture_output=True, text=True, timeout=600, env=env
+    )
     assert done.returncode == EXIT_IMAGES_FAILED, done.stderr[-3000:]
     assert "[ERROR" not in done.stderr  # OpenCV's own log lines stay quiet; the row names the file
     run_id = done.stdout.split()[1].rstrip(":")
@@ -119,7 +163,14 @@ def test_failed_images_exit_1_and_rerun_with_retry_failed_replacing_their_rows(r
     assert rows.loc["img01", "status"] == "failed" and "img01.png: cannot decode" in rows.loc["img01", "error"]
 
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(folder / "img01.png")  # repaired
-    again = subprocess.run([sys.executable, "-m", "s2s_sweep.run", *args, "--resume", run_id, "--retry-failed"], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    again = subprocess.run(
+        [sys.executable, "-m", "s2s_sweep.run", *args, "--resume", run_id, "--retry-failed"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert again.returncode == EXIT_OK, again.stderr[-3000:]
     assert "1 of 2 images to do" in again.stdout
     frame = pd.read_parquet(results)

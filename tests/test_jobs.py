@@ -33,9 +33,17 @@ def test_rayjob_manifest_runs_the_runner_on_gpu_workers():
     (container,) = workers["template"]["spec"]["containers"]
     (head,) = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"]
     secrets = {item["name"] for item in head["env"] if "secretKeyRef" in item.get("valueFrom", {})}
-    assert secrets == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+    assert secrets == {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+    }
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert job["spec"]["rayClusterSpec"]["enableInTreeAutoscaling"] is True and workers["maxReplicas"] > workers["minReplicas"]
+    assert (
+        job["spec"]["rayClusterSpec"]["enableInTreeAutoscaling"] is True
+        and workers["maxReplicas"] > workers["minReplicas"]
+    )
 
 
 def test_cluster_launcher_config_validates_against_rays_schema():

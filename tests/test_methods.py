@@ -18,7 +18,9 @@ def test_each_baseline_denoises_with_the_true_or_the_estimated_sigma(name, astro
     assert given["psnr"] > given["noisy_psnr"] + 4, (given["psnr"], given["noisy_psnr"])
     assert (given["noise_sigma"], given["sigma_source"], given["device"]) == (25.0, "dataset", "cpu")
     estimated = denoise_image("x", noisy, clean, Method(name), sigma=None, cpus=1)
-    assert estimated["sigma_source"] == "estimated" and estimated["noise_sigma"] == pytest.approx(estimate_noise_sigma(noisy))
+    assert estimated["sigma_source"] == "estimated" and estimated["noise_sigma"] == pytest.approx(
+        estimate_noise_sigma(noisy)
+    )
     assert estimated["psnr"] > estimated["noisy_psnr"] + 3
 
 
@@ -35,11 +37,18 @@ def test_settings_record_the_method_and_round_trip_to_the_same_hash():
         assert Method.from_settings(json.loads(json.dumps(method.settings))).hash == method.hash
     assert len({method.hash for method in methods}) == len(methods)
     assert Method("s2s+", config.replace(device="cpu")).hash == methods[0].hash  # where it runs changes no result
-    assert methods[0].row_hash("fp32") == Method("s2s+", config.replace(precision="fp32")).hash != methods[0].hash  # rows name the arithmetic used, not "auto"
+    assert (
+        methods[0].row_hash("fp32") == Method("s2s+", config.replace(precision="fp32")).hash != methods[0].hash
+    )  # rows name the arithmetic used, not "auto"
     assert Method("nlm", config.replace(steps=99)).hash == methods[2].hash  # S2S+ settings do not touch a baseline
     assert Method("nlm", config.replace(quantize="floor")).hash != methods[2].hash
     row = Method("cbm3d", config).row_values()
-    assert row["method"] == "cbm3d" and row["p"] is None and row["steps"] is None and json.loads(row["settings"])["profile"] == "np"
+    assert (
+        row["method"] == "cbm3d"
+        and row["p"] is None
+        and row["steps"] is None
+        and json.loads(row["settings"])["profile"] == "np"
+    )
     assert Method.from_settings({"p": 0.5, "steps": 3}).name == "s2s+"  # a config.yaml written before methods existed
 
 
@@ -48,7 +57,9 @@ def test_an_unknown_method_and_a_missing_bm3d_are_one_line_errors(monkeypatch):
         Method("bm4d")
     Method("cbm3d").check_installed()  # installed here (the dev extra)
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "bm3d" else real_find_spec(name, *args))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *args: None if name == "bm3d" else real_find_spec(name, *args)
+    )
     with pytest.raises(ConfigError, match='bm3d package is not installed; pip install "s2s-sweep\\[baselines\\]"'):
         Method("cbm3d").check_installed()
 

@@ -22,9 +22,18 @@ def test_float_results_are_rounded_to_8_bits_first():
 def test_ssim_follows_wang_2004_with_a_gaussian_window():
     noisy = np.clip(CLEAN + RNG.normal(0, 20, CLEAN.shape), 0, 255).astype(np.uint8)
     expected = np.mean(
-        [structural_similarity(noisy[..., c], CLEAN[..., c], data_range=255, gaussian_weights=True, sigma=1.5,
-                               use_sample_covariance=False) for c in range(3)]
-    )  # fmt: skip
+        [
+            structural_similarity(
+                noisy[..., c],
+                CLEAN[..., c],
+                data_range=255,
+                gaussian_weights=True,
+                sigma=1.5,
+                use_sample_covariance=False,
+            )
+            for c in range(3)
+        ]
+    )
     assert calculate_ssim(noisy, CLEAN) == pytest.approx(expected)
     assert calculate_ssim(CLEAN, CLEAN) == pytest.approx(1.0)
 

@@ -75,8 +75,20 @@ class TcpProxy:
 def s3_server():
     """moto's S3 server on 127.0.0.1 with one bucket; yields its port."""
     port = free_port()
-    server = subprocess.Popen([BIN / "moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    admin = pafs.S3FileSystem(access_key="admin", secret_key="admin", endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1", allow_bucket_creation=True)
+    server = subprocess.Popen(
+        [BIN / "moto_server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    admin = pafs.S3FileSystem(
+        access_key="admin",
+        secret_key="admin",
+        endpoint_override=f"127.0.0.1:{port}",
+        scheme="http",
+        region="us-east-1",
+        allow_bucket_creation=True,
+    )
 
     def bucket_created() -> bool:
         try:
@@ -94,13 +106,21 @@ def s3_server():
 
 def s3_files(port: int, prefix: str) -> dict[str, bytes]:
     """Every object under s3://bkt/prefix, read straight from the server."""
-    fs = pafs.S3FileSystem(access_key="reader", secret_key="reader", endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1")
+    fs = pafs.S3FileSystem(
+        access_key="reader",
+        secret_key="reader",
+        endpoint_override=f"127.0.0.1:{port}",
+        scheme="http",
+        region="us-east-1",
+    )
     infos = fs.get_file_info(pafs.FileSelector(f"{BUCKET}/{prefix}", recursive=True, allow_not_found=True))
     return {info.path: fs.open_input_stream(info.path).readall() for info in infos if info.type == pafs.FileType.File}
 
 
 def cli(*args: str, env: dict, timeout: float = 600, module: str = "s2s_sweep.run") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def run_id_of(done: subprocess.CompletedProcess) -> str:
@@ -111,8 +131,17 @@ def test_a_run_and_a_sweep_on_s3_record_no_secret_anywhere(ray_head, s3_server, 
     out_secret, mlflow_secret = f"outSecret{secrets.token_hex(8)}", f"mlflowSecret{secrets.token_hex(8)}"
     mlflow_port = free_port()
     mlflow_server = start_mlflow_server(tmp_path / "mlflow", mlflow_port)
-    out = f"s3://AKIDTEST:{out_secret}@{BUCKET}/runs?endpoint_override=127.0.0.1:{s3_server}&scheme=http&region=us-east-1"
-    where = ["--out", out, "--mlflow-uri", f"http://alice:{mlflow_secret}@127.0.0.1:{mlflow_port}", "--address", ray_head["gcs"]]
+    out = (
+        f"s3://AKIDTEST:{out_secret}@{BUCKET}/runs?endpoint_override=127.0.0.1:{s3_server}&scheme=http&region=us-east-1"
+    )
+    where = [
+        "--out",
+        out,
+        "--mlflow-uri",
+        f"http://alice:{mlflow_secret}@127.0.0.1:{mlflow_port}",
+        "--address",
+        ray_head["gcs"],
+    ]
     env = {key: value for key, value in ray_head["env"].items() if not key.startswith(("AWS_", "MLFLOW_"))}
     try:
         first = cli("demo", "--limit", "2", *FAST, "init=warm", *where, env=env)  # its seed.pt goes to the bucket
@@ -131,11 +160,19 @@ def test_a_run_and_a_sweep_on_s3_record_no_secret_anywhere(ray_head, s3_server, 
     finally:
         stop_server(mlflow_server)
 
-    reader = pafs.S3FileSystem(access_key="reader", secret_key="reader", endpoint_override=f"127.0.0.1:{s3_server}", scheme="http", region="us-east-1")
+    reader = pafs.S3FileSystem(
+        access_key="reader",
+        secret_key="reader",
+        endpoint_override=f"127.0.0.1:{s3_server}",
+        scheme="http",
+        region="us-east-1",
+    )
     table = pd.read_parquet(f"{BUCKET}/runs/demo/{run_id}/results", filesystem=reader)
     assert len(table) == 2 and set(table["status"]) == {"ok"} and table["image_id"].is_unique
     seeded = pd.read_parquet(f"{BUCKET}/runs/demo/{run_id_of(from_seed)}/results", filesystem=reader)
-    assert seeded["init"].tolist() == ["file"] and seeded["init_source"][0].startswith(f"s3://{BUCKET}/runs/demo/{run_id}/seed.pt")  # no keys in it
+    assert seeded["init"].tolist() == ["file"] and seeded["init_source"][0].startswith(
+        f"s3://{BUCKET}/runs/demo/{run_id}/seed.pt"
+    )  # no keys in it
     objects = s3_files(s3_server, "runs")
     assert any("/sweeps/" in path and path.endswith("best_config.yaml") for path in objects)
     (page,) = [data.decode() for path, data in objects.items() if path.endswith("report.html")]
@@ -143,24 +180,56 @@ def test_a_run_and_a_sweep_on_s3_record_no_secret_anywhere(ray_head, s3_server, 
 
     written = {f"s3://{path}": data for path, data in objects.items()}
     written |= {str(path): path.read_bytes() for path in (tmp_path / "mlflow").rglob("*") if path.is_file()}
-    written |= {f"{done.args[3:5]} {name}": text.encode() for done in (first, from_seed, sweep, report) for name, text in (("stdout", done.stdout), ("stderr", done.stderr))}
+    written |= {
+        f"{done.args[3:5]} {name}": text.encode()
+        for done in (first, from_seed, sweep, report)
+        for name, text in (("stdout", done.stdout), ("stderr", done.stderr))
+    }
     ray_session = Path("/tmp/ray/session_latest")  # what Ray and Tune logged or pickled for us
-    written |= {str(path): path.read_bytes() for path in ray_session.rglob("*") if path.is_file() and not path.is_socket() and path.stat().st_size < 50 * 2**20}
+    written |= {
+        str(path): path.read_bytes()
+        for path in ray_session.rglob("*")
+        if path.is_file() and not path.is_socket() and path.stat().st_size < 50 * 2**20
+    }
     for secret in (out_secret, mlflow_secret):
         assert not [where for where, data in written.items() if secret.encode() in data]
     assert len(written) > 20  # the search covered the bucket, the MLflow store and the logs
 
 
-def test_a_store_down_for_seconds_loses_nothing_and_one_down_past_the_patience_resumes_from_the_fallback(ray_head, s3_server, tmp_path):
+def test_a_store_down_for_seconds_loses_nothing_and_one_down_past_the_patience_resumes_from_the_fallback(
+    ray_head, s3_server, tmp_path
+):
     proxy = TcpProxy(s3_server)
     env = {**ray_head["env"], "AWS_ACCESS_KEY_ID": "AKIDENV", "AWS_SECRET_ACCESS_KEY": "from-the-environment"}
     out = f"s3://{BUCKET}/outage?endpoint_override=127.0.0.1:{proxy.port}&scheme=http&region=us-east-1"
     folder = noise_folder(tmp_path / "images", 10, side=96)
     key, fallback = open_dataset(f"folder:{folder}").key, tmp_path / "fallback"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = [f"folder:{folder}", *FAST, "--out", out, "--fallback", str(fallback), "--store-patience", "12", "--flush-seconds", "0", "--address", ray_head["gcs"], "--mlflow-uri", tracking]
+    args = [
+        f"folder:{folder}",
+        *FAST,
+        "--out",
+        out,
+        "--fallback",
+        str(fallback),
+        "--store-patience",
+        "12",
+        "--flush-seconds",
+        "0",
+        "--address",
+        ray_head["gcs"],
+        "--mlflow-uri",
+        tracking,
+    ]
     with open(tmp_path / "stdout.txt", "w") as stdout:
-        driver = subprocess.Popen([sys.executable, "-m", "s2s_sweep.run", *args], cwd=REPO, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env)
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "s2s_sweep.run", *args],
+            cwd=REPO,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
     stderr: list[str] = []
     threading.Thread(target=lambda: stderr.extend(iter(driver.stderr.readline, "")), daemon=True).start()
 
@@ -182,7 +251,9 @@ def test_a_store_down_for_seconds_loses_nothing_and_one_down_past_the_patience_r
     assert held  # at least the rows of the images the store did not take
     client = mlflow.MlflowClient(tracking)
     experiment = client.get_experiment_by_name(f"s2s-sweep/{key}")
-    assert experiment.artifact_location == str(tmp_path / "mlartifacts")  # beside the database, not ./mlruns where the job started
+    assert experiment.artifact_location == str(
+        tmp_path / "mlartifacts"
+    )  # beside the database, not ./mlruns where the job started
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FAILED"
 
@@ -191,7 +262,18 @@ def test_a_store_down_for_seconds_loses_nothing_and_one_down_past_the_patience_r
     assert resumed.returncode == EXIT_OK, resumed.stderr[-3000:]
     assert f"uploaded {len(held)} files" in resumed.stdout and not (fallback / key / run_id).exists()
     objects = s3_files(s3_server, f"outage/{key}/{run_id}")
-    table = pd.read_parquet(f"{BUCKET}/outage/{key}/{run_id}/results", filesystem=pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{s3_server}", scheme="http", region="us-east-1", access_key="a", secret_key="b"))
-    assert len(table) == 10 and table["image_id"].is_unique and set(table["status"]) == {"ok"}  # every image exactly once
+    table = pd.read_parquet(
+        f"{BUCKET}/outage/{key}/{run_id}/results",
+        filesystem=pafs.S3FileSystem(
+            endpoint_override=f"127.0.0.1:{s3_server}",
+            scheme="http",
+            region="us-east-1",
+            access_key="a",
+            secret_key="b",
+        ),
+    )
+    assert (
+        len(table) == 10 and table["image_id"].is_unique and set(table["status"]) == {"ok"}
+    )  # every image exactly once
     assert all(any(path.endswith(f"/{output}") for path in objects) for output in table["output"])
     assert os.environ.get("AWS_SECRET_ACCESS_KEY") != "from-the-environment"  # the test's own process untouched

@@ -27,7 +27,11 @@ def test_a_task_killed_for_memory_is_retried_a_bounded_number_of_times_then_fail
     connect_ray(None)  # the product's own start of a local Ray, with its bounded OOM retries
     try:
         config = S2SConfig(steps=20, passes=1, lambda_iqa=0.0)
-        outcome = run_dataset(open_dataset(f"folder:{folder}"), config, RunOptions(out=str(tmp_path / "out"), cpus_per_image=2, flush_seconds=0))
+        outcome = run_dataset(
+            open_dataset(f"folder:{folder}"),
+            config,
+            RunOptions(out=str(tmp_path / "out"), cpus_per_image=2, flush_seconds=0),
+        )
     finally:
         ray.shutdown()
     rows = {row["image_id"]: row for row in outcome.table.to_pylist()}

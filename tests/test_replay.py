@@ -19,8 +19,22 @@ LANDSCAPE_DIR = REPO / "benchmarks" / "results" / "landscape"
 
 
 def test_a_replay_asking_for_a_configuration_the_table_lacks_names_it():
-    row = {"dataset": "demo", "image_id": "x", "p": 0.4, "steps": 4, "psnr": 30.0, "ssim": 0.9, "heldout_psnr": 20.0, "noisy_psnr": 20.0,
-           "side": 64, "passes": 2, "precision": "fp32", "device": "cpu", "seed": 0, "seconds": 1.0}  # fmt: skip
+    row = {
+        "dataset": "demo",
+        "image_id": "x",
+        "p": 0.4,
+        "steps": 4,
+        "psnr": 30.0,
+        "ssim": 0.9,
+        "heldout_psnr": 20.0,
+        "noisy_psnr": 20.0,
+        "side": 64,
+        "passes": 2,
+        "precision": "fp32",
+        "device": "cpu",
+        "seed": 0,
+        "seconds": 1.0,
+    }
     replay = ReplayLandscape(pa.Table.from_pylist([row], schema=LANDSCAPE), ["x"], [4])
     assert list(replay.curves({"p": 0.4})) == [("x", {"psnr": [30.0], "ssim": [0.9], "heldout_psnr": [20.0]})]
     with pytest.raises(ConfigError, match=r"landscape: no curve for image x at p 0.5 and steps \[4\]"):
@@ -40,8 +54,24 @@ def test_bench_sweep_replays_seeds_on_the_committed_landscape(tmp_path):
         pytest.skip("the committed landscape has no kind with two whole images yet")
     kind = sorted(complete_kinds(table))[0]  # one kind: seconds, not minutes
     out = tmp_path / "bench_sweep.json"
-    command = [sys.executable, "benchmarks/bench_sweep.py", "--kinds", kind, "--seeds", "2", "--trials", "4", "--json", str(out), "--plot", str(tmp_path / "plot.png")]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}  # a script's own folder is its path; the packages are the repository's
+    command = [
+        sys.executable,
+        "benchmarks/bench_sweep.py",
+        "--kinds",
+        kind,
+        "--seeds",
+        "2",
+        "--trials",
+        "4",
+        "--json",
+        str(out),
+        "--plot",
+        str(tmp_path / "plot.png"),
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+    }  # a script's own folder is its path; the packages are the repository's
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -50,10 +80,16 @@ def test_bench_sweep_replays_seeds_on_the_committed_landscape(tmp_path):
         strategies = kind["strategies"]
         assert set(strategies) == {"tpe_asha", "random_asha", "grid", "paper"}
         for name, row in strategies.items():
-            assert row["median_regret_db"] >= -1e-9 and row["regret_spread_db"] >= 0 and 0 <= row["compute_fraction"] <= 1, name
-            at_goal = row["median_regret_at_goal_compute_db"]  # None while a run had saved nothing by 30% of the grid's compute
+            assert (
+                row["median_regret_db"] >= -1e-9 and row["regret_spread_db"] >= 0 and 0 <= row["compute_fraction"] <= 1
+            ), name
+            at_goal = row[
+                "median_regret_at_goal_compute_db"
+            ]  # None while a run had saved nothing by 30% of the grid's compute
             assert at_goal is None or at_goal >= -1e-9, name
-        assert strategies["grid"]["compute_fraction"] == 1 and strategies["grid"]["median_regret_db"] <= 0.05 + 1e-9  # within steps_within_db of the optimum
+        assert (
+            strategies["grid"]["compute_fraction"] == 1 and strategies["grid"]["median_regret_db"] <= 0.05 + 1e-9
+        )  # within steps_within_db of the optimum
         assert strategies["paper"]["compute_fraction"] == 0 and strategies["paper"]["heldout_gain_db"] == 0
         assert len(strategies["tpe_asha"]["runs"]) == 2 and strategies["tpe_asha"]["compute_fraction"] < 1
         assert -1 <= kind["objective_spearman"] <= 1 and "heldout_gain_db" in kind

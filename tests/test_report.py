@@ -40,17 +40,30 @@ def test_a_baseline_runs_like_s2s_recorded_with_its_sigma_and_resumes_only_as_it
     assert set(table["method"]) == {"wavelet"} and set(table["status"]) == {"ok"} and table["p"].isna().all()
     assert set(table["sigma_source"]) == {"dataset"} and set(table["noise_sigma"]) == {25.0}  # the demo's true σ
     assert (table["psnr"] > table["noisy_psnr"] + 2).all()
-    assert json.loads(table["settings"].iloc[0]) == {"method": "wavelet", "quantize": "round", "threshold": "BayesShrink", "mode": "soft", "rescale_sigma": True}
+    assert json.loads(table["settings"].iloc[0]) == {
+        "method": "wavelet",
+        "quantize": "round",
+        "threshold": "BayesShrink",
+        "mode": "soft",
+        "rescale_sigma": True,
+    }
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("s2s-sweep/demo").experiment_id])
     assert run.info.run_name == f"demo wavelet {run_dir.name}" and run.data.params["method"] == "wavelet"
     assert run.data.metrics["final_mean_psnr"] == pytest.approx(table["psnr"].mean())
 
-    other = run_module("s2s_sweep.run", "demo", "--method", "nlm", "--limit", "2", "--out", str(tmp_path), "--resume", run_dir.name)
-    assert other.returncode == 2 and "differs from the requested method or configuration" in other.stderr.strip().splitlines()[-1]
+    other = run_module(
+        "s2s_sweep.run", "demo", "--method", "nlm", "--limit", "2", "--out", str(tmp_path), "--resume", run_dir.name
+    )
+    assert (
+        other.returncode == 2
+        and "differs from the requested method or configuration" in other.stderr.strip().splitlines()[-1]
+    )
     again = run_module("s2s_sweep.run", "demo", "--set", "steps=5", "--out", str(tmp_path), "--resume", run_dir.name)
-    assert again.returncode == 2 and again.stderr.strip().endswith("--method wavelet takes only quantize= and memory_mb=")  # it kept its own method
+    assert again.returncode == 2 and again.stderr.strip().endswith(
+        "--method wavelet takes only quantize= and memory_mb="
+    )  # it kept its own method
 
 
 class Page(html.parser.HTMLParser):
@@ -89,7 +102,10 @@ def test_the_report_compares_the_methods_in_one_offline_html_file_and_markdown_l
     page = Page()
     page.feed((folder / "report.html").read_text())
     header, *rows = page.tables[0]
-    assert header[:4] == ["method", "run", "images (failed)", "PSNR dB, 95% CI"] and "PSNR on the 3 shared images" in header
+    assert (
+        header[:4] == ["method", "run", "images (failed)", "PSNR dB, 95% CI"]
+        and "PSNR on the 3 shared images" in header
+    )
     assert [row[0] for row in rows] == ["S2S+ p=0.4 steps=10 passes=2 λ=0", "CBM3D", "NL-means"]
     runs = {row[0]: row for row in rows}
     results = pd.read_parquet(outputs / "demo" / runs["CBM3D"][1] / "results")
@@ -98,7 +114,9 @@ def test_the_report_compares_the_methods_in_one_offline_html_file_and_markdown_l
     assert runs["CBM3D"][2] == "3 (0)" and runs["CBM3D"][3] == f"{psnr.mean():.2f} ± {half:.2f}"
     sheet = next(table for table in page.tables if table[0][:2] == ["image", "noisy"])
     assert len(sheet) == 4 and sheet[0][-1] == "clean" and all(cell.endswith("dB") for cell in sheet[1][2:-1])
-    assert len(page.sources) >= 1 + 3 * 5 and all(src.startswith("data:image/png;base64,") for src in page.sources)  # inline: opens offline
+    assert len(page.sources) >= 1 + 3 * 5 and all(
+        src.startswith("data:image/png;base64,") for src in page.sources
+    )  # inline: opens offline
     assert page.links == ["#demo"]  # no script, no stylesheet, no address outside the file
     markdown = (folder / "report.md").read_text()
     assert "| CBM3D | " + runs["CBM3D"][1] in markdown and "## demo" in markdown
@@ -110,25 +128,64 @@ def test_the_report_compares_the_methods_in_one_offline_html_file_and_markdown_l
     assert {artifact.path for artifact in client.list_artifacts(run.info.run_id)} == {"report.html", "report.md"}
 
     assert main([str(outputs), "--datasets", "polyu"]) == 2
-    assert capsys.readouterr().err.strip().endswith("no runs of polyu with results found (expected DATASET/RUN_ID/run.json and results/)")
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("no runs of polyu with results found (expected DATASET/RUN_ID/run.json and results/)")
+    )
 
 
 def test_the_paper_column_says_how_a_short_run_differs_from_the_paper():
-    rows = pd.DataFrame({"image_id": ["a", "b"], "status": ["ok", "ok"], "psnr": [27.0, 28.0], "ssim": [0.8, 0.9], "noisy_psnr": [20.0, 20.5],
-                         "crop": [0, 256], "precision": ["bf16", "bf16"], "sigma_source": [None, None]})  # fmt: skip
-    s2s = Run("cbsd68-25", "cbsd68-25", "r", {"method": "s2s+", "p": 0.4, "steps": 300, "passes": 50, "lambda_iqa": 0.0, "quantize": "round"}, rows)
+    rows = pd.DataFrame(
+        {
+            "image_id": ["a", "b"],
+            "status": ["ok", "ok"],
+            "psnr": [27.0, 28.0],
+            "ssim": [0.8, 0.9],
+            "noisy_psnr": [20.0, 20.5],
+            "crop": [0, 256],
+            "precision": ["bf16", "bf16"],
+            "sigma_source": [None, None],
+        }
+    )
+    s2s = Run(
+        "cbsd68-25",
+        "cbsd68-25",
+        "r",
+        {"method": "s2s+", "p": 0.4, "steps": 300, "passes": 50, "lambda_iqa": 0.0, "quantize": "round"},
+        rows,
+    )
     assert protocol_notes(s2s) == [
-        "2 images; the paper tests the 68 images", "steps 300 (paper 4000)", "passes 50 (paper 500)", "λ_IQA 0 (paper 2e-08)",
-        "1 of 2 images trained on crops", "bf16 arithmetic", "output rounded to 8 bits (the authors' code truncates)",
-    ]  # fmt: skip
+        "2 images; the paper tests the 68 images",
+        "steps 300 (paper 4000)",
+        "passes 50 (paper 500)",
+        "λ_IQA 0 (paper 2e-08)",
+        "1 of 2 images trained on crops",
+        "bf16 arithmetic",
+        "output rounded to 8 bits (the authors' code truncates)",
+    ]
     (row,) = summary_rows([s2s])
     assert row["paper PSNR / SSIM"] == "28.71 / 0.9076" and row["PSNR dB, 95% CI"] == "27.50 ± 6.35"
     other = Run("cbsd68-25", "cbsd68-25", "r2", s2s.settings, rows.assign(image_id=["a", "c"], psnr=[30.0, 1.0]))
     first, second = summary_rows([s2s, other])
-    assert first["PSNR on the 1 shared images"] == "27.00" and second["PSNR on the 1 shared images"] == "30.00"  # image "a" only
+    assert (
+        first["PSNR on the 1 shared images"] == "27.00" and second["PSNR on the 1 shared images"] == "30.00"
+    )  # image "a" only
     polyu = Run("polyu", "polyu", "r", {"method": "cbm3d", "quantize": "floor"}, rows.assign(sigma_source="estimated"))
-    assert protocol_notes(polyu) == ["2 images; the paper tests 30 of the 100 crops, which the paper does not name", "σ estimated from each image",
-                                     "CBM3D of the bm3d package (profile np); the paper does not say which"]  # fmt: skip
+    assert protocol_notes(polyu) == [
+        "2 images; the paper tests 30 of the 100 crops, which the paper does not name",
+        "σ estimated from each image",
+        "CBM3D of the bm3d package (profile np); the paper does not say which",
+    ]
     assert summary_rows([Run("demo", "demo", "r", polyu.settings, rows)])[0]["paper PSNR / SSIM"] == "–"
-    warm = Run("cbsd68-25", "cbsd68-25", "w", {**s2s.settings, "init": "warm"}, rows.assign(steps=150, init_source="run w seed.pt, 300 steps on 0000"))
-    assert "warm starts from run w seed.pt, 300 steps on 0000, 150 steps per image; the paper trains each image from scratch" in protocol_notes(warm)
+    warm = Run(
+        "cbsd68-25",
+        "cbsd68-25",
+        "w",
+        {**s2s.settings, "init": "warm"},
+        rows.assign(steps=150, init_source="run w seed.pt, 300 steps on 0000"),
+    )
+    assert (
+        "warm starts from run w seed.pt, 300 steps on 0000, 150 steps per image; the paper trains each image from scratch"
+        in protocol_notes(warm)
+    )

@@ -42,7 +42,13 @@ def test_demo_run_writes_images_parquet_and_mlflow_then_resumes_without_duplicat
     frame = pd.read_parquet(run_dir / "results")
     assert len(frame) == 3 and set(frame["dataset"].astype(str)) == {"demo"}
     row = frame.iloc[0]
-    assert row["psnr"] > 0 and row["noisy_psnr"] > 0 and row["steps"] == 3 and row["device"] == "cpu" and row["quantize"] == "round"
+    assert (
+        row["psnr"] > 0
+        and row["noisy_psnr"] > 0
+        and row["steps"] == 3
+        and row["device"] == "cpu"
+        and row["quantize"] == "round"
+    )
     assert row["node"] and row["code_version"] and len(row["config_hash"]) == 12
     output = capsys.readouterr().out
     assert "[3/3]" in output and "ETA" in output and "mlflow ui --backend-store-uri" in output
@@ -52,14 +58,22 @@ def test_demo_run_writes_images_parquet_and_mlflow_then_resumes_without_duplicat
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow 3's UI opens on the runs
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["steps"] == "3" and run.data.params["images"] == "3"
-    assert run.info.run_name == "demo S2S+ p=0.4 steps=3 lambda_iqa=0 r1"  # dataset, method and key settings in the UI's list
+    assert (
+        run.info.run_name == "demo S2S+ p=0.4 steps=3 lambda_iqa=0 r1"
+    )  # dataset, method and key settings in the UI's list
     assert run.data.metrics["final_mean_psnr"] == pytest.approx(frame["psnr"].mean())
     assert "images_per_hour" in run.data.metrics and "cpu_hours" in run.data.metrics
     assert [m.step for m in client.get_metric_history(run.info.run_id, "mean_ssim")] == [1, 2, 3]  # running mean
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"results.parquet", "config.yaml", "contact_sheet.png"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {
+        "results.parquet",
+        "config.yaml",
+        "contact_sheet.png",
+    }
 
     # resume the same run on a larger selection: only the new image is computed, none twice
-    table = run_dataset(open_dataset("demo").select(limit=4), FAST, RunOptions(out=str(tmp_path), run_id="r1", flush_seconds=0)).table
+    table = run_dataset(
+        open_dataset("demo").select(limit=4), FAST, RunOptions(out=str(tmp_path), run_id="r1", flush_seconds=0)
+    ).table
     ids = table.column("image_id").to_pylist()
     assert len(ids) == len(set(ids)) == 4
     assert len(client.search_runs([experiment.experiment_id])) == 1  # the same MLflow run continued
@@ -72,7 +86,9 @@ def test_bad_images_become_failed_rows_and_the_rest_goes_on(tmp_path):
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / "good.png")
     Image.fromarray(rng.integers(0, 256, (16, 64, 3), dtype=np.uint8)).save(folder / "small.png")
     (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    table = run_dataset(open_dataset(f"folder:{folder}"), FAST, RunOptions(out=str(tmp_path / "out"), run_id="r", flush_seconds=0)).table
+    table = run_dataset(
+        open_dataset(f"folder:{folder}"), FAST, RunOptions(out=str(tmp_path / "out"), run_id="r", flush_seconds=0)
+    ).table
     rows = {row["image_id"]: row for row in table.to_pylist()}
     assert rows["good"]["status"] == "ok" and rows["good"]["psnr"] is None  # no reference, no metric
     assert rows["corrupt"]["status"] == "failed" and "corrupt.png: cannot decode" in rows["corrupt"]["error"]
@@ -88,7 +104,9 @@ def test_a_changed_configuration_cannot_resume_a_run(tmp_path):
 
 def test_resume_of_an_unknown_run_is_refused(tmp_path):
     with pytest.raises(ValueError, match="--resume nope: nothing to resume"):
-        run_dataset(open_dataset("demo").select(limit=1), FAST, RunOptions(out=str(tmp_path), run_id="nope", resume=True))
+        run_dataset(
+            open_dataset("demo").select(limit=1), FAST, RunOptions(out=str(tmp_path), run_id="nope", resume=True)
+        )
 
 
 def test_gpus_requested_on_a_cluster_without_gpus(tmp_path):
@@ -97,7 +115,11 @@ def test_gpus_requested_on_a_cluster_without_gpus(tmp_path):
 
 
 def test_output_root_given_as_a_filesystem_uri(tmp_path):
-    table = run_dataset(open_dataset("demo").select(limit=1), FAST, RunOptions(out=(tmp_path / "o").as_uri(), run_id="u", flush_seconds=0)).table
+    table = run_dataset(
+        open_dataset("demo").select(limit=1),
+        FAST,
+        RunOptions(out=(tmp_path / "o").as_uri(), run_id="u", flush_seconds=0),
+    ).table
     assert table.num_rows == 1
     assert len(pd.read_parquet(tmp_path / "o" / "demo" / "u" / "results")) == 1
     assert (tmp_path / "o" / "demo" / "u" / "images" / f"{open_dataset('demo').ids[0]}.png").is_file()
@@ -127,7 +149,10 @@ def one_line_error(done) -> str:
         (["demo", "--set", "dropout=0.3"], "--set dropout=0.3: expected key=value with key among p, steps"),
         (["demo", "--config", "best"], "--config best: no saved best configuration at"),
         (["demo", "--address", "127.0.0.1:1"], "Ray address 127.0.0.1:1: not reachable"),
-        (["demo", "--mlflow-uri", "http://127.0.0.1:1"], "--mlflow-uri http://127.0.0.1:1: MLflow server not reachable"),
+        (
+            ["demo", "--mlflow-uri", "http://127.0.0.1:1"],
+            "--mlflow-uri http://127.0.0.1:1: MLflow server not reachable",
+        ),
     ],
 )
 def test_bad_input_gets_a_one_line_error_before_any_training(tmp_path, args, expected):
@@ -141,10 +166,17 @@ def test_an_image_too_large_for_any_plan_becomes_a_failed_row_before_it_starts(t
     folder.mkdir()
     Image.fromarray(np.zeros((2048, 4096, 3), np.uint8)).save(folder / "huge.png")  # only its header is read
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / "small.png")
-    outcome = run_dataset(open_dataset(f"folder:{folder}"), FAST.replace(memory_mb=1200), RunOptions(out=str(tmp_path / "out"), flush_seconds=0))
+    outcome = run_dataset(
+        open_dataset(f"folder:{folder}"),
+        FAST.replace(memory_mb=1200),
+        RunOptions(out=str(tmp_path / "out"), flush_seconds=0),
+    )
     rows = {row["image_id"]: row for row in outcome.table.to_pylist()}
     assert rows["huge"]["status"] == "failed" and outcome.exit_status == 1
-    assert "huge: 2048x4096 pixels needs at least" in rows["huge"]["error"] and "more than the 1,200 MB budget" in rows["huge"]["error"]
+    assert (
+        "huge: 2048x4096 pixels needs at least" in rows["huge"]["error"]
+        and "more than the 1,200 MB budget" in rows["huge"]["error"]
+    )
     assert rows["small"]["status"] == "ok" and rows["small"]["crop"] == 0 and rows["small"]["tile"] == 0
     assert 500 < rows["small"]["memory_mb"] < 1200 and rows["small"]["precision"] == FAST.precision_on("cpu")
 
@@ -155,7 +187,9 @@ def test_images_go_largest_first_so_a_late_big_photo_keeps_no_cluster_waiting(tm
     rng = np.random.default_rng(0)
     for name, side in (("a_small", 64), ("b_large", 160), ("c_medium", 96)):  # file order is not size order
         Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(folder / f"{name}.png")
-    options = RunOptions(out=str(tmp_path / "out"), flush_seconds=0, cpus_per_image=2)  # one image at a time on this 2-CPU Ray
+    options = RunOptions(
+        out=str(tmp_path / "out"), flush_seconds=0, cpus_per_image=2
+    )  # one image at a time on this 2-CPU Ray
     table = run_dataset(open_dataset(f"folder:{folder}"), FAST, options).table
     assert table.sort_by("finished_at").column("image_id").to_pylist() == ["b_large", "c_medium", "a_small"]
 

@@ -35,7 +35,9 @@ def test_an_outage_past_the_patience_saves_what_is_held_and_a_resume_uploads_it(
     writes = HeldWrites(store, patience_seconds=0, fallback=fallback, resume_command="--resume R")
     block(tmp_path / "out")
     writes.write_bytes("demo/R/images/a.png", b"a")
-    with pytest.raises(StoreLost, match=r"1 finished files saved in .*fallback; when the store is back, --resume R uploads them"):
+    with pytest.raises(
+        StoreLost, match=r"1 finished files saved in .*fallback; when the store is back, --resume R uploads them"
+    ):
         writes.retry(wait=True)
     assert (fallback / "demo/R/images/a.png").read_bytes() == b"a" and not writes.held
     (tmp_path / "out" / "demo").unlink()

@@ -24,9 +24,26 @@ from model.denoiser import denoise, denoise_at_steps
 from s2s_sweep.configs import SPACES_DIR, ConfigError, load_space
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.sweep import (
-    CURVE_SCHEMA, LANDSCAPE, DefineSpace, ReplayLandscape, SweepOptions, UniqueConfigSearch, best_config, compute_front, config_grid, config_key,
-    make_trainable, make_tuner, mean_psnr_curves, paper_point, run_sweep, step_checkpoints, subset_ids, sweep_tables, tpe_sampler,
-)  # fmt: skip
+    CURVE_SCHEMA,
+    LANDSCAPE,
+    DefineSpace,
+    ReplayLandscape,
+    SweepOptions,
+    UniqueConfigSearch,
+    best_config,
+    compute_front,
+    config_grid,
+    config_key,
+    make_trainable,
+    make_tuner,
+    mean_psnr_curves,
+    paper_point,
+    run_sweep,
+    step_checkpoints,
+    subset_ids,
+    sweep_tables,
+    tpe_sampler,
+)
 
 SPACE = """
 datasets: [demo]
@@ -73,7 +90,13 @@ def test_the_search_never_suggests_a_configuration_twice_and_ends_when_the_grid_
     grid = config_grid(space)
     assert [point["p"] for point in grid] == [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
     searcher = UniqueConfigSearch(
-        space=DefineSpace(space), metric="mean_psnr", mode="max", points_to_evaluate=[paper_point(space)], sampler=tpe_sampler(0), grid=grid, seed=0
+        space=DefineSpace(space),
+        metric="mean_psnr",
+        mode="max",
+        points_to_evaluate=[paper_point(space)],
+        sampler=tpe_sampler(0),
+        grid=grid,
+        seed=0,
     )
     suggested = []
     for index in range(10):
@@ -81,7 +104,9 @@ def test_the_search_never_suggests_a_configuration_twice_and_ends_when_the_grid_
         if config == Searcher.FINISHED:
             break
         suggested.append(config["p"])
-        searcher.on_trial_complete(f"t{index}", {"mean_psnr": 30 - 10 * abs(config["p"] - 0.5)})  # a peaked landscape: TPE repeats itself
+        searcher.on_trial_complete(
+            f"t{index}", {"mean_psnr": 30 - 10 * abs(config["p"] - 0.5)}
+        )  # a peaked landscape: TPE repeats itself
     assert suggested[0] == 0.4  # the paper point first
     assert sorted(suggested) == pytest.approx([0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])  # each once, then the search ends
     withdrawn = [t for t in searcher._ot_study.trials if t.user_attrs.get("withdrawn")]
@@ -90,19 +115,48 @@ def test_the_search_never_suggests_a_configuration_twice_and_ends_when_the_grid_
 
 def test_the_best_takes_the_fewest_steps_within_the_tolerance_of_its_peak(space_file):
     space = load_space(space_file)
-    trials = pa.Table.from_pylist([
-        {"trial_id": "a", "p": 0.4, "lambda_iqa": 0.0, "status": "ok", "early_stopped": False, "mean_psnr": 30.00},
-        {"trial_id": "b", "p": 0.6, "lambda_iqa": 0.0, "status": "ok", "early_stopped": False, "mean_psnr": 29.00},
-        {"trial_id": "c", "p": 0.2, "lambda_iqa": 0.0, "status": "ok", "early_stopped": True, "mean_psnr": 31.00},  # one image only
-    ])  # fmt: skip
-    mean_curve = {"a": {4: 29.90, 8: 29.97, 12: 30.00}, "b": {4: 29.95, 8: 29.00, 12: 28.00}, "c": {4: 31.0, 8: 31.0, 12: 31.0}}
+    trials = pa.Table.from_pylist(
+        [
+            {"trial_id": "a", "p": 0.4, "lambda_iqa": 0.0, "status": "ok", "early_stopped": False, "mean_psnr": 30.00},
+            {"trial_id": "b", "p": 0.6, "lambda_iqa": 0.0, "status": "ok", "early_stopped": False, "mean_psnr": 29.00},
+            {
+                "trial_id": "c",
+                "p": 0.2,
+                "lambda_iqa": 0.0,
+                "status": "ok",
+                "early_stopped": True,
+                "mean_psnr": 31.00,
+            },  # one image only
+        ]
+    )
+    mean_curve = {
+        "a": {4: 29.90, 8: 29.97, 12: 30.00},
+        "b": {4: 29.95, 8: 29.00, 12: 28.00},
+        "c": {4: 31.0, 8: 31.0, 12: 31.0},
+    }
     curves = pa.Table.from_pylist(
-        [{"sweep_id": "s", "trial_id": t, "image_id": image, "metric": "psnr", "steps": steps, "value": value + offset}
-         for t, curve in mean_curve.items() for steps, value in curve.items() for image, offset in (("x", 0.5), ("y", -0.5))],
+        [
+            {
+                "sweep_id": "s",
+                "trial_id": t,
+                "image_id": image,
+                "metric": "psnr",
+                "steps": steps,
+                "value": value + offset,
+            }
+            for t, curve in mean_curve.items()
+            for steps, value in curve.items()
+            for image, offset in (("x", 0.5), ("y", -0.5))
+        ],
         schema=CURVE_SCHEMA,
-    )  # fmt: skip
+    )
     best, selection = best_config(trials, curves, space)
-    assert best == {"p": 0.4, "steps": 8, "lambda_iqa": 0.0, "passes": 4}  # 29.97 is within 0.05 dB of the peak 30.00 at 12 steps
+    assert best == {
+        "p": 0.4,
+        "steps": 8,
+        "lambda_iqa": 0.0,
+        "passes": 4,
+    }  # 29.97 is within 0.05 dB of the peak 30.00 at 12 steps
     assert selection["peak_steps"] == 12 and selection["training_saved"] == pytest.approx(1 / 3, abs=1e-4)
     front = compute_front(mean_psnr_curves(curves, ["a", "b"]))
     assert [(steps, trial) for steps, _, trial in front] == [(4, "b"), (8, "a"), (12, "a")]
@@ -112,8 +166,19 @@ def landscape_of(trials: pd.DataFrame, curves: pd.DataFrame) -> pa.Table:
     """A sweep's own recorded curves as a landscape table: one row per (image, p, steps)."""
     wide = curves.pivot_table(index=["trial_id", "image_id", "steps"], columns="metric", values="value").reset_index()
     wide = wide.merge(trials[["trial_id", "p"]], on="trial_id")
-    fixed = {"dataset": "demo", "noisy_psnr": 0.0, "side": 64, "passes": 2, "precision": "fp32", "device": "cpu", "seed": 0, "seconds": 0.0}
-    return pa.Table.from_pylist([{**fixed, **row} for row in wide.drop(columns="trial_id").to_dict("records")], schema=LANDSCAPE)
+    fixed = {
+        "dataset": "demo",
+        "noisy_psnr": 0.0,
+        "side": 64,
+        "passes": 2,
+        "precision": "fp32",
+        "device": "cpu",
+        "seed": 0,
+        "seconds": 0.0,
+    }
+    return pa.Table.from_pylist(
+        [{**fixed, **row} for row in wide.drop(columns="trial_id").to_dict("records")], schema=LANDSCAPE
+    )
 
 
 def test_sweep_on_demo_early_stops_records_everything_replays_and_feeds_run_config_best(tmp_path, monkeypatch):
@@ -121,18 +186,26 @@ def test_sweep_on_demo_early_stops_records_everything_replays_and_feeds_run_conf
     # set it here (to the default store) so monkeypatch removes it again for later tests.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     space_file = tmp_path / "space.yaml"
-    space_file.write_text(SPACE.replace("concurrency: 2", "concurrency: 1"))  # one trial at a time: the order is the seed's alone (for the replay)
+    space_file.write_text(
+        SPACE.replace("concurrency: 2", "concurrency: 1")
+    )  # one trial at a time: the order is the seed's alone (for the replay)
     space = load_space(space_file)
     dataset = open_dataset("demo")
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
-        best = run_sweep(dataset, space, S2SConfig(lambda_iqa=0.0), SweepOptions(out=str(tmp_path), sweep_id="s1", trials=6)).best
+        best = run_sweep(
+            dataset, space, S2SConfig(lambda_iqa=0.0), SweepOptions(out=str(tmp_path), sweep_id="s1", trials=6)
+        ).best
         # the same search replayed on a table of the curves it recorded: ReplayLandscape for TrainImages, nothing else swapped
         folder = tmp_path / "demo" / "sweeps" / "s1"
         trained = pd.read_parquet(folder / "trials").sort_values("trial_number")
-        evaluation = ReplayLandscape(landscape_of(trained, pd.read_parquet(folder / "curves")), subset_ids(dataset, space), [4, 8, 12])
+        evaluation = ReplayLandscape(
+            landscape_of(trained, pd.read_parquet(folder / "curves")), subset_ids(dataset, space), [4, 8, 12]
+        )
         run_config = tune.RunConfig(name="replay", storage_path=str(tmp_path / "replay"), verbose=0)
-        results = make_tuner(make_trainable(evaluation, space), space, 6, len(evaluation.image_ids), 0, run_config).fit()
+        results = make_tuner(
+            make_trainable(evaluation, space), space, 6, len(evaluation.image_ids), 0, run_config
+        ).fit()
     finally:
         ray.shutdown()
     replayed_trials, replayed_curves = sweep_tables(results, "replay", len(evaluation.image_ids), [4, 8, 12], "cold")
@@ -142,7 +215,15 @@ def test_sweep_on_demo_early_stops_records_everything_replays_and_feeds_run_conf
     assert replayed["mean_psnr"].tolist() == pytest.approx(trained["mean_psnr"].tolist(), abs=1e-9)
     assert best_config(replayed_trials, replayed_curves, space)[0] == best
     assert set(best) == {"p", "steps", "lambda_iqa", "passes"} and best["steps"] in (4, 8, 12) and best["passes"] == 4
-    assert best["p"] in [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]  # as a user writes it, not 0.2 + 4 * 0.1 = 0.6000000000000001
+    assert best["p"] in [
+        0.2,
+        0.3,
+        0.4,
+        0.5,
+        0.6,
+        0.7,
+        0.8,
+    ]  # as a user writes it, not 0.2 + 4 * 0.1 = 0.6000000000000001
     assert trained["p"].isin([0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]).all()  # in the trials table too, for `WHERE p = 0.6`
     saved = yaml.safe_load((tmp_path / "demo" / "best_config.yaml").read_text())
     assert {k: v for k, v in saved.items() if k != "selection"} == best
@@ -150,7 +231,9 @@ def test_sweep_on_demo_early_stops_records_everything_replays_and_feeds_run_conf
     assert saved["selection"]["chosen_mean_psnr"] >= saved["selection"]["peak_mean_psnr"] - 0.05
 
     trials = pd.read_parquet(tmp_path / "demo" / "sweeps" / "s1" / "trials")
-    assert len(trials) == 6 and set(trials["status"]) == {"ok"} and trials["p"].round(6).is_unique  # no configuration trained twice
+    assert (
+        len(trials) == 6 and set(trials["status"]) == {"ok"} and trials["p"].round(6).is_unique
+    )  # no configuration trained twice
     assert trials["early_stopped"].any(), "ASHA stopped no trial"
     assert (trials["p"].round(6) == 0.4).sum() == 1  # the paper point was tried, once
     curves = pd.read_parquet(tmp_path / "demo" / "sweeps" / "s1" / "curves")
@@ -162,12 +245,30 @@ def test_sweep_on_demo_early_stops_records_everything_replays_and_feeds_run_conf
     children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 6 and all("mean_psnr" in c.data.metrics for c in children)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"best_config.yaml", "trials.parquet", "curves.parquet", "psnr_vs_params.png", "psnr_vs_steps.png"} <= artifacts
+    assert {
+        "best_config.yaml",
+        "trials.parquet",
+        "curves.parquet",
+        "psnr_vs_params.png",
+        "psnr_vs_steps.png",
+    } <= artifacts
     assert parent.data.metrics["cpu_seconds"] == pytest.approx(trials["seconds"].sum(), rel=1e-6)  # 1 CPU per trial
     assert parent.data.metrics["best_steps"] == best["steps"]
 
     # run --config best reuses the saved best configuration
-    done = run_module("s2s_sweep.run", "demo", "--config", "best", "--limit", "1", "--set", "passes=2", "--out", str(tmp_path), timeout=300)
+    done = run_module(
+        "s2s_sweep.run",
+        "demo",
+        "--config",
+        "best",
+        "--limit",
+        "1",
+        "--set",
+        "passes=2",
+        "--out",
+        str(tmp_path),
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     (run_dir,) = [d for d in (tmp_path / "demo").iterdir() if d.name not in ("sweeps", "best_config.yaml")]
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -183,16 +284,50 @@ def test_sweep_bad_inputs(space_file, tmp_path):
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / "a.png")
     with pytest.raises(ConfigError, match="has no clean references.*--config paper"):
         run_sweep(open_dataset(f"folder:{folder}"), space, S2SConfig(), SweepOptions(out=str(tmp_path)))
-    done = run_module("s2s_sweep.run", "demo", "--sweep", "--space", str(tmp_path / "missing.yaml"), "--out", str(tmp_path), timeout=60)
+    done = run_module(
+        "s2s_sweep.run",
+        "demo",
+        "--sweep",
+        "--space",
+        str(tmp_path / "missing.yaml"),
+        "--out",
+        str(tmp_path),
+        timeout=60,
+    )
     assert done.returncode == 2 and "missing.yaml: search-space file not found" in done.stderr
-    done = run_module("s2s_sweep.run", "demo", "--sweep", "--space", str(space_file), "--mlflow-uri", "http://127.0.0.1:1", "--out", str(tmp_path), timeout=60)
+    done = run_module(
+        "s2s_sweep.run",
+        "demo",
+        "--sweep",
+        "--space",
+        str(space_file),
+        "--mlflow-uri",
+        "http://127.0.0.1:1",
+        "--out",
+        str(tmp_path),
+        timeout=60,
+    )
     assert done.returncode == 2 and "MLflow server not reachable" in done.stderr
 
 
 def test_a_sweep_terminated_mid_way_is_killed_in_mlflow_then_restores_and_finishes_without_duplicates(tmp_path):
     space_file = tmp_path / "space.yaml"
-    space_file.write_text(SPACE.replace("steps: {low: 4, high: 12, step: 4}", "steps: {low: 16, high: 48, step: 16}"))  # trials long enough to stop one mid-way
-    command = [sys.executable, "-m", "s2s_sweep.run", "demo", "--sweep-only", "--space", str(space_file), "--trials", "4", "--out", str(tmp_path)]
+    space_file.write_text(
+        SPACE.replace("steps: {low: 4, high: 12, step: 4}", "steps: {low: 16, high: 48, step: 16}")
+    )  # trials long enough to stop one mid-way
+    command = [
+        sys.executable,
+        "-m",
+        "s2s_sweep.run",
+        "demo",
+        "--sweep-only",
+        "--space",
+        str(space_file),
+        "--trials",
+        "4",
+        "--out",
+        str(tmp_path),
+    ]
     # Tune copies results to the sweep folder only when it saves its state: every 10 s by default, which the demo sweep outruns
     env = {**os.environ, "MLFLOW_TRACKING_URI": "", "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     with open(tmp_path / "stderr.txt", "w") as stderr:  # a file, not a pipe nobody reads until the end
@@ -204,7 +339,9 @@ def test_a_sweep_terminated_mid_way_is_killed_in_mlflow_then_restores_and_finish
         assert time.monotonic() < deadline, "no trial reported in time"
         time.sleep(0.5)
     reported = time.time()
-    while not any(f.stat().st_mtime > reported for f in tune_dir.glob("experiment_state-*.json")):  # Tune saved its state after that
+    while not any(
+        f.stat().st_mtime > reported for f in tune_dir.glob("experiment_state-*.json")
+    ):  # Tune saved its state after that
         assert time.monotonic() < deadline, "Tune saved no experiment state in time"
         time.sleep(0.5)
     driver.send_signal(signal.SIGTERM)  # as `ray job stop` does: the driver exits at once, without Ray's shutdown
@@ -216,7 +353,9 @@ def test_a_sweep_terminated_mid_way_is_killed_in_mlflow_then_restores_and_finish
     (parent,) = client.search_runs([experiment.experiment_id], "tags.`s2s_sweep.kind` = 'sweep'")
     assert parent.info.status == "KILLED"
 
-    resumed = subprocess.run([*command, "--resume", sweep_id], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    resumed = subprocess.run(
+        [*command, "--resume", sweep_id], cwd=REPO, capture_output=True, text=True, timeout=600, env=env
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"sweep {sweep_id}: restoring" in resumed.stdout
     trials = pd.read_parquet(tmp_path / "demo" / "sweeps" / sweep_id / "trials")
@@ -236,9 +375,19 @@ def test_crashing_trials_do_not_kill_the_sweep(space_file, tmp_path):
             where.mkdir(exist_ok=True)
             Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(where / f"{name}.png")
     done = run_module(
-        "s2s_sweep.run", f"folder:{folder}", "--clean-dir", str(clean), "--sweep-only", "--space", str(space_file),
-        "--trials", "2", "--out", str(tmp_path / "out"), timeout=600,
-    )  # fmt: skip
+        "s2s_sweep.run",
+        f"folder:{folder}",
+        "--clean-dir",
+        str(clean),
+        "--sweep-only",
+        "--space",
+        str(space_file),
+        "--trials",
+        "2",
+        "--out",
+        str(tmp_path / "out"),
+        timeout=600,
+    )
     assert done.returncode == 1 and "no trial finished the whole subset" in done.stderr.strip().splitlines()[-1]
     (sweep_dir,) = (tmp_path / "out").glob("folder-noisy-*/sweeps/*")
     trials = pd.read_parquet(sweep_dir / "trials")
@@ -246,9 +395,15 @@ def test_crashing_trials_do_not_kill_the_sweep(space_file, tmp_path):
     assert trials["error"].str.contains("too small").all()
 
 
-IQA_SPACE = SPACE.replace("lambda_iqa: 0\n", "lambda_iqa: {low: 1.0e-9, high: 1.0e-7, log: true, allow_zero: true}\n").replace(
-    "paper: {p: 0.4, steps: 10, lambda_iqa: 0.0, passes: 4}", "paper: {p: 0.4, steps: 4, lambda_iqa: 2.0e-8, passes: 2}"
-).replace("steps: {low: 4, high: 12, step: 4}", "steps: {low: 2, high: 4, step: 2}").replace("subset: {size: 2, seed: 0}", "subset: {size: 1, seed: 0}")
+IQA_SPACE = (
+    SPACE.replace("lambda_iqa: 0\n", "lambda_iqa: {low: 1.0e-9, high: 1.0e-7, log: true, allow_zero: true}\n")
+    .replace(
+        "paper: {p: 0.4, steps: 10, lambda_iqa: 0.0, passes: 4}",
+        "paper: {p: 0.4, steps: 4, lambda_iqa: 2.0e-8, passes: 2}",
+    )
+    .replace("steps: {low: 4, high: 12, step: 4}", "steps: {low: 2, high: 4, step: 2}")
+    .replace("subset: {size: 2, seed: 0}", "subset: {size: 1, seed: 0}")
+)
 
 
 def test_run_with_sweep_searches_lambda_iqa_then_runs_the_dataset_with_the_best(tmp_path, iqa_weights_dir):
@@ -256,9 +411,22 @@ def test_run_with_sweep_searches_lambda_iqa_then_runs_the_dataset_with_the_best(
     space.write_text(IQA_SPACE)
     out = tmp_path / "out"
     done = run_module(
-        "s2s_sweep.run", "demo", "--sweep", "--space", str(space), "--trials", "2", "--limit", "2", "--iqa-weights", iqa_weights_dir,
-        "--out", str(out), env={"MLFLOW_TRACKING_URI": ""}, timeout=900,
-    )  # fmt: skip
+        "s2s_sweep.run",
+        "demo",
+        "--sweep",
+        "--space",
+        str(space),
+        "--trials",
+        "2",
+        "--limit",
+        "2",
+        "--iqa-weights",
+        iqa_weights_dir,
+        "--out",
+        str(out),
+        env={"MLFLOW_TRACKING_URI": ""},
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     (sweep_dir,) = (out / "demo" / "sweeps").iterdir()
     trials = pd.read_parquet(sweep_dir / "trials")
@@ -269,16 +437,22 @@ def test_run_with_sweep_searches_lambda_iqa_then_runs_the_dataset_with_the_best(
     assert len(frame) == 2 and set(frame["status"]) == {"ok"}
     assert (frame["lambda_iqa"] == best["lambda_iqa"]).all() and (frame["steps"] == best["steps"]).all()
     client = mlflow.MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("s2s-sweep/demo").experiment_id], "tags.`s2s_sweep.kind` = 'dataset-run'")
+    runs = client.search_runs(
+        [client.get_experiment_by_name("s2s-sweep/demo").experiment_id], "tags.`s2s_sweep.kind` = 'dataset-run'"
+    )
     assert [r.data.params["config_source"] for r in runs] == [f"sweep {sweep_dir.name}"]
 
 
-WARM_SPACE = SPACE.replace("  lambda_iqa: 0\n", "  lambda_iqa: 0\n  init: [cold, warm]\n").replace(
-    "p: {low: 0.2, high: 0.8, step: 0.1}", "p: {low: 0.4, high: 0.5, step: 0.1}"
-).replace("subset: {size: 2, seed: 0}", "subset: {size: 1, seed: 0}")
+WARM_SPACE = (
+    SPACE.replace("  lambda_iqa: 0\n", "  lambda_iqa: 0\n  init: [cold, warm]\n")
+    .replace("p: {low: 0.2, high: 0.8, step: 0.1}", "p: {low: 0.4, high: 0.5, step: 0.1}")
+    .replace("subset: {size: 2, seed: 0}", "subset: {size: 1, seed: 0}")
+)
 
 
-def test_the_start_is_a_dimension_warm_trials_train_their_seed_once_and_the_best_records_warm_steps(tmp_path, monkeypatch):
+def test_the_start_is_a_dimension_warm_trials_train_their_seed_once_and_the_best_records_warm_steps(
+    tmp_path, monkeypatch
+):
     space_path = tmp_path / "warm.yaml"
     space_path.write_text(WARM_SPACE)
     space = load_space(space_path)
@@ -294,11 +468,21 @@ def test_the_start_is_a_dimension_warm_trials_train_their_seed_once_and_the_best
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        best = run_sweep(open_dataset("demo"), space, S2SConfig(lambda_iqa=0.0), SweepOptions(out=str(tmp_path), sweep_id="w", trials=4)).best
+        best = run_sweep(
+            open_dataset("demo"),
+            space,
+            S2SConfig(lambda_iqa=0.0),
+            SweepOptions(out=str(tmp_path), sweep_id="w", trials=4),
+        ).best
     finally:
         ray.shutdown()
     trials = pd.read_parquet(tmp_path / "demo" / "sweeps" / "w" / "trials")
-    assert sorted(zip(trials["init"], trials["p"].round(6))) == [("cold", 0.4), ("cold", 0.5), ("warm", 0.4), ("warm", 0.5)]  # the grid, each once
+    assert sorted(zip(trials["init"], trials["p"].round(6))) == [
+        ("cold", 0.4),
+        ("cold", 0.5),
+        ("warm", 0.4),
+        ("warm", 0.5),
+    ]  # the grid, each once
     if best.get("init") == "warm":
         assert best["steps"] == 12 and best["warm_steps"] in (4, 8, 12)
     else:
@@ -309,11 +493,26 @@ def test_the_start_is_a_dimension_warm_trials_train_their_seed_once_and_the_best
 
 def test_the_best_of_a_warm_trial_is_its_seed_steps_and_the_fewest_warm_steps_near_its_peak(space_file):
     space = load_space(space_file)
-    trials = pa.Table.from_pylist([{"trial_id": "w", "init": "warm", "p": 0.5, "lambda_iqa": 0.0, "status": "ok", "early_stopped": False, "mean_psnr": 30.0}])
+    trials = pa.Table.from_pylist(
+        [
+            {
+                "trial_id": "w",
+                "init": "warm",
+                "p": 0.5,
+                "lambda_iqa": 0.0,
+                "status": "ok",
+                "early_stopped": False,
+                "mean_psnr": 30.0,
+            }
+        ]
+    )
     curves = pa.Table.from_pylist(
-        [{"sweep_id": "s", "trial_id": "w", "image_id": "x", "metric": "psnr", "steps": steps, "value": value} for steps, value in ((4, 29.0), (8, 29.98), (12, 30.0))],
+        [
+            {"sweep_id": "s", "trial_id": "w", "image_id": "x", "metric": "psnr", "steps": steps, "value": value}
+            for steps, value in ((4, 29.0), (8, 29.98), (12, 30.0))
+        ],
         schema=CURVE_SCHEMA,
-    )  # fmt: skip
+    )
     best, selection = best_config(trials, curves, space)
     assert best == {"p": 0.5, "steps": 12, "lambda_iqa": 0.0, "passes": 4, "init": "warm", "warm_steps": 8}
     assert selection["chosen_steps"] == 8

@@ -32,7 +32,10 @@ def test_budget_shrinks_tiles_then_batch_then_crop_and_reports_what_cannot_fit()
     roomy = fit_memory(3072, 4096, FAST, 64 * 1024 * MB)
     tight = fit_memory(3072, 4096, FAST, roomy.train_bytes - 1)
     assert (tight.crop, tight.batch) == (256, 2) and tight.peak_bytes < roomy.train_bytes
-    with pytest.raises(DoesNotFit, match=r"photo.png: 3072x4096 pixels needs at least [\d,]+ MB \(64x64 crops, 192x192 tiles\), more than the 500 MB budget"):
+    with pytest.raises(
+        DoesNotFit,
+        match=r"photo.png: 3072x4096 pixels needs at least [\d,]+ MB \(64x64 crops, 192x192 tiles\), more than the 500 MB budget",
+    ):
         fit_memory(3072, 4096, FAST, 500 * MB, name="photo.png")
 
 
@@ -102,13 +105,24 @@ def peak_rss_of(height: int, width: int, config: dict) -> tuple[float, dict]:
         f"r = denoise(np.random.default_rng(0).random(({height}, {width}, 3), dtype=np.float32), S2SConfig(**json.loads(sys.argv[1])))\n"
         "print(peak_rss_bytes())\n"
     )
-    done = subprocess.run([sys.executable, "-c", script, json.dumps(config)], cwd=REPO, capture_output=True, text=True, timeout=300, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     return float(done.stdout.split()[-1])
 
 
 @pytest.mark.parametrize(
     "height, width, settings",
-    [(256, 256, {}), (700, 900, {"crop_size": 128, "crop_batch": 4, "tile_size": 256}), (384, 384, {"precision": "bf16"})],
+    [
+        (256, 256, {}),
+        (700, 900, {"crop_size": 128, "crop_batch": 4, "tile_size": 256}),
+        (384, 384, {"precision": "bf16"}),
+    ],
 )
 def test_memory_estimate_is_within_25_percent_of_the_measured_peak(height, width, settings):
     config = {"steps": 2, "passes": 1, "lambda_iqa": 0.0, **settings}

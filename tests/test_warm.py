@@ -31,7 +31,11 @@ def test_a_warm_image_starts_from_the_seed_weights_and_trains_warm_steps():
     fresh, _ = prepare(image(1), TINY)
     assert not torch.equal(fresh.state_dict()["head.weight"], seed["head.weight"])
     assert train_seed([image(0)], TINY)["head.weight"].equal(seed["head.weight"])  # reproducible
-    assert TINY.image_steps == 6 and TINY.replace(init="warm").image_steps == 3 and TINY.replace(init="warm", warm_steps=4).image_steps == 4
+    assert (
+        TINY.image_steps == 6
+        and TINY.replace(init="warm").image_steps == 3
+        and TINY.replace(init="warm", warm_steps=4).image_steps == 4
+    )
     warm = denoise(image(1), TINY.replace(steps=3), initial_state=seed)
     cold = denoise(image(1), TINY.replace(steps=3))
     assert not np.array_equal(warm.denoised, cold.denoised)
@@ -67,13 +71,19 @@ def test_a_warm_run_trains_its_seed_once_every_image_starts_from_it_and_a_resume
     assert again["psnr"] == first.set_index("image_id").loc["chelsea", "psnr"]
     experiment = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment_by_name("s2s-sweep/demo")
     (run,) = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs([experiment.experiment_id])
-    assert "seed.pt" in {a.path for a in mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").list_artifacts(run.info.run_id)}
+    assert "seed.pt" in {
+        a.path for a in mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").list_artifacts(run.info.run_id)
+    }
 
     resumed = run_dataset(demo.select(limit=3), config, options).table.to_pandas()  # one more image, same run
     assert "seed: reusing this run's seed.pt" in capsys.readouterr().out
     assert seed_file.read_bytes() == data and len(resumed) == 3 and set(resumed["init"]) == {"warm"}
 
-    from_file = run_dataset(demo.select(limit=1), config.replace(init=str(seed_file)), RunOptions(out=str(tmp_path), run_id="f", flush_seconds=0)).table
+    from_file = run_dataset(
+        demo.select(limit=1),
+        config.replace(init=str(seed_file)),
+        RunOptions(out=str(tmp_path), run_id="f", flush_seconds=0),
+    ).table
     assert from_file["init"].to_pylist() == ["file"]
     assert from_file["init_source"].to_pylist() == [f"{seed_file} sha256:{hashlib.sha256(data).hexdigest()[:12]}"]
     assert not (tmp_path / "demo" / "f" / "seed.pt").exists()
@@ -82,21 +92,56 @@ def test_a_warm_run_trains_its_seed_once_every_image_starts_from_it_and_a_resume
 def test_a_seed_image_the_network_cannot_take_is_a_one_line_error_before_any_training(local_ray, tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
-    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(folder / "a_small.png")  # first in listing order: the seed's image
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(
+        folder / "a_small.png"
+    )  # first in listing order: the seed's image
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / "b.png")
-    with pytest.raises(ConfigError, match=r"^init: warm: seed image a_small \(the seed trains on the dataset's first 1\): .*20x20 pixels is too small.*init: PATH\)$"):
-        run_dataset(open_dataset(f"folder:{folder}"), TINY.replace(init="warm"), RunOptions(out=str(tmp_path / "out"), run_id="s", flush_seconds=0))
+    with pytest.raises(
+        ConfigError,
+        match=r"^init: warm: seed image a_small \(the seed trains on the dataset's first 1\): .*20x20 pixels is too small.*init: PATH\)$",
+    ):
+        run_dataset(
+            open_dataset(f"folder:{folder}"),
+            TINY.replace(init="warm"),
+            RunOptions(out=str(tmp_path / "out"), run_id="s", flush_seconds=0),
+        )
     assert not list((tmp_path / "out").rglob("seed.pt"))
 
 
 def test_denoise_cli_starts_from_a_saved_seed_and_refuses_a_file_that_is_not_one(tmp_path):
     seed_file = tmp_path / "seed.pt"
     torch.save(train_seed([image(0)], TINY.replace(steps=1)), seed_file)
-    done = run_module("s2s_sweep.denoise", "--demo", "-o", str(tmp_path / "out.png"), "--init", str(seed_file), "--steps", "4", "--passes", "2", "--lambda-iqa", "0")
+    done = run_module(
+        "s2s_sweep.denoise",
+        "--demo",
+        "-o",
+        str(tmp_path / "out.png"),
+        "--init",
+        str(seed_file),
+        "--steps",
+        "4",
+        "--passes",
+        "2",
+        "--lambda-iqa",
+        "0",
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "out.png").is_file()
     (tmp_path / "bad.pt").write_bytes(b"not a network")
-    done = run_module("s2s_sweep.denoise", "--demo", "-o", str(tmp_path / "out.png"), "--init", str(tmp_path / "bad.pt"), "--steps", "4")
-    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith(f"error: init: {tmp_path / 'bad.pt'}: not a saved Self2Self+ seed network")
-    done = run_module("s2s_sweep.denoise", "--demo", "-o", str(tmp_path / "out.png"), "--init", str(tmp_path / "missing.pt"))
+    done = run_module(
+        "s2s_sweep.denoise",
+        "--demo",
+        "-o",
+        str(tmp_path / "out.png"),
+        "--init",
+        str(tmp_path / "bad.pt"),
+        "--steps",
+        "4",
+    )
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith(
+        f"error: init: {tmp_path / 'bad.pt'}: not a saved Self2Self+ seed network"
+    )
+    done = run_module(
+        "s2s_sweep.denoise", "--demo", "-o", str(tmp_path / "out.png"), "--init", str(tmp_path / "missing.pt")
+    )
     assert done.returncode == 2 and "--init" in done.stderr and "missing.pt: cannot read it" in done.stderr
