@@ -67,22 +67,47 @@ def write_record(session: Session, record_name: str, record: dict) -> None:
     )
 
 
+def unreachable(address: str) -> str | None:
+    """Why nothing answers at Ray address host:port within 3 s, or None when something does."""
+    host, _, port = address.split("://")[-1].rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except (OSError, ValueError) as error:
+        return str(error)
+    return None
+
+
+def recorded_ray_address() -> str | None:
+    """The address the last `ray start` on this machine recorded in Ray's temp folder
+    (`ray_current_cluster`), which Ray joins when given no address or "auto"; None if there is none."""
+    from ray._private.utils import read_ray_address  # Ray's own reader of that file
+
+    try:
+        return read_ray_address()
+    except OSError:
+        return None
+
+
 def connect_ray(address: str | None) -> None:
     """Connect to the cluster at `address` (or $RAY_ADDRESS), else start Ray locally; fail fast
-    when an explicit address does not answer, instead of Ray's long connection retries."""
+    when the address does not answer, instead of Ray's long connection retries — also where no
+    address is given and Ray would join a cluster a crash left recorded on this machine (Ray
+    retries that dead address forever)."""
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS") == "":  # set but empty, as many shells and CI leave it
         del os.environ["RAY_ADDRESS"]
     address = address or os.environ.get("RAY_ADDRESS")
     if address and address not in ("auto", "local"):
-        host, _, port = address.split("://")[-1].rpartition(":")
-        try:
-            socket.create_connection((host, int(port)), timeout=3).close()
-        except (OSError, ValueError) as error:
+        if why := unreachable(address):
             raise RayUnreachable(
-                f"Ray address {address}: not reachable ({error}); start the cluster or fix --address / RAY_ADDRESS"
-            ) from None
+                f"Ray address {address}: not reachable ({why}); start the cluster or fix --address / RAY_ADDRESS"
+            )
+    elif address != "local" and (recorded := recorded_ray_address()) and (why := unreachable(recorded)):
+        raise RayUnreachable(
+            f"Ray: a cluster recorded on this machine at {recorded} (Ray's temp folder, ray_current_cluster) does not "
+            f"answer ({why}); run `ray stop` to clear it, or pass --address local to start a fresh Ray"
+        )
     os.environ.setdefault("RAY_task_oom_retries", str(OOM_RETRIES))  # read by this driver, the tasks' owner
     ray.init(address=address, log_to_driver=False)
     if threading.current_thread() is threading.main_thread():

@@ -73,31 +73,41 @@ def wait_until(condition, timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
-def stop_ray_processes(temp_dir: str, timeout: float = 3) -> None:
-    """Stop the Ray processes of the cluster whose temp folder is `temp_dir`, and only those: never
-    `ray stop`, which stops every Ray on the machine (a benchmark running beside the tests too)."""
+def ray_processes(temp_dir: str) -> list:
+    """The processes of the Ray cluster whose temp folder is `temp_dir`: those naming it (gcs_server,
+    raylet, …) and their descendants (agents and workers rename themselves, `ray::DashboardAgent`,
+    and name it no more)."""
     import psutil
 
-    def ours() -> list:
-        """Processes naming the temp folder (gcs_server, raylet, …), and their descendants: agents
-        and workers rename themselves (`ray::DashboardAgent`) and name it no more."""
-        found = {}
-        for process in psutil.process_iter(["cmdline"]):
-            try:
-                if any(temp_dir in part for part in process.info["cmdline"] or ()):
-                    found |= {child.pid: child for child in [process, *process.children(recursive=True)]}
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                pass
-        return list(found.values())
+    found = {}
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if any(temp_dir in part for part in process.info["cmdline"] or ()):
+                found |= {child.pid: child for child in [process, *process.children(recursive=True)]}
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return list(found.values())
 
-    processes = ours()
+
+def stop_ray_processes(temp_dir: str, timeout: float = 3) -> None:
+    """Stop the Ray cluster whose temp folder is `temp_dir`, and only it: never `ray stop`, which
+    stops every Ray on the machine (a benchmark running beside the tests too)."""
+    import psutil
+
+    processes = ray_processes(temp_dir)
     for process in processes:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.terminate()
     _, alive = psutil.wait_procs(processes, timeout=timeout)
-    for process in alive + ours():  # and workers started while it was stopping
+    for process in alive + ray_processes(temp_dir):  # and workers started while it was stopping
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
+
+
+def start_ray_head(port: int, env: dict, *options: str) -> None:
+    """`ray start --head` on 127.0.0.1:port with `options`; returns once the head is up."""
+    command = [BIN / "ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--disable-usage-stats"]
+    subprocess.run([*command, *options], check=True, capture_output=True, env=env, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -110,24 +120,14 @@ def ray_head(tmp_path_factory):
     # Ray >= 2.59 enables token authentication on local clusters: every client needs the token
     env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # job entrypoints run `python` from this venv
-    subprocess.run(
-        [
-            BIN / "ray",
-            "start",
-            "--head",
-            "--node-ip-address=127.0.0.1",
-            f"--port={port}",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard}",
-            f"--ray-client-server-port={free_port()}",
-            "--num-cpus=2",
-            "--disable-usage-stats",
-            f"--temp-dir={temp_dir}",
-        ],
-        check=True,
-        capture_output=True,
-        env=env,
-        timeout=120,
+    start_ray_head(
+        port,
+        env,
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard}",
+        f"--ray-client-server-port={free_port()}",
+        "--num-cpus=2",
+        f"--temp-dir={temp_dir}",
     )
     try:
         yield {"gcs": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dashboard}", "env": env}
