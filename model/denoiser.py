@@ -22,6 +22,7 @@ import torch
 
 from model.averaging import WeightAverage
 from model.config import S2SConfig
+from model.errors import ImageUnusable
 from model.losses import iqa_loss, load_iqa_model, masked_l1_loss
 from model.masking import INFERENCE_STREAM, INIT_STREAM, TRAIN_STREAM, bernoulli_mask, make_generator
 from model.memory import MB, Plan, fit_memory, passes_per_batch
@@ -44,11 +45,11 @@ class DenoiseResult:
     plan: Plan  # whole image or crops, tiles, predicted memory
 
 
-class DeviceUnavailable(ValueError):
+class DeviceUnavailable(ImageUnusable, ValueError):
     """A CUDA device was asked for where none is visible."""
 
 
-class SeedMismatch(ValueError):
+class SeedMismatch(ImageUnusable, ValueError):
     """A warm start's seed network does not fit the image (another channel count)."""
 
 

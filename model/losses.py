@@ -7,11 +7,13 @@ from pathlib import Path
 
 import torch
 
+from model.errors import UserError
+
 RESNET18_FILE = "checkpoints/resnet18-f37072fd.pth"  # torchvision's ImageNet weights, read by PaQ-2-PiQ
 PAQ2PIQ_FILE = "pyiqa/P2P_RoIPoolModel-fit.10.bs.120-ca69882e.pth"
 
 
-class IQAWeightsMissing(RuntimeError):
+class IQAWeightsMissing(UserError, RuntimeError):
     """The PaQ-2-PiQ weights are not on disk and could not be downloaded."""
 
 

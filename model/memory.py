@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model.config import S2SConfig
+from model.errors import ImageUnusable
 from model.network import padded_size
 
 WHOLE_IMAGE_PIXELS = 512 * 512
@@ -41,7 +42,7 @@ IQA_BYTES = 400 * MB  # PaQ-2-PiQ (ResNet-18) weights and workspace, when λ_IQA
 IQA_BYTES_PER_PIXEL = 600
 
 
-class DoesNotFit(ValueError):
+class DoesNotFit(ImageUnusable, ValueError):
     """Even the smallest plan (one 64 x 64 crop, 192 x 192 tiles) exceeds the memory budget."""
 
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.errors import ImageUnusable
 from model.masking import keep_mask
 
 ENCODER_WIDTH = 48
@@ -106,7 +107,7 @@ def padded_size(height: int, width: int) -> tuple[int, int]:
     return tuple(max(MIN_PADDED_SIDE, math.ceil(s / SIDE_MULTIPLE) * SIDE_MULTIPLE) for s in (height, width))
 
 
-class ImageTooSmall(ValueError):
+class ImageTooSmall(ImageUnusable, ValueError):
     """An image with a side too short for the network's 32x downsampling."""
 
 

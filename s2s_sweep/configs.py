@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from model.config import S2SConfig
+from model.errors import UserError
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 FLAG_FIELDS = (
@@ -27,7 +28,7 @@ RUN_FIELDS = tuple(f.name for f in dataclasses.fields(S2SConfig) if f.name not i
 SEARCHED = ("p", "steps", "lambda_iqa")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration file or override that cannot be used; the message names the file and key."""
 
 

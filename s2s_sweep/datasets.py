@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.errors import UserError
 from s2s_sweep.images import read_image, read_image_size
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
@@ -48,7 +49,7 @@ DEMO_SEED = 2023
 Pair = tuple[np.ndarray, np.ndarray | None]
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset that cannot be opened or an item that cannot be loaded; the message names the file."""
 
 

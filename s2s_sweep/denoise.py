@@ -19,7 +19,7 @@ from model.config import S2SConfig
 from model.denoiser import denoise
 from s2s_sweep.configs import ConfigError
 from s2s_sweep.datasets import open_dataset
-from s2s_sweep.errors import EXIT_BAD_INPUT, EXIT_BUG, IMAGE_ERRORS
+from s2s_sweep.errors import EXIT_BAD_INPUT, EXIT_BUG, USER_ERRORS
 from s2s_sweep.images import ImageError, read_image, to_uint8, write_png
 from s2s_sweep.methods import load_seed
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             write_png(args.output, result.denoised, config.quantize)
         except OSError as error:
             raise ImageError(f"{args.output}: cannot write the result ({error})") from None
-    except IMAGE_ERRORS as error:
+    except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception:

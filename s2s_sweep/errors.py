@@ -9,18 +9,10 @@ on resume, and the end of the run says which of them happened through its status
 
 import signal
 
-from model.denoiser import DeviceUnavailable, SeedMismatch
-from model.losses import IQAWeightsMissing
-from model.memory import DoesNotFit
-from model.network import ImageTooSmall
-from s2s_sweep.configs import ConfigError
-from s2s_sweep.datasets import DatasetError
-from s2s_sweep.images import ImageError
-from s2s_sweep.store import StoreError
-from s2s_sweep.tracking import TrackingError
+from model.errors import UserError
 
 
-class RayUnreachable(ConnectionError):
+class RayUnreachable(UserError, ConnectionError):
     """The Ray address given cannot be reached."""
 
 
@@ -33,9 +25,9 @@ class Terminated(BaseException):
     `except Exception` on the way swallows it."""
 
 
-USER_ERRORS = (ConfigError, DatasetError, ImageError, StoreError, TrackingError, IQAWeightsMissing, RayUnreachable)
-# and for one image (`python -m s2s_sweep.denoise`), where the image itself is the input
-IMAGE_ERRORS = (*USER_ERRORS, ImageTooSmall, DoesNotFit, DeviceUnavailable, SeedMismatch)
+# every user error (model/errors.py), ImageUnusable included: the CLIs answer them in one line, and a
+# dataset run's task records them as the image's failed row
+USER_ERRORS = (UserError,)
 
 EXIT_OK = 0  # every image denoised and recorded, tracking up to date
 EXIT_IMAGES_FAILED = 1  # some images have failed rows (their error column says why)

@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from model.errors import UserError
+
 cv2.utils.logging.setLogLevel(
     cv2.utils.logging.LOG_LEVEL_SILENT
 )  # our errors name the file; OpenCV's own lines only add noise
@@ -21,7 +23,7 @@ Image.MAX_IMAGE_PIXELS = None  # Pillow only reads headers here; memory is plann
 READABLE_DEPTHS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """An image file that cannot be used, with a message naming the file."""
 
 

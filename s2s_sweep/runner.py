@@ -49,7 +49,7 @@ from model.memory import MB, DoesNotFit, Plan
 from model.network import check_image_size
 from s2s_sweep.configs import ConfigError
 from s2s_sweep.datasets import Dataset, DatasetError
-from s2s_sweep.errors import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_TRACKING_BEHIND, IMAGE_ERRORS, stop_request
+from s2s_sweep.errors import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_TRACKING_BEHIND, USER_ERRORS, stop_request
 from s2s_sweep.images import ImageError, encode_png, to_uint8
 from s2s_sweep.methods import Method, denoise_image, load_seed, train_seed_task
 from s2s_sweep.results import SCHEMA, ResultsTable, compact_results, parquet_bytes, read_results
@@ -294,7 +294,7 @@ class DatasetRun:
                 memory = max(
                     memory, self.method.plan(*noisy.shape[:2], max_node_memory(), self.device_type, image_id).host_bytes
                 )
-            except IMAGE_ERRORS as error:
+            except USER_ERRORS as error:
                 raise ConfigError(
                     f"init: warm: seed image {image_id} (the seed trains on the dataset's first {len(seed_ids)}): {error}; replace that image or start from a saved seed (init: PATH)"
                 ) from None
@@ -370,7 +370,7 @@ class DatasetRun:
             result, error = ray.get(ref), None
         except ray.exceptions.RayTaskError as failure:  # the image's own error: not retried
             result, error = None, one_line(failure.cause) if failure.cause else one_line(failure)
-            if not isinstance(failure.cause, IMAGE_ERRORS):  # a bug, not the image: keep its traceback in the log
+            if not isinstance(failure.cause, USER_ERRORS):  # a bug, not the image: keep its traceback in the log
                 print(f"{item.image_id}: internal error in its task\n{failure}", file=sys.stderr, flush=True)
         except ray.exceptions.OutOfMemoryError:
             result, error = (

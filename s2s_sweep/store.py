@@ -19,13 +19,14 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from model.errors import UserError
 from s2s_sweep.uris import adopt_credentials, redact
 
 DEFAULT_FALLBACK = Path.home() / ".cache" / "s2s-sweep" / "fallback"
 MAX_RETRY_DELAY = 30.0  # seconds between two tries of a store that is down, at most
 
 
-class StoreError(OSError):
+class StoreError(UserError, OSError):
     """The output location cannot be used."""
 
 

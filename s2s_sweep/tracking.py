@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from model.errors import UserError
 from s2s_sweep.store import OutputStore
 from s2s_sweep.uris import adopt_credentials, redact
 
@@ -31,7 +32,7 @@ HTTP_TIMEOUT_SECONDS = 5  # one try per MLflow HTTP call, so an outage costs sec
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
-class TrackingError(RuntimeError):
+class TrackingError(UserError, RuntimeError):
     """The MLflow tracking server cannot be reached or used."""
 
 
