@@ -16,7 +16,6 @@ kind, in pieces. `summary` reports how well the held-out score ranks (p, steps) 
     duckdb -c "SELECT dataset, p, steps, avg(psnr) FROM 'benchmarks/results/landscape/*.parquet' GROUP BY ALL ORDER BY 4 DESC LIMIT 5"
 """
 
-import argparse
 import json
 import time
 from dataclasses import asdict
@@ -26,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from common import KINDS, centre_crop, objective_spearman, spearman, steps_list
+from common import KINDS, centre_crop, kinds_parser, objective_spearman, spearman, steps_list
 
 from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
@@ -167,19 +166,10 @@ def summary(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["run", "summary"])
-    parser.add_argument("--data-root")
-    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
-    parser.add_argument("--images", type=int, default=6, help="the first N images of each kind")
-    parser.add_argument("--side", type=int, default=96, help="centre crops of this side")
+    parser = kinds_parser(__doc__, images=6, side=96)
     parser.add_argument("--steps", default="100,200,300,400,500,600,700,800")
     parser.add_argument("--passes", type=int, default=50)
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (run one process per kind on a 2-core machine)"
-    )
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="benchmarks/results/landscape", help="folder of the per-kind Parquet files")
     parser.add_argument("--json", default="benchmarks/results/bench_landscape.json")
     args = parser.parse_args()

@@ -14,13 +14,12 @@ CUDA's bf16 until then.
     python benchmarks/bench_precision.py summary
 """
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import numpy as np
-from common import centre_crop
+from common import KINDS, centre_crop, kinds_parser
 
 from model.config import PAPER_DEFAULTS, S2SConfig, native_bf16
 from s2s_sweep.datasets import open_dataset
@@ -28,7 +27,6 @@ from s2s_sweep.images import to_uint8
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
 
 RESULTS = Path("benchmarks/results")
-KINDS = {"cbsd68-25": "synthetic σ=25", "polyu": "real (PolyU)"}
 PRECISIONS = ("fp32", "bf16")
 GAP_DB = 0.05  # what `precision: auto` requires of bf16
 
@@ -134,18 +132,9 @@ def summary(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["run", "summary"])
-    parser.add_argument("--data-root")
-    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
-    parser.add_argument("--images", type=int, default=8)
-    parser.add_argument("--side", type=int, default=128)
+    parser = kinds_parser(__doc__, images=8, side=128)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--passes", type=int, default=100)
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (run one process per kind on a 2-core machine)"
-    )
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--pieces", default=str(RESULTS / "bench_precision.jsonl"))
     parser.add_argument("--json", default=str(RESULTS / "bench_precision.json"))
     args = parser.parse_args()

@@ -31,14 +31,13 @@ deviation, RMS over trainings), ensemble noise (RMS of final PSNR at --passes mi
     python benchmarks/bench_variance.py summary
 """
 
-import argparse
 import json
 import math
 import time
 from pathlib import Path
 
 import numpy as np
-from common import KINDS, centre_crop, paired_rule, rule_line, steps_list
+from common import KINDS, centre_crop, kinds_parser, paired_rule, rule_line, steps_list
 
 from model.config import PAPER_DEFAULTS, S2SConfig
 from s2s_sweep.datasets import open_dataset
@@ -267,13 +266,8 @@ def summary(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["run", "summary"])
-    parser.add_argument("--data-root")
-    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
-    parser.add_argument("--images", type=int, default=8, help="the first N images of each kind")
+    parser = kinds_parser(__doc__, images=8, side=96)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--side", type=int, default=96, help="centre crops of this side; 0 = whole images")
     parser.add_argument("--steps", default="100,200,300,400,500,600,700,800")
     parser.add_argument("--passes", type=int, default=50)
     parser.add_argument("--final-passes", type=int, default=500)
@@ -282,10 +276,6 @@ def main() -> None:
     parser.add_argument(
         "--precision", default="fp32", choices=["fp32", "bf16"], help="fp32: the product's default (precision auto)"
     )
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (run one process per kind on a 2-core machine)"
-    )
-    parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--pieces", default=str(RESULTS), help="folder of the per-kind files of pieces, bench_variance_KIND.jsonl"
     )

@@ -20,13 +20,12 @@ half the steps, and the dataset's total-steps ratio.
         --warm-steps 250,500,1000,2000 --seed-steps 4000 --passes 500 --precision fp32   # the paper's protocol, GPU
 """
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import numpy as np
-from common import KINDS, centre_crop, steps_list
+from common import KINDS, centre_crop, kinds_parser, steps_list
 
 from model.config import PAPER_DEFAULTS, S2SConfig
 from s2s_sweep.datasets import open_dataset
@@ -218,26 +217,17 @@ def summary(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["run", "summary"])
-    parser.add_argument("--data-root")
-    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
-    parser.add_argument("--images", type=int, default=6, help="evaluated images: the first N of each kind")
+    parser = kinds_parser(__doc__, images=6, side=128)
     parser.add_argument(
         "--seed-images",
         default="10,11",
         help="seeds, by the indices of the images each trains on (not evaluated): 10,11 = two seeds; 10+21 = one seed trained on both",
     )
-    parser.add_argument("--side", type=int, default=128, help="centre crops of this side; 0 = whole images")
     parser.add_argument("--cold-steps", default="100,200,300,400,600,800,1000,1200")
     parser.add_argument("--warm-steps", default="100,200,300,400,500,600,800")
     parser.add_argument("--seed-steps", type=int, default=DEFAULT_SEED_STEPS)
     parser.add_argument("--passes", type=int, default=50)
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (run one process per kind on a 2-core machine)"
-    )
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed-cache", default="~/.cache/s2s-sweep/warm_seeds")
     parser.add_argument("--pieces", default=str(RESULTS / "bench_warm.jsonl"))
     parser.add_argument("--json", default=str(RESULTS / "bench_warm.json"))

@@ -7,6 +7,7 @@ the lower end of the 95% interval of the mean PSNR difference (candidate − ref
 the pairs are images, not trainings.
 """
 
+import argparse
 import math
 
 import numpy as np
@@ -91,3 +92,19 @@ def objective_spearman(frame) -> dict:
         "min": float(min(per_image.values())),
         "per_image": per_image,
     }
+
+
+def kinds_parser(description: str, images: int, side: int) -> argparse.ArgumentParser:
+    """The command line every per-kind benchmark shares: `run` (appends resumable pieces; one
+    process per kind on a 2-core machine) or `summary` (prints the table, writes the JSON)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["run", "summary"])
+    parser.add_argument("--data-root")
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
+    parser.add_argument("--images", type=int, default=images, help="the first N images of each kind")
+    parser.add_argument("--side", type=int, default=side, help="centre crops of this side; 0 = whole images")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (one process per kind on a 2-core machine)"
+    )
+    parser.add_argument("--device", default="cpu")
+    return parser
