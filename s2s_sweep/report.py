@@ -38,11 +38,10 @@ from s2s_sweep.datasets import Dataset, DatasetError, open_dataset
 from s2s_sweep.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_TRACKING_BEHIND, USER_ERRORS
 from s2s_sweep.images import ImageError, encode_png, to_uint8
 from s2s_sweep.methods import LABELS, METHODS
+from s2s_sweep.plots import sweep_plots
 from s2s_sweep.results import read_results
-from s2s_sweep.runner import code_version
-from s2s_sweep.session import open_session, write_record
+from s2s_sweep.session import code_version, open_session, write_record
 from s2s_sweep.store import OutputStore
-from s2s_sweep.sweep import sweep_plots
 from s2s_sweep.tracking import RunTracker, sheet_crop
 from s2s_sweep.uris import redact
 

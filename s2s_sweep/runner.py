@@ -53,12 +53,11 @@ from s2s_sweep.errors import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_TRACKING_BEHIND, 
 from s2s_sweep.images import ImageError, encode_png, to_uint8
 from s2s_sweep.methods import Method, denoise_image, load_seed, train_seed_task
 from s2s_sweep.results import SCHEMA, ResultsTable, compact_results, parquet_bytes, read_results
-from s2s_sweep.session import Session, connect_ray, oom_retries, open_session, write_record
+from s2s_sweep.session import Session, code_version, connect_ray, oom_retries, open_session, write_record
 from s2s_sweep.store import DEFAULT_FALLBACK, HeldWrites, StoreLost, read_file, upload_fallback
 from s2s_sweep.tracking import RunTracker, contact_sheet, running_metrics, sheet_crop
 from s2s_sweep.uris import adopt_credentials, redact
 
-SOURCE_DIRS = ("model", "s2s_sweep")
 SHEET_IMAGES = 4
 MAX_DEMAND = 1000  # bundles announced to the autoscaler at once (it caps at its max workers anyway)
 
@@ -81,21 +80,6 @@ class RunOptions:
         "s2s+"  # or a baseline: cbm3d, nlm, wavelet (s2s_sweep.methods); S2S+'s settings then only give `quantize`
     )
     extra_params: dict = field(default_factory=dict)  # more MLflow params (e.g. the CLI's --config)
-
-
-def code_version() -> str:
-    """Package version + hash of the source files: identifies the code even without git."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    digest = hashlib.sha256()
-    root = Path(__file__).resolve().parents[1]
-    for path in sorted(p for d in SOURCE_DIRS for p in (root / d).glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
-    try:
-        package = version("s2s-sweep")
-    except PackageNotFoundError:
-        package = "0+unknown"
-    return f"{package}+{digest.hexdigest()[:10]}"
 
 
 @dataclass

@@ -3,6 +3,7 @@ their JSON record (run.json / sweep.json) and the Ray connection. All checked up
 a wrong address or an unwritable store is a one-line error before anything is computed.
 """
 
+import hashlib
 import json
 import os
 import secrets
@@ -10,6 +11,7 @@ import socket
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import ray
 
@@ -59,6 +61,24 @@ def open_session(
             f"--resume {run_id}: nothing to resume, {store.path(f'{folder}/{record_name}')} does not exist"
         )
     return Session(store, uri, run_id, folder, record)
+
+
+SOURCE_DIRS = ("model", "s2s_sweep")  # what code_version hashes
+
+
+def code_version() -> str:
+    """Package version + hash of the source files: identifies the code even without git."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted(p for d in SOURCE_DIRS for p in (root / d).glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    try:
+        package = version("s2s-sweep")
+    except PackageNotFoundError:
+        package = "0+unknown"
+    return f"{package}+{digest.hexdigest()[:10]}"
 
 
 def write_record(session: Session, record_name: str, record: dict) -> None:

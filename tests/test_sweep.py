@@ -23,6 +23,7 @@ from model.config import S2SConfig
 from model.denoiser import denoise, denoise_at_steps
 from s2s_sweep.configs import SPACES_DIR, ConfigError, load_space
 from s2s_sweep.datasets import open_dataset
+from s2s_sweep.plots import compute_front, mean_psnr_curves
 from s2s_sweep.sweep import (
     CURVE_SCHEMA,
     LANDSCAPE,
@@ -31,12 +32,10 @@ from s2s_sweep.sweep import (
     SweepOptions,
     UniqueConfigSearch,
     best_config,
-    compute_front,
     config_grid,
     config_key,
     make_trainable,
     make_tuner,
-    mean_psnr_curves,
     paper_point,
     run_sweep,
     step_checkpoints,
@@ -181,6 +180,7 @@ def landscape_of(trials: pd.DataFrame, curves: pd.DataFrame) -> pa.Table:
     )
 
 
+@pytest.mark.slow
 def test_sweep_on_demo_early_stops_records_everything_replays_and_feeds_run_config_best(tmp_path, monkeypatch):
     # Tune's MLflow callback calls mlflow.set_tracking_uri, which exports MLFLOW_TRACKING_URI;
     # set it here (to the default store) so monkeypatch removes it again for later tests.
@@ -310,6 +310,7 @@ def test_sweep_bad_inputs(space_file, tmp_path):
     assert done.returncode == 2 and "MLflow server not reachable" in done.stderr
 
 
+@pytest.mark.slow
 def test_a_sweep_terminated_mid_way_is_killed_in_mlflow_then_restores_and_finishes_without_duplicates(tmp_path):
     space_file = tmp_path / "space.yaml"
     space_file.write_text(
@@ -367,6 +368,7 @@ def test_a_sweep_terminated_mid_way_is_killed_in_mlflow_then_restores_and_finish
     assert len(names) == len(set(names)) == 4
 
 
+@pytest.mark.slow
 def test_crashing_trials_do_not_kill_the_sweep(space_file, tmp_path):
     folder, clean = tmp_path / "noisy", tmp_path / "clean"
     rng = np.random.default_rng(0)
@@ -406,6 +408,7 @@ IQA_SPACE = (
 )
 
 
+@pytest.mark.slow
 def test_run_with_sweep_searches_lambda_iqa_then_runs_the_dataset_with_the_best(tmp_path, iqa_weights_dir):
     space = tmp_path / "iqa_space.yaml"
     space.write_text(IQA_SPACE)
@@ -450,6 +453,7 @@ WARM_SPACE = (
 )
 
 
+@pytest.mark.slow
 def test_the_start_is_a_dimension_warm_trials_train_their_seed_once_and_the_best_records_warm_steps(
     tmp_path, monkeypatch
 ):
