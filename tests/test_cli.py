@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from conftest import NO_DOWNLOADS, REPO, run_module
 from PIL import Image
 
@@ -29,6 +30,7 @@ def test_denoise_cli_end_to_end_with_metrics(tmp_path, astronaut_pair):
     assert "train: 100%" in done.stderr and "4/4" in done.stderr  # progress bar with ETA
 
 
+@pytest.mark.slow
 def test_denoise_cli_with_the_iqa_loss_and_local_weights(tmp_path, astronaut_pair, iqa_weights_dir):
     write_pair(tmp_path, astronaut_pair)
     args = ["--steps", "2", "--passes", "2", "--lambda-iqa", "2e-8", "--iqa-weights", iqa_weights_dir]
@@ -36,6 +38,7 @@ def test_denoise_cli_with_the_iqa_loss_and_local_weights(tmp_path, astronaut_pai
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.slow
 def test_denoise_cli_demo_needs_no_files(tmp_path):
     done = run_module("s2s_sweep.denoise", "--demo", "-o", str(tmp_path / "demo.png"), *FAST)
     assert done.returncode == 0, done.stderr
@@ -50,6 +53,7 @@ def one_line_error(done) -> str:
     return lines[-1]
 
 
+@pytest.mark.slow
 def test_bad_inputs_give_one_line_errors(tmp_path, astronaut_pair):
     write_pair(tmp_path, astronaut_pair)
     noisy, out = str(tmp_path / "noisy.png"), str(tmp_path / "o.png")
@@ -68,6 +72,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, astronaut_pair):
     assert "too small" in one_line_error(run_module("s2s_sweep.denoise", str(tmp_path / "tiny.png"), "-o", out, *FAST))
 
 
+@pytest.mark.slow
 def test_missing_iqa_weights_stop_before_training(tmp_path, astronaut_pair):
     write_pair(tmp_path, astronaut_pair)
     done = run_module(

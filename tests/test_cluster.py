@@ -23,6 +23,8 @@ from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.runner import RunOptions, run_dataset
 
+pytestmark = pytest.mark.slow  # every test here starts a cluster or submits a job
+
 
 def test_ray_job_submit_runs_the_demo_with_the_iqa_loss_into_a_real_mlflow_server(
     ray_head, mlflow_server, tmp_path, iqa_weights_dir

@@ -138,6 +138,7 @@ def test_iqa_loss_changes_training(iqa_weights_dir):
     assert not np.array_equal(with_iqa.denoised, without.denoised)
 
 
+@pytest.mark.slow
 def test_short_training_denoises_a_real_photograph(astronaut_pair):
     noisy, clean = astronaut_pair
     result = denoise(noisy, S2SConfig(p=0.4, steps=100, passes=30, lambda_iqa=0.0, seed=0))

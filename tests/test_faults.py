@@ -67,6 +67,7 @@ def mlflow_run(uri: str, experiment: str):
     return client, run
 
 
+@pytest.mark.slow
 def test_a_tracking_outage_never_stops_the_images_and_a_resume_catches_mlflow_up(ray_head, tmp_path):
     port = free_port()
     server = start_mlflow_server(tmp_path, port)
@@ -117,6 +118,7 @@ def test_a_tracking_outage_never_stops_the_images_and_a_resume_catches_mlflow_up
         stop_server(server)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, EXIT_TERMINATED), (signal.SIGINT, EXIT_INTERRUPTED)])
 def test_a_stopped_run_flushes_its_rows_and_ends_its_mlflow_run_as_killed(ray_head, tmp_path, signum, status):
     out = tmp_path / "out"
@@ -147,6 +149,7 @@ def test_a_stopped_run_flushes_its_rows_and_ends_its_mlflow_run_as_killed(ray_he
     assert run.info.status == "KILLED"
 
 
+@pytest.mark.slow
 def test_failed_images_exit_1_and_rerun_with_retry_failed_replacing_their_rows(ray_head, tmp_path):
     folder = noise_folder(tmp_path / "images", 2)
     (folder / "img01.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")

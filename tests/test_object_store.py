@@ -127,6 +127,7 @@ def run_id_of(done: subprocess.CompletedProcess) -> str:
     return next(line for line in done.stdout.splitlines() if line.startswith("run ")).split()[1].rstrip(":")
 
 
+@pytest.mark.slow
 def test_a_run_and_a_sweep_on_s3_record_no_secret_anywhere(ray_head, s3_server, tmp_path):
     out_secret, mlflow_secret = f"outSecret{secrets.token_hex(8)}", f"mlflowSecret{secrets.token_hex(8)}"
     mlflow_port = free_port()
@@ -196,6 +197,7 @@ def test_a_run_and_a_sweep_on_s3_record_no_secret_anywhere(ray_head, s3_server, 
     assert len(written) > 20  # the search covered the bucket, the MLflow store and the logs
 
 
+@pytest.mark.slow
 def test_a_store_down_for_seconds_loses_nothing_and_one_down_past_the_patience_resumes_from_the_fallback(
     ray_head, s3_server, tmp_path
 ):

@@ -3,6 +3,7 @@ number of times, then recorded as a failed row that says why, while the rest fin
 
 import numpy as np
 import psutil
+import pytest
 import ray
 from PIL import Image
 
@@ -12,6 +13,7 @@ from s2s_sweep.runner import RunOptions, run_dataset
 from s2s_sweep.session import OOM_RETRIES, connect_ray
 
 
+@pytest.mark.slow
 def test_a_task_killed_for_memory_is_retried_a_bounded_number_of_times_then_fails_its_row(tmp_path, monkeypatch):
     memory = psutil.virtual_memory()
     threshold = (memory.total - memory.available + 1.5 * 2**30) / memory.total  # 1.5 GB above what is used now

@@ -47,6 +47,7 @@ def complete_kinds(table: pd.DataFrame) -> set[str]:
     return set(complete[complete >= 2].index)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not list(LANDSCAPE_DIR.glob("*.parquet")), reason="no landscape table committed")
 def test_bench_sweep_replays_seeds_on_the_committed_landscape(tmp_path):
     table = read_landscape(str(LANDSCAPE_DIR)).to_pandas()

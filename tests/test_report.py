@@ -31,6 +31,7 @@ def outputs(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_a_baseline_runs_like_s2s_recorded_with_its_sigma_and_resumes_only_as_itself(tmp_path):
     done = run_module("s2s_sweep.run", "demo", "--method", "wavelet", "--limit", "2", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
@@ -96,6 +97,7 @@ class Page(html.parser.HTMLParser):
             self.cell = None
 
 
+@pytest.mark.slow
 def test_the_report_compares_the_methods_in_one_offline_html_file_and_markdown_logged_to_mlflow(outputs, capsys):
     assert main([str(outputs)]) == 0
     (folder,) = (outputs / "reports").iterdir()

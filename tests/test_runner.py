@@ -143,15 +143,20 @@ def one_line_error(done) -> str:
     [
         (["cbsd68-30"], "unknown dataset 'cbsd68-30'; known: cbsd68-15"),
         (["demo", "--set", "p=1.5"], "--set: p: expected a probability in (0, 1), got 1.5"),
-        (["demo", "--set", "steps=0"], "--set: steps: expected an integer >= 1"),
-        (["demo", "--set", "lambda_iqa=-1"], "--set: lambda_iqa: expected a number >= 0"),
-        (["demo", "--set", "passes=0"], "--set: passes: expected an integer >= 1"),
+        pytest.param(["demo", "--set", "steps=0"], "--set: steps: expected an integer >= 1", marks=pytest.mark.slow),
+        pytest.param(
+            ["demo", "--set", "lambda_iqa=-1"], "--set: lambda_iqa: expected a number >= 0", marks=pytest.mark.slow
+        ),
+        pytest.param(["demo", "--set", "passes=0"], "--set: passes: expected an integer >= 1", marks=pytest.mark.slow),
         (["demo", "--set", "dropout=0.3"], "--set dropout=0.3: expected key=value with key among p, steps"),
-        (["demo", "--config", "best"], "--config best: no saved best configuration at"),
+        pytest.param(
+            ["demo", "--config", "best"], "--config best: no saved best configuration at", marks=pytest.mark.slow
+        ),
         (["demo", "--address", "127.0.0.1:1"], "Ray address 127.0.0.1:1: not reachable"),
-        (
+        pytest.param(
             ["demo", "--mlflow-uri", "http://127.0.0.1:1"],
             "--mlflow-uri http://127.0.0.1:1: MLflow server not reachable",
+            marks=pytest.mark.slow,
         ),
     ],
 )
@@ -181,6 +186,7 @@ def test_an_image_too_large_for_any_plan_becomes_a_failed_row_before_it_starts(t
     assert 500 < rows["small"]["memory_mb"] < 1200 and rows["small"]["precision"] == FAST.precision_on("cpu")
 
 
+@pytest.mark.slow
 def test_images_go_largest_first_so_a_late_big_photo_keeps_no_cluster_waiting(tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()

@@ -82,6 +82,7 @@ def test_tiles_overlap_and_cover_every_pixel_with_positive_weight():
     assert coverage.min() > 0.01
 
 
+@pytest.mark.slow
 def test_tiled_inference_of_a_flat_image_shows_no_seam():
     rng = np.random.default_rng(5)
     flat = np.clip(0.5 + rng.normal(0, 0.1, (128, 448, 3)), 0, 1).astype(np.float32)
@@ -116,6 +117,7 @@ def peak_rss_of(height: int, width: int, config: dict) -> tuple[float, dict]:
     return float(done.stdout.split()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "height, width, settings",
     [

@@ -54,6 +54,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_a_warm_run_trains_its_seed_once_every_image_starts_from_it_and_a_resume_reuses_it(local_ray, tmp_path, capsys):
     config = TINY.replace(init="warm", warm_steps=2)
     demo = open_dataset("demo")
@@ -108,6 +109,7 @@ def test_a_seed_image_the_network_cannot_take_is_a_one_line_error_before_any_tra
     assert not list((tmp_path / "out").rglob("seed.pt"))
 
 
+@pytest.mark.slow
 def test_denoise_cli_starts_from_a_saved_seed_and_refuses_a_file_that_is_not_one(tmp_path):
     seed_file = tmp_path / "seed.pt"
     torch.save(train_seed([image(0)], TINY.replace(steps=1)), seed_file)
