@@ -33,7 +33,7 @@ from model.memory import MB, DoesNotFit, Plan, fit_memory, peak_rss_bytes
 from model.network import S2SPlusNet
 from s2s_sweep.configs import ConfigError
 from s2s_sweep.images import to_uint8
-from s2s_sweep.metrics import calculate_psnr, calculate_ssim
+from s2s_sweep.metrics import calculate_psnr, calculate_ssim, calculate_ssim_3d
 
 # name -> (name shown in tables, settings that change its results)
 BASELINES = {
@@ -228,6 +228,8 @@ def denoise_image(
         "ssim": calculate_ssim(denoised, clean) if scored else None,
         "noisy_psnr": calculate_psnr(noisy, clean) if scored else None,
         "noisy_ssim": calculate_ssim(noisy, clean) if scored else None,
+        "ssim_3d": calculate_ssim_3d(denoised, clean) if scored else None,
+        "noisy_ssim_3d": calculate_ssim_3d(noisy, clean) if scored else None,
         # measured: GPU memory on CUDA; else the worker's peak RSS, a lifetime maximum (an upper bound once it ran larger images)
         "peak_memory_mb": (torch.cuda.max_memory_allocated() if on_cuda else peak_rss_bytes()) / MB,
         "node": ray.util.get_node_ip_address() if ray.is_initialized() else "local",

@@ -6,9 +6,19 @@ computed on all channels of the full image (no border crop, no conversion to Y).
 Wang et al. 2004: 11x11 Gaussian window with sigma 1.5, K1 = 0.01, K2 = 0.03, population
 covariance, mean over channels. Both come from
 scikit-image (`peak_signal_noise_ratio`, `structural_similarity`) with those settings.
+
+Two SSIM conventions for colour images are in use, and published figures rarely say which:
+- `ssim` (this project's, and most Python code's): SSIM of each channel with a 2-D window, then
+  the mean over channels; scikit-image leaves out the 5-pixel border where the window is cut.
+- `ssim_3d` (MATLAB's `ssim` on an H x W x 3 array, as the Self2Self author reported colour SSIM
+  and as SIDD's common evaluation script scores each block): one SSIM map with a 3-D Gaussian
+  window (sigma 1.5, radius ceil(3 sigma) = 5: 11 x 11 x 11 taps, also across the channels) over the
+  whole array, replicate padding, the mean over every entry. It scores the same denoised image higher (mixing channels
+  averages out colour noise). Data range 255, K1 = 0.01, K2 = 0.03 as above.
 """
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from s2s_sweep.images import to_uint8
@@ -44,6 +54,26 @@ def calculate_ssim(img: np.ndarray, img2: np.ndarray) -> float:
             use_sample_covariance=False,
         )
     )
+
+
+def calculate_ssim_3d(img: np.ndarray, img2: np.ndarray) -> float:
+    """SSIM of two (H, W, C) images as MATLAB's `ssim` computes it on the whole array (the module
+    docstring: 3-D Gaussian window, sigma 1.5, 11 taps a side, replicate padding, mean of the map)."""
+    img, img2 = as_uint8(img), as_uint8(img2)
+    if img.shape != img2.shape:
+        raise ValueError(f"SSIM (3-D window): image shapes differ, {img.shape} vs {img2.shape}")
+    x, y = img.astype(np.float64), img2.astype(np.float64)
+
+    def window_mean(values: np.ndarray) -> np.ndarray:
+        # MATLAB's ssim: a normalised separable Gaussian of radius ceil(3 * 1.5) = 5, imfilter(..., 'replicate')
+        return gaussian_filter(values, sigma=1.5, truncate=10 / 3, mode="nearest")
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mu_x, mu_y = window_mean(x), window_mean(y)
+    var_x, var_y = window_mean(x * x) - mu_x**2, window_mean(y * y) - mu_y**2
+    covariance = window_mean(x * y) - mu_x * mu_y
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * covariance + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return float(ssim_map.mean())
 
 
 def calculate_heldout_psnr(heldout: np.ndarray, noisy: np.ndarray) -> float:

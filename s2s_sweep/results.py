@@ -57,6 +57,8 @@ SCHEMA = pa.schema(
         ("ssim", pa.float64()),
         ("noisy_psnr", pa.float64()),
         ("noisy_ssim", pa.float64()),
+        ("ssim_3d", pa.float64()),  # SSIM as MATLAB's ssim scores an H x W x 3 array, a 3-D window (s2s_sweep.metrics)
+        ("noisy_ssim_3d", pa.float64()),
         ("height", pa.int64()),
         ("width", pa.int64()),
         ("channels", pa.int64()),

@@ -167,7 +167,11 @@ def test_the_paper_column_says_how_a_short_run_differs_from_the_paper():
         "output rounded to 8 bits (the authors' code truncates)",
     ]
     (row,) = summary_rows([s2s])
-    assert row["paper PSNR / SSIM"] == "28.71 / 0.9076" and row["PSNR dB, 95% CI"] == "27.50 ± 6.35"
+    assert (
+        row["paper PSNR / SSIM (SSIM protocol unknown)"] == "28.71 / 0.9076"
+        and row["PSNR dB, 95% CI"] == "27.50 ± 6.35"
+    )
+    assert row["SSIM (3-D window, MATLAB), 95% CI"] == "–"  # rows recorded before the column existed
     other = Run("cbsd68-25", "cbsd68-25", "r2", s2s.settings, rows.assign(image_id=["a", "c"], psnr=[30.0, 1.0]))
     first, second = summary_rows([s2s, other])
     assert (
@@ -179,7 +183,10 @@ def test_the_paper_column_says_how_a_short_run_differs_from_the_paper():
         "σ estimated from each image",
         "CBM3D of the bm3d package (profile np); the paper does not say which",
     ]
-    assert summary_rows([Run("demo", "demo", "r", polyu.settings, rows)])[0]["paper PSNR / SSIM"] == "–"
+    assert (
+        summary_rows([Run("demo", "demo", "r", polyu.settings, rows)])[0]["paper PSNR / SSIM (SSIM protocol unknown)"]
+        == "–"
+    )
     warm = Run(
         "cbsd68-25",
         "cbsd68-25",

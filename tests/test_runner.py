@@ -50,6 +50,10 @@ def test_demo_run_writes_images_parquet_and_mlflow_then_resumes_without_duplicat
         and row["quantize"] == "round"
     )
     assert row["node"] and row["code_version"] and len(row["config_hash"]) == 12
+    assert (
+        -1 <= row["ssim_3d"] <= 1 and 0 < row["noisy_ssim_3d"] < 1
+    )  # both SSIM conventions recorded (3 steps do not denoise)
+    assert row["ema_decay"] == 0.0  # the raw weights, the paper's read-out
     output = capsys.readouterr().out
     assert "[3/3]" in output and "ETA" in output and "mlflow ui --backend-store-uri" in output
 
