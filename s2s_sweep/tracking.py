@@ -226,7 +226,17 @@ class RunTracker:
         """End the MLflow run as FINISHED, FAILED or KILLED."""
         self.call("set_terminated", self.run_id, status=status)
 
+    def runs_table(self) -> str:
+        """The UI's address of this experiment's runs table, from the server's root. MLflow 3's UI
+        opens an experiment on its GenAI overview whatever the experiment's kind tag says, unless
+        the address asks for the machine-learning workflow."""
+        return f"#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+
     def ui_command(self) -> str:
+        """What to open to see this run among its experiment's runs (a server), or how to start a UI
+        for a local store and where to go in it."""
         if self.uri.startswith(("http://", "https://")):
-            return redact(f"open {self.uri} (experiment {self.experiment_id}, run {self.run_id})")
-        return redact(f"mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1")
+            return redact(f"open {self.uri.rstrip('/')}/{self.runs_table()} (run {self.run_id})")
+        return redact(
+            f"mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1, then open http://127.0.0.1:5000/{self.runs_table()}"
+        )
