@@ -23,6 +23,7 @@ import html
 import io
 import json
 import sys
+import textwrap
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -262,7 +263,9 @@ def image_plots(runs: list[Run]) -> bytes:
     for index, (_, rows) in enumerate(scored):  # every image a dot, the mean a bar
         boxes.scatter(rows["psnr"], index + jitter.uniform(-0.15, 0.15, len(rows)), s=10, alpha=0.6)
         boxes.plot([rows["psnr"].mean()] * 2, [index - 0.3, index + 0.3], color="black")
-    boxes.set_yticks(range(len(scored)), [f"{run.label}\n{run.run_id}" for run, _ in scored], fontsize=7)
+    # long run names wrap onto short lines, so constrained layout makes room for them left of the axis
+    ticks = [textwrap.fill(f"{run.label} {run.run_id}", width=24) for run, _ in scored]
+    boxes.set_yticks(range(len(scored)), ticks, fontsize=7)
     boxes.set_xlabel("PSNR per image (dB); bar: mean")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
