@@ -51,6 +51,7 @@ def test_crops_are_seeded_inside_the_image_and_cover_short_sides_whole():
         assert any(torch.equal(crop, padded[0, :, :, left : left + 128]) for left in range(300 - 128 + 1))
 
 
+@pytest.mark.slow
 def test_crop_training_learns_and_is_reproducible():
     image = np.random.default_rng(3).random((96, 160, 3), dtype=np.float32)
     config = FAST.replace(steps=4, crop_size=64, crop_batch=2, log_every=1)
