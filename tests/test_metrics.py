@@ -81,7 +81,7 @@ def matlab_ssim_3d(a: np.ndarray, b: np.ndarray) -> float:
 def test_ssim_3d_is_matlabs_ssim_of_the_whole_array():
     small = CLEAN[:12, :10]
     noisy = np.clip(small.astype(np.int16) + RNG.integers(-30, 31, small.shape), 0, 255).astype(np.uint8)
-    assert calculate_ssim_3d(noisy, small) == pytest.approx(matlab_ssim_3d(noisy, small), abs=1e-12)
+    assert calculate_ssim_3d(noisy, small) == pytest.approx(matlab_ssim_3d(noisy, small), abs=1e-6)  # float32 maps
     assert calculate_ssim_3d(small, small) == pytest.approx(1.0)
 
 
