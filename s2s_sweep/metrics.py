@@ -62,7 +62,10 @@ def calculate_ssim_3d(img: np.ndarray, img2: np.ndarray) -> float:
     img, img2 = as_uint8(img), as_uint8(img2)
     if img.shape != img2.shape:
         raise ValueError(f"SSIM (3-D window): image shapes differ, {img.shape} vs {img2.shape}")
-    x, y = img.astype(np.float32), img2.astype(np.float32)  # float32: half the memory of a large photo's maps, ~1e-6 off
+    x, y = (
+        img.astype(np.float32),
+        img2.astype(np.float32),
+    )  # float32: half the memory of a large photo's maps, ~1e-6 off
 
     def window_mean(values: np.ndarray) -> np.ndarray:
         # MATLAB's ssim: a normalised separable Gaussian of radius ceil(3 * 1.5) = 5, imfilter(..., 'replicate')
