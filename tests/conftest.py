@@ -44,6 +44,22 @@ def astronaut_pair() -> tuple[np.ndarray, np.ndarray]:
     return add_gaussian_noise(clean, 25.0, seed=1), clean
 
 
+def write_sidd_mat(
+    folder: Path, noisy_key="ValidationNoisyBlocksSrgb", gt_key="ValidationGtBlocksSrgb", shape=(2, 3, 64, 64, 3)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random uint8 blocks (images, blocks, H, W, 3) saved as SIDD's official .mat files are laid out."""
+    import scipy.io
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    noisy = rng.integers(0, 256, shape, dtype=np.uint8)
+    clean = rng.integers(0, 256, shape, dtype=np.uint8)
+    scipy.io.savemat(folder / f"{noisy_key}.mat", {noisy_key: noisy})
+    if gt_key:
+        scipy.io.savemat(folder / f"{gt_key}.mat", {gt_key: clean})
+    return noisy, clean
+
+
 def run_module(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `python -m ...` from the repository root and capture its output."""
     return subprocess.run(

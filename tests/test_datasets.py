@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
+from conftest import write_sidd_mat
 from PIL import Image
 
 from s2s_sweep.datasets import DEMO_SIGMA, DatasetError, open_dataset
@@ -112,20 +113,8 @@ def test_select_by_limit_and_ids():
         demo.select(limit=0)
 
 
-def write_sidd(
-    folder: Path, noisy_key="ValidationNoisyBlocksSrgb", gt_key="ValidationGtBlocksSrgb", shape=(2, 3, 64, 64, 3)
-):
-    folder.mkdir(parents=True, exist_ok=True)
-    noisy = RNG.integers(0, 256, shape, dtype=np.uint8)
-    clean = RNG.integers(0, 256, shape, dtype=np.uint8)
-    scipy.io.savemat(folder / f"{noisy_key}.mat", {noisy_key: noisy})
-    if gt_key:
-        scipy.io.savemat(folder / f"{gt_key}.mat", {gt_key: clean})
-    return noisy, clean
-
-
 def test_sidd_official_mat_layout_one_item_per_block(tmp_path):
-    noisy, clean = write_sidd(tmp_path / "SIDD")
+    noisy, clean = write_sidd_mat(tmp_path / "SIDD")
     dataset = open_dataset("sidd", data_root=tmp_path)
     assert dataset.ids == ("i00_b00", "i00_b01", "i00_b02", "i01_b00", "i01_b01", "i01_b02")
     got_noisy, got_clean = dataset.load("i01_b02")
@@ -133,7 +122,7 @@ def test_sidd_official_mat_layout_one_item_per_block(tmp_path):
 
 
 def test_sidd_benchmark_has_no_references(tmp_path):
-    noisy, _ = write_sidd(tmp_path / "SIDD", "BenchmarkNoisyBlocksSrgb", None)
+    noisy, _ = write_sidd_mat(tmp_path / "SIDD", "BenchmarkNoisyBlocksSrgb", None)
     dataset = open_dataset("sidd-benchmark", data_root=tmp_path)
     assert not dataset.has_clean and len(dataset) == 6
     got_noisy, got_clean = dataset.load("i00_b01")
@@ -146,7 +135,7 @@ def test_sidd_mat_errors(tmp_path):
     ):
         open_dataset("sidd", data_root=tmp_path)
     folder = tmp_path / "SIDD"
-    write_sidd(folder, gt_key=None)
+    write_sidd_mat(folder, gt_key=None)
     scipy.io.savemat(folder / "ValidationGtBlocksSrgb.mat", {"wrong": np.zeros((2, 3, 64, 64, 3), np.uint8)})
     with pytest.raises(DatasetError, match=r"ValidationGtBlocksSrgb\.mat: no array named 'ValidationGtBlocksSrgb'"):
         open_dataset("sidd", data_root=tmp_path)
