@@ -6,7 +6,7 @@ of 128x128, 300 training steps, 50 passes. The paper protocol is the same comman
 
     python benchmarks/bench_quality.py [--dataset cbsd68-25] [--data-root DIR] [--limit 4] [--crop 128]
 
-Baselines: those of the runner (s2s_sweep/methods.py: CBM3D with `pip install -e ".[baselines]"`,
+Baselines: those of the runner (s2s_sweep/methods/: CBM3D with `pip install -e ".[baselines]"`,
 scikit-image's non-local means and BayesShrink wavelets), given the dataset's true σ where it is
 known (CBSD68), else the σ estimated from each image.
 Metrics: s2s_sweep.metrics (8-bit PSNR/SSIM). Prints a table, the S2S+ seconds per image projected
@@ -15,7 +15,6 @@ Runs unchanged on a GPU (`--device cuda`).
 """
 
 import argparse
-import functools
 import json
 import time
 from pathlib import Path
@@ -26,7 +25,8 @@ from common import PAPER_PASSES, PAPER_STEPS, centre_crop  # this folder is on t
 from model.config import S2SConfig
 from model.denoiser import denoise
 from s2s_sweep.datasets import open_dataset
-from s2s_sweep.methods import BASELINES, LABELS, estimate_noise_sigma, run_baseline
+from s2s_sweep.methods import REGISTRY, estimate_noise_sigma
+from s2s_sweep.methods.base import ClassicBaseline
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
 
 
@@ -70,7 +70,11 @@ def main():
         )
         return result.denoised
 
-    methods = {"S2S+": s2s, **{LABELS[name]: functools.partial(run_baseline, name) for name in BASELINES}}
+    classic = [method for method in REGISTRY.values() if isinstance(method, ClassicBaseline)]
+    methods = {
+        "S2S+": s2s,
+        **{method.label: lambda noisy, sigma, m=method: m.denoise_with_sigma(noisy, sigma / 255) for method in classic},
+    }
     scores = {name: {"psnr": [], "ssim": [], "seconds": []} for name in ["noisy", *methods]}
     for index, (image_id, noisy, clean) in enumerate(dataset, 1):
         noisy, clean = centre_crop(noisy, args.crop), centre_crop(clean, args.crop)

@@ -45,7 +45,7 @@ def main():
     dataset = open_dataset("demo").select(limit=args.images)
     config = S2SConfig(steps=args.steps, passes=args.passes, lambda_iqa=0.0, device="cpu")
     torch.set_num_threads(1)
-    method = Method("s2s+", config)
+    method = Method(config=config)
     denoise_image(*next(iter(dataset)), method, sigma=None, cpus=1)  # warm-up: imports, allocator
 
     started = time.perf_counter()

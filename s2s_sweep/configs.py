@@ -234,13 +234,7 @@ def resolve_run_config(dataset: str, config: str, assignments: list[str], saved_
         path = Path(config)
         if not path.is_file():
             raise ConfigError(f"--config {config}: expected paper, best or an existing YAML file")
-        content = yaml.safe_load(path.read_text())
-        if (
-            isinstance(content, dict) and content.get("method", "s2s+") != "s2s+"
-        ):  # a run's config.yaml records its method
-            raise ConfigError(
-                f"--config {config}: holds the settings of a {content['method']} run, not of S2S+; run it with --method {content['method']}"
-            )
+        content = yaml.safe_load(path.read_text())  # a run's config.yaml records its method: run.py checks it
         recorded = ("method", *FLAG_FIELDS)  # in a run's config.yaml, but given by --method, --device, --iqa-weights
         values = run_overrides(
             {k: v for k, v in content.items() if k not in recorded} if isinstance(content, dict) else content, str(path)

@@ -38,7 +38,7 @@ from s2s_sweep.configs import ConfigError, load_space, space_file_for
 from s2s_sweep.datasets import Dataset, DatasetError, open_dataset
 from s2s_sweep.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_TRACKING_BEHIND, USER_ERRORS
 from s2s_sweep.images import ImageError, encode_png, to_uint8
-from s2s_sweep.methods import LABELS, METHODS
+from s2s_sweep.methods import DEFAULT_METHOD, METHODS, REGISTRY, Method
 from s2s_sweep.plots import sweep_plots
 from s2s_sweep.results import read_results
 from s2s_sweep.session import code_version, open_session, write_record
@@ -46,14 +46,6 @@ from s2s_sweep.store import OutputStore
 from s2s_sweep.tracking import RunTracker, sheet_crop
 from s2s_sweep.uris import redact
 
-# (PSNR dB, SSIM) in the paper: Table 2 (CBSD68, its 68 images) and Table 3 (SIDD validation, PolyU)
-PAPER_RESULTS = {
-    "cbsd68-15": {"s2s+": (29.97, 0.9307), "cbm3d": (33.20, 0.9592)},
-    "cbsd68-25": {"s2s+": (28.71, 0.9076), "cbm3d": (30.16, 0.9251)},
-    "cbsd68-50": {"s2s+": (26.51, 0.8557), "cbm3d": (25.86, 0.8399)},
-    "sidd": {"s2s+": (34.11, 0.8903), "cbm3d": (31.71, 0.7825)},
-    "polyu": {"s2s+": (37.33, 0.9815), "cbm3d": (36.74, 0.9755)},
-}
 PAPER_TEST_SETS = {
     "cbsd68-15": (68, "the 68 images"),
     "cbsd68-25": (68, "the 68 images"),
@@ -74,15 +66,12 @@ class Run:
 
     @property
     def method(self) -> str:
-        return self.settings.get("method", "s2s+")
+        return self.settings.get("method", DEFAULT_METHOD)
 
     @property
     def label(self) -> str:
         """The method and the settings that tell its runs apart."""
-        s = self.settings
-        if self.method != "s2s+":
-            return LABELS[self.method]
-        return f"S2S+ p={s['p']} steps={s['steps']} passes={s['passes']} λ={s['lambda_iqa']:g}"
+        return Method.from_settings(self.settings).description
 
 
 @dataclass
@@ -164,30 +153,8 @@ def protocol_notes(run: Run) -> list[str]:
         else [f"{len(run.rows)} images; the paper tests {test_set}"]
     )
     ok = run.rows[run.rows["status"] == "ok"]
-    if run.method != "s2s+":
-        sources = set(ok["sigma_source"].dropna())
-        notes += ["σ estimated from each image"] if "estimated" in sources else []
-        notes += (
-            ["CBM3D of the bm3d package (profile np); the paper does not say which"] if run.method == "cbm3d" else []
-        )
-        return notes
-    paper, s = load_space(space_file_for(run.dataset)).paper, run.settings
-    for key, name in (("steps", "steps"), ("passes", "passes"), ("lambda_iqa", "λ_IQA"), ("p", "p")):
-        if key in paper and s.get(key) != paper[key]:
-            notes.append(f"{name} {s.get(key):g} (paper {paper[key]:g})")
-    if (ok["crop"].fillna(0) > 0).any():
-        notes.append(f"{int((ok['crop'] > 0).sum())} of {len(ok)} images trained on crops")
-    if (ok["precision"] == "bf16").any():
-        notes.append("bf16 arithmetic")
-    if s.get("init", "cold") != "cold" and len(
-        ok
-    ):  # rows record the steps each image trained and where its start came from
-        notes.append(
-            f"warm starts from {ok['init_source'].iloc[0]}, {int(ok['steps'].iloc[0])} steps per image; the paper trains each image from scratch"
-        )
-    if s.get("quantize") == "round":
-        notes.append("output rounded to 8 bits (the authors' code truncates)")
-    return notes
+    paper = load_space(space_file_for(run.dataset)).paper
+    return notes + REGISTRY[run.method].protocol_notes(ok, run.settings, paper)
 
 
 def format_interval(interval: tuple[float, float, int], digits: int) -> str:
@@ -206,7 +173,7 @@ def summary_rows(runs: list[Run]) -> list[dict[str, str]]:
     for run in runs:
         summary = summarize(run)
         on_shared = run.rows.loc[run.rows["image_id"].isin(shared), "psnr"]
-        paper = PAPER_RESULTS.get(run.dataset, {}).get(run.method)
+        paper = REGISTRY[run.method].published.get(run.dataset)
         table.append(
             {
                 "method": run.label,

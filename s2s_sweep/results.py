@@ -28,7 +28,7 @@ SCHEMA = pa.schema(
         ("image_id", pa.string()),
         ("status", pa.string()),  # "ok" or "failed"
         ("error", pa.string()),  # one line, failed rows only
-        ("method", pa.string()),  # "s2s+", or a baseline: "cbm3d", "nlm", "wavelet" (s2s_sweep.methods)
+        ("method", pa.string()),  # a name of s2s_sweep.methods.REGISTRY, e.g. S2S+'s "s2s+"
         (
             "settings",
             pa.string(),

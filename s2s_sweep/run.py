@@ -15,6 +15,7 @@ import os
 import sys
 import traceback
 from dataclasses import asdict
+from pathlib import Path
 
 import yaml
 
@@ -37,7 +38,7 @@ from s2s_sweep.errors import (
     raise_on_sigterm,
     stop_request,
 )
-from s2s_sweep.methods import METHODS, Method
+from s2s_sweep.methods import DEFAULT_METHOD, METHODS, REGISTRY, Method
 from s2s_sweep.runner import RunOptions, run_dataset
 from s2s_sweep.store import DEFAULT_FALLBACK, OutputStore, StoreLost
 from s2s_sweep.uris import redact, remove_private_profiles
@@ -54,7 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--method",
         choices=METHODS,
-        help="s2s+ (default; a resumed run keeps its own), or a baseline: cbm3d, nlm, wavelet",
+        help=f"{DEFAULT_METHOD} (default; a resumed run keeps its own), or another of s2s_sweep/methods: {', '.join(METHODS[1:])}",
     )
     parser.add_argument("--config", default="paper", help="paper (default), best (saved by a sweep) or FILE.yaml")
     parser.add_argument(
@@ -155,9 +156,8 @@ def run(args: argparse.Namespace) -> int:
     best = f"{dataset.key}/best_config.yaml"
     saved = store.read_text(f"{dataset.key}/{args.resume}/config.yaml") if args.resume else None
     saved_method = Method.from_settings(yaml.safe_load(saved)) if saved else None
-    method = args.method or (saved_method.name if saved_method else "s2s+")  # resuming: the run's own method
-    if method != "s2s+":
-        check_baseline_arguments(args, method)
+    method = args.method or (saved_method.name if saved_method else DEFAULT_METHOD)  # resuming: the run's own method
+    check_method_arguments(args, method)
     if saved_method and args.config == "paper" and not args.set:  # resuming: the run's own settings
         values = {k: v for k, v in asdict(saved_method.config).items() if k not in FLAG_FIELDS}
     else:
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     if (
-        config.lambda_iqa > 0 and method == "s2s+" and not (args.sweep or args.sweep_only)
+        config.lambda_iqa > 0 and "lambda_iqa" in REGISTRY[method].settable and not (args.sweep or args.sweep_only)
     ):  # a sweep checks its own space
         ensure_iqa_weights(config.iqa_weights)  # on the driver: a clear error before any task starts
     source = args.config
@@ -214,15 +214,38 @@ def run(args: argparse.Namespace) -> int:
     return run_dataset(dataset, config, options).exit_status
 
 
-def check_baseline_arguments(args: argparse.Namespace, method: str) -> None:
-    """A baseline has fixed settings (s2s_sweep.methods): only the output protocol and memory budget apply."""
+def check_method_arguments(args: argparse.Namespace, method: str) -> None:
+    """The sweep and --config hold the default method's (S2S+'s) settings; another method takes only
+    the settings its `settable` names (s2s_sweep.methods). A run's config.yaml given as --config
+    must be of the method asked for."""
+    recorded = config_file_method(args.config)
+    if recorded and recorded != method:
+        raise ConfigError(
+            f"--config {args.config}: holds the settings of a {recorded} run, not of {REGISTRY[method].label}; run it with --method {recorded}"
+        )
+    if method == DEFAULT_METHOD:
+        return
     if args.sweep or args.sweep_only:
-        raise ConfigError(f"--method {method}: --sweep searches S2S+'s settings; a baseline has none to search")
+        raise ConfigError(
+            f"--method {method}: --sweep searches S2S+'s settings; {REGISTRY[method].label} has none to search"
+        )
     if args.config != "paper":
-        raise ConfigError(f"--method {method}: --config {args.config} holds S2S+ settings; a baseline takes none")
-    other = [item for item in args.set if item.split("=", 1)[0] not in ("quantize", "memory_mb")]
+        raise ConfigError(f"--method {method}: --config {args.config} holds S2S+ settings; {method} takes none")
+    settable = REGISTRY[method].settable
+    other = [item for item in args.set if item.split("=", 1)[0] not in settable]
     if other:
-        raise ConfigError(f"--set {' '.join(other)}: --method {method} takes only quantize= and memory_mb=")
+        raise ConfigError(
+            f"--set {' '.join(other)}: --method {method} takes only {' and '.join(key + '=' for key in settable)}"
+        )
+
+
+def config_file_method(config: str) -> str | None:
+    """The method a run's config.yaml given as --config records (None for paper, best or a plain file)."""
+    path = Path(config)
+    if config in ("paper", "best") or not path.is_file():
+        return None
+    content = yaml.safe_load(path.read_text())
+    return content.get("method") if isinstance(content, dict) else None
 
 
 if __name__ == "__main__":

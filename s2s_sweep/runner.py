@@ -51,7 +51,7 @@ from s2s_sweep.configs import ConfigError
 from s2s_sweep.datasets import Dataset, DatasetError
 from s2s_sweep.errors import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_TRACKING_BEHIND, USER_ERRORS, stop_request
 from s2s_sweep.images import ImageError, encode_png, to_uint8
-from s2s_sweep.methods import Method, denoise_image, load_seed, train_seed_task
+from s2s_sweep.methods import DEFAULT_METHOD, Method, denoise_image, load_seed, train_seed_task
 from s2s_sweep.results import SCHEMA, ResultsTable, compact_results, parquet_bytes, read_results
 from s2s_sweep.session import Session, code_version, connect_ray, oom_retries, open_session, write_record
 from s2s_sweep.store import DEFAULT_FALLBACK, HeldWrites, StoreLost, read_file, upload_fallback
@@ -76,9 +76,7 @@ class RunOptions:
     flush_seconds: float = 30.0
     store_patience_seconds: float = 300.0  # how long finished images wait in memory for a store that is down
     fallback: str = str(DEFAULT_FALLBACK)  # local folder for them when the store stays down longer
-    method: str = (
-        "s2s+"  # or a baseline: cbm3d, nlm, wavelet (s2s_sweep.methods); S2S+'s settings then only give `quantize`
-    )
+    method: str = DEFAULT_METHOD  # S2S+, or another of s2s_sweep.methods (it takes the settings its `settable` names)
     extra_params: dict = field(default_factory=dict)  # more MLflow params (e.g. the CLI's --config)
 
 
@@ -242,7 +240,7 @@ class DatasetRun:
         a saved one; `init: warm` reuses the run's seed.pt (a resume) or trains it on the dataset's
         first `warm_images` images as one task, and saves it with the run and to MLflow."""
         config = self.method.config
-        if not self.method.is_s2s or config.init == "cold":
+        if config.init == "cold":  # always for a method without warm starts (only S2S+ takes `init`)
             return
         if config.init != "warm":
             data = read_file(config.init, "init:")
@@ -416,7 +414,7 @@ def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> Run
     gpus_per_image = (
         options.gpus_per_image
         if options.gpus_per_image is not None
-        else (1.0 if resources.get("GPU", 0) and method.is_s2s else 0.0)
+        else (1.0 if resources.get("GPU", 0) and method.spec.learned else 0.0)
     )
     if gpus_per_image and not resources.get("GPU", 0):
         raise ConfigError(

@@ -6,6 +6,7 @@ import yaml
 from model.config import PAPER_DEFAULTS, S2SConfig
 from s2s_sweep.configs import SPACES_DIR, ConfigError, load_space, parse_set, resolve_run_config, space_file_for
 from s2s_sweep.methods import Method
+from s2s_sweep.run import main as run_main
 
 NO_BEST = ("OUT/demo/best_config.yaml", None)
 
@@ -90,7 +91,7 @@ def test_set_values_are_typed():
         parse_set(["p"])
 
 
-def test_run_config_from_paper_best_file_and_set(tmp_path):
+def test_run_config_from_paper_best_file_and_set(tmp_path, capsys):
     assert resolve_run_config("cbsd68-25", "paper", [], NO_BEST) == {
         "p": 0.4,
         "steps": 4000,
@@ -114,7 +115,7 @@ def test_run_config_from_paper_best_file_and_set(tmp_path):
     values = resolve_run_config("demo", str(tmp_path / "config.yaml"), [], NO_BEST)
     assert S2SConfig(**values) == run_config
     (tmp_path / "cbm3d.yaml").write_text(yaml.safe_dump(Method("cbm3d").settings))
-    with pytest.raises(
-        ConfigError, match="holds the settings of a cbm3d run, not of S2S\\+; run it with --method cbm3d"
-    ):
-        resolve_run_config("demo", str(tmp_path / "cbm3d.yaml"), [], NO_BEST)
+    # the runner checks the method a run's config.yaml records (s2s_sweep/run.py)
+    assert run_main(["demo", "--config", str(tmp_path / "cbm3d.yaml"), "--out", str(tmp_path)]) == 2
+    message = "holds the settings of a cbm3d run, not of S2S+; run it with --method cbm3d"
+    assert message in capsys.readouterr().err

@@ -7,11 +7,14 @@ import pytest
 
 from model.config import S2SConfig
 from s2s_sweep.configs import ConfigError
-from s2s_sweep.methods import BASELINES, Method, denoise_image, estimate_noise_sigma
+from s2s_sweep.methods import REGISTRY, Method, denoise_image, estimate_noise_sigma
+from s2s_sweep.methods.base import ClassicBaseline
 from s2s_sweep.run import main
 
+CLASSIC = [name for name, method in REGISTRY.items() if isinstance(method, ClassicBaseline)]
 
-@pytest.mark.parametrize("name", list(BASELINES))
+
+@pytest.mark.parametrize("name", CLASSIC)
 def test_each_baseline_denoises_with_the_true_or_the_estimated_sigma(name, astronaut_pair):
     noisy, clean = astronaut_pair  # σ = 25
     given = denoise_image("x", noisy, clean, Method(name), sigma=25.0, cpus=1)
@@ -31,7 +34,7 @@ def test_the_noise_estimate_recovers_a_known_gaussian_sigma(astronaut_pair):
 
 def test_settings_record_the_method_and_round_trip_to_the_same_hash():
     config = S2SConfig(steps=10, passes=2, lambda_iqa=0.0)
-    methods = [Method("s2s+", config), *(Method(name, config) for name in BASELINES)]
+    methods = [Method(name, config) for name in REGISTRY]
     for method in methods:
         assert method.settings["method"] == method.name  # no setting of a baseline hides its name
         assert Method.from_settings(json.loads(json.dumps(method.settings))).hash == method.hash
@@ -53,7 +56,7 @@ def test_settings_record_the_method_and_round_trip_to_the_same_hash():
 
 
 def test_an_unknown_method_and_a_missing_bm3d_are_one_line_errors(monkeypatch):
-    with pytest.raises(ConfigError, match="--method bm4d: expected one of s2s\\+, cbm3d, nlm, wavelet"):
+    with pytest.raises(ConfigError, match="--method bm4d: expected one of s2s\\+, cbm3d, nlm, wavelet, zsn2n"):
         Method("bm4d")
     Method("cbm3d").check_installed()  # installed here (the dev extra)
     real_find_spec = importlib.util.find_spec

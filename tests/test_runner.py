@@ -63,7 +63,7 @@ def test_demo_run_writes_images_parquet_and_mlflow_then_resumes_without_duplicat
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["steps"] == "3" and run.data.params["images"] == "3"
     assert (
-        run.info.run_name == "demo S2S+ p=0.4 steps=3 lambda_iqa=0 r1"
+        run.info.run_name == "demo S2S+ p=0.4 steps=3 passes=2 λ=0 r1"
     )  # dataset, method and key settings in the UI's list
     assert run.data.metrics["final_mean_psnr"] == pytest.approx(frame["psnr"].mean())
     assert "images_per_hour" in run.data.metrics and "cpu_hours" in run.data.metrics

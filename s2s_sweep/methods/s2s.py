@@ -1,0 +1,141 @@
+"""Self2Self+ (Ko & Lee, 2023; the paper in ../shared/paper): the method this project runs and
+searches. Its network and one-image training are model/ (network.py, denoiser.py); here is how
+the runner plans, records and labels it, the seed network of a warm start, and its GPU share."""
+
+import io
+import pickle
+import time
+from dataclasses import asdict
+
+import numpy as np
+import ray
+import torch
+
+from model.config import S2SConfig
+from model.denoiser import denoise, train_seed
+from model.memory import MB, Plan, fit_memory
+from model.network import S2SPlusNet
+from s2s_sweep.configs import ConfigError
+from s2s_sweep.methods.base import DenoisingMethod
+
+OFF_BY_DEFAULT = {"ema_decay": 0.0}  # settings added after runs were recorded, at the value that reproduces them
+ROW_COLUMNS = ("p", "lambda_iqa", "passes", "seed", "ema_decay")  # the rows' columns of its hyperparameters
+
+
+class SelfToSelfPlus(DenoisingMethod):
+    name = "s2s+"
+    label = "S2S+"
+    learned = True
+    published = {  # the paper's Table 2 (CBSD68, its 68 images) and Table 3 (SIDD validation, PolyU)
+        "cbsd68-15": (29.97, 0.9307),
+        "cbsd68-25": (28.71, 0.9076),
+        "cbsd68-50": (26.51, 0.8557),
+        "sidd": (34.11, 0.8903),
+        "polyu": (37.33, 0.9815),
+    }
+
+    def settings(self, config: S2SConfig) -> dict:
+        # a stabiliser at its paper value (off) is left out, so runs made before it existed keep their hash
+        values = asdict(config)
+        return {"method": self.name, **{k: v for k, v in values.items() if OFF_BY_DEFAULT.get(k, object()) != v}}
+
+    def config_from(self, values: dict) -> S2SConfig:
+        return S2SConfig(**values)
+
+    @property
+    def settable(self) -> tuple[str, ...]:
+        return tuple(S2SConfig.__dataclass_fields__)
+
+    def describe(self, config: S2SConfig) -> str:
+        return f"S2S+ p={config.p} steps={config.steps} passes={config.passes} λ={config.lambda_iqa:g}"
+
+    def row_values(self, config: S2SConfig) -> dict:
+        init = config.init if config.init in ("cold", "warm") else "file"
+        return {
+            **{key: getattr(config, key) for key in ROW_COLUMNS},
+            "steps": config.image_steps,  # the steps this image trained
+            "init": init,
+        }
+
+    def plan(self, config, height, width, budget_bytes, device_type, name) -> Plan:
+        """Crops and tiles fitted to the budget (model/memory.py)."""
+        return fit_memory(height, width, config, budget_bytes, device_type, name)
+
+    def fitted(self, config: S2SConfig, plan: Plan) -> S2SConfig:
+        return config.replace(
+            crop_size=plan.crop or config.crop_size,
+            crop_batch=plan.batch if plan.crop else config.crop_batch,
+            tile_size=plan.tile or config.tile_size,
+        )
+
+    def denoise(self, noisy, config, sigma, initial_state):
+        """Train a network on the image, fresh or from a seed (`image_steps` steps), and denoise it."""
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        result = denoise(
+            noisy,
+            config.replace(memory_mb=gpu_share_memory_mb(config), steps=config.image_steps),
+            initial_state=initial_state,
+        )
+        on_cuda = torch.device(result.device).type == "cuda"
+        values = {
+            "train_seconds": result.train_seconds,
+            "inference_seconds": result.inference_seconds,
+            "device": result.device,
+            "precision": config.precision_on("cuda" if on_cuda else "cpu"),
+            "crop": result.plan.crop,
+            "crop_batch": result.plan.batch,
+            "tile": result.plan.tile,
+            "memory_mb": result.plan.peak_bytes / MB,
+        }
+        return values, result.denoised
+
+    def protocol_notes(self, ok_rows, settings, paper):
+        notes = []
+        for key, name in (("steps", "steps"), ("passes", "passes"), ("lambda_iqa", "λ_IQA"), ("p", "p")):
+            if key in paper and settings.get(key) != paper[key]:
+                notes.append(f"{name} {settings.get(key):g} (paper {paper[key]:g})")
+        if (ok_rows["crop"].fillna(0) > 0).any():
+            notes.append(f"{int((ok_rows['crop'] > 0).sum())} of {len(ok_rows)} images trained on crops")
+        if (ok_rows["precision"] == "bf16").any():
+            notes.append("bf16 arithmetic")
+        if settings.get("init", "cold") != "cold" and len(ok_rows):  # rows record each image's steps and start
+            notes.append(
+                f"warm starts from {ok_rows['init_source'].iloc[0]}, {int(ok_rows['steps'].iloc[0])} steps per image; the paper trains each image from scratch"
+            )
+        if settings.get("quantize") == "round":
+            notes.append("output rounded to 8 bits (the authors' code truncates)")
+        return notes
+
+
+def gpu_share_memory_mb(config: S2SConfig) -> int:
+    """`memory_mb` for a task that holds a fraction of a GPU (--gpus-per-image 0.25): that fraction of
+    the GPU's memory, so images packed on one GPU do not each plan for all that is free."""
+    in_task = ray.is_initialized() and ray.get_runtime_context().get_task_id() is not None  # not the driver
+    share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0) if in_task else 0
+    if config.memory_mb or not 0 < share < 1 or not torch.cuda.is_available():
+        return config.memory_mb
+    return int(share * torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / MB)
+
+
+def train_seed_task(images: list[np.ndarray], config: S2SConfig, cpus: float) -> tuple[bytes, float]:
+    """The Ray task of a warm start's seed: a network trained `steps` on each image in turn, as
+    the bytes of its state dict (the run saves them as seed.pt), and the seconds it took."""
+    torch.set_num_threads(max(1, int(cpus)))
+    started = time.perf_counter()
+    state = train_seed(images, config.replace(memory_mb=gpu_share_memory_mb(config)))
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue(), time.perf_counter() - started
+
+
+def load_seed(data: bytes, name: str) -> dict:
+    """A saved seed's state dict; a file that is not one is a one-line error naming it."""
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        S2SPlusNet(channels=state["encoder_in.0.conv.weight"].shape[1] // 2).load_state_dict(state)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, TypeError, AttributeError) as error:
+        raise ConfigError(  # what a wrong file raises
+            f"init: {name}: not a saved Self2Self+ seed network (a run's seed.pt): {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+        ) from None
+    return state
