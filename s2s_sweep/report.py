@@ -191,6 +191,62 @@ def summary_rows(runs: list[Run]) -> list[dict[str, str]]:
     return table
 
 
+BEST = " ★"  # marks the best value of a column of the efficiency table
+EFFICIENCY_NOTE = (
+    "Seconds: training + inference per image, from the rows; a megapixel is 10^6 pixels. Peak memory: GPU memory on "
+    "CUDA, else the worker process's peak RSS (an upper bound once a worker ran larger images). ★: the best value "
+    "reproduced here. Quoted timings come from other hardware and image sizes."
+)
+
+
+def efficiency_rows(runs: list[Run]) -> list[dict[str, str]]:
+    """Per run, as papers of the field print it: seconds per image (training + inference) and per
+    megapixel (10^6 pixels), device, peak memory and parameters, from the rows ("reproduced here");
+    then the timings each method's paper publishes ("quoted"). ★: the best reproduced value of a column."""
+    measured = []
+    for run in runs:
+        ok = run.rows[run.rows["status"] == "ok"]
+        if not len(ok):
+            continue
+        seconds = ok["train_seconds"].fillna(0) + ok["inference_seconds"].fillna(0)
+        parameters = ok["parameters"].dropna() if "parameters" in ok else pd.Series(dtype=float)  # runs before it: none
+        measured.append(
+            {
+                "method": run.label,
+                "run": run.run_id,
+                "source": "reproduced here",
+                "device": ", ".join(sorted(set(ok["device"].dropna()))),
+                "seconds per image": float(seconds.mean()),
+                "seconds per megapixel": float(seconds.sum() / (ok["height"] * ok["width"]).sum() * 1e6),
+                "peak memory MB": float(ok["peak_memory_mb"].max()),
+                "parameters": int(parameters.iloc[0]) if len(parameters) else None,
+            }
+        )
+    formats = {"seconds per image": "{:,.1f}", "seconds per megapixel": "{:,.1f}", "peak memory MB": "{:,.0f}"}
+    formats["parameters"] = "{:,}"
+    table = []
+    for row in measured:
+        text = dict(row)
+        for column, form in formats.items():
+            values = [other[column] for other in measured if other[column] is not None]
+            value = row[column]
+            text[column] = "–" if value is None else form.format(value) + (BEST if value == min(values) else "")
+        table.append(text)
+    for name in dict.fromkeys(run.method for run in runs):
+        for quote in REGISTRY[name].quoted_speed:
+            table.append(
+                {
+                    "method": REGISTRY[name].label,
+                    "run": "",
+                    "source": f"quoted: {quote['source']}",
+                    "device": quote["device"],
+                    "seconds per image": quote["seconds per image"],
+                }
+                | {column: "–" for column in ("seconds per megapixel", "peak memory MB", "parameters")}
+            )
+    return table
+
+
 def markdown_table(rows: list[dict[str, str]]) -> str:
     header = list(rows[0])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -364,11 +420,19 @@ def build_report(store: OutputStore, runs: list[Run], data_root: str | None) -> 
             if paper
             else "The paper has no figures for this dataset."
         )
-        markdown += [f"## {name}\n", markdown_table(table), "", paper_note, ""] + ([sweeps_md, ""] if sweeps_md else [])
+        efficiency = efficiency_rows(group)
+        efficiency_md = ["### Efficiency\n", markdown_table(efficiency), "", EFFICIENCY_NOTE, ""] if efficiency else []
+        markdown += [f"## {name}\n", markdown_table(table), "", paper_note, "", *efficiency_md]
+        markdown += [sweeps_md, ""] if sweeps_md else []
         body.append(
             f"<h2 id='{html.escape(group[0].key)}'>{html.escape(name)}</h2>{html_table(table)}<p class='note'>{html.escape(paper_note)} "
             "Intervals: 95% confidence of the mean over images (Student's t).</p>"
-            f"<h3>Per image</h3><img src='{data_uri(image_plots(group))}' alt='per-image plots'>"
+            + (
+                f"<h3>Efficiency</h3>{html_table(efficiency)}<p class='note'>{html.escape(EFFICIENCY_NOTE)}</p>"
+                if efficiency
+                else ""
+            )
+            + f"<h3>Per image</h3><img src='{data_uri(image_plots(group))}' alt='per-image plots'>"
             f"<h3>Contact sheets</h3>{contact_sheets(store, group, dataset)}"
             + (f"<h3>Sweeps</h3>{sweeps_html}" if sweeps_html else "")
             + f"<h3>Runs: settings and code</h3>{run_details(group)}"

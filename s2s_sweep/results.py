@@ -71,6 +71,7 @@ SCHEMA = pa.schema(
         ("tile", pa.int64()),  # side of the inference tiles; 0 = the whole image
         ("memory_mb", pa.float64()),  # predicted peak memory of the image (model/memory.py)
         ("peak_memory_mb", pa.float64()),  # measured: GPU memory on CUDA, the worker's peak RSS on CPU
+        ("parameters", pa.int64()),  # trained parameters of a learned method's network; null for a classic one
         ("node", pa.string()),  # IP address of the Ray node that ran it
         ("node_id", pa.string()),  # Ray's node id (several nodes may share an address)
         ("output", pa.string()),  # path of the denoised PNG, relative to the run folder

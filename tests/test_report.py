@@ -11,7 +11,7 @@ from conftest import FLOW_PRECISION, run_module
 
 from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
-from s2s_sweep.report import Run, main, protocol_notes, summary_rows
+from s2s_sweep.report import Run, efficiency_rows, main, protocol_notes, summary_rows
 from s2s_sweep.runner import RunOptions, run_dataset
 
 SHORT = S2SConfig(steps=10, passes=2, lambda_iqa=0.0, precision=FLOW_PRECISION)
@@ -19,13 +19,15 @@ SHORT = S2SConfig(steps=10, passes=2, lambda_iqa=0.0, precision=FLOW_PRECISION)
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
-    """A store with an S2S+ run and two baseline runs on the same 3 demo images."""
+    """A store with an S2S+ run and two baseline runs on the same 3 demo images, and a ZS-N2N run
+    (2000 iterations, as its paper) of the first."""
     out = tmp_path_factory.mktemp("store")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         dataset = open_dataset("demo").select(limit=3)
         for method in ("s2s+", "nlm", "cbm3d"):
             run_dataset(dataset, SHORT, RunOptions(out=str(out), method=method, flush_seconds=0))
+        run_dataset(dataset.select(limit=1), SHORT, RunOptions(out=str(out), method="zsn2n", flush_seconds=0))
     finally:
         ray.shutdown()
     return out
@@ -106,16 +108,26 @@ def test_the_report_compares_the_methods_in_one_offline_html_file_and_markdown_l
     header, *rows = page.tables[0]
     assert (
         header[:4] == ["method", "run", "images (failed)", "PSNR dB, 95% CI"]
-        and "PSNR on the 3 shared images" in header
+        and "PSNR on the 1 shared images" in header  # ZS-N2N ran the first only
     )
-    assert [row[0] for row in rows] == ["S2S+ p=0.4 steps=10 passes=2 λ=0", "CBM3D", "NL-means"]
+    labels = ["S2S+ p=0.4 steps=10 passes=2 λ=0", "CBM3D", "NL-means", "ZS-N2N seed=0"]
+    assert [row[0] for row in rows] == labels and header[2] == "images (failed)" and rows[3][2] == "1 (0)"
+    efficiency = next(table for table in page.tables if table[0][:3] == ["method", "run", "source"])
+    measured = {row[0]: dict(zip(efficiency[0], row)) for row in efficiency[1:] if row[2] == "reproduced here"}
+    assert list(measured) == labels and measured["ZS-N2N seed=0"]["parameters"] == "22,275 ★"
+    assert measured["S2S+ p=0.4 steps=10 passes=2 λ=0"]["parameters"] == "1,253,571"
+    assert measured["CBM3D"]["device"] == "cpu" and "★" in "".join(
+        row["seconds per image"] for row in measured.values()
+    )
     runs = {row[0]: row for row in rows}
     results = pd.read_parquet(outputs / "demo" / runs["CBM3D"][1] / "results")
     psnr = results["psnr"]
     half = 4.302653 * psnr.std() / len(psnr) ** 0.5  # Student's t, 2 degrees of freedom
     assert runs["CBM3D"][2] == "3 (0)" and runs["CBM3D"][3] == f"{psnr.mean():.2f} ± {half:.2f}"
     sheet = next(table for table in page.tables if table[0][:2] == ["image", "noisy"])
-    assert len(sheet) == 4 and sheet[0][-1] == "clean" and all(cell.endswith("dB") for cell in sheet[1][2:-1])
+    assert (
+        len(sheet) == 4 and sheet[0][-1] == "clean" and all(cell.endswith("dB") for cell in sheet[1][2:5])
+    )  # ZS-N2N: "–" where it did not run
     assert len(page.sources) >= 1 + 3 * 5 and all(
         src.startswith("data:image/png;base64,") for src in page.sources
     )  # inline: opens offline
@@ -198,3 +210,50 @@ def test_the_paper_column_says_how_a_short_run_differs_from_the_paper():
         "warm starts from run w seed.pt, 300 steps on 0000, 150 steps per image; the paper trains each image from scratch"
         in protocol_notes(warm)
     )
+
+
+def test_the_efficiency_table_gives_seconds_memory_and_parameters_per_method_and_marks_the_best():
+    def rows(train, infer, device, memory, parameters):
+        return pd.DataFrame(
+            {
+                "image_id": ["a", "b"],
+                "status": ["ok", "ok"],
+                "train_seconds": train,
+                "inference_seconds": infer,
+                "height": [500, 1000],
+                "width": [1000, 1000],
+                "device": device,
+                "peak_memory_mb": memory,
+                "parameters": parameters,
+            }
+        )
+
+    s2s = Run(
+        "demo",
+        "demo",
+        "r1",
+        {"method": "s2s+", "p": 0.4, "steps": 10, "passes": 2, "lambda_iqa": 0.0},
+        rows([100.0, 200.0], [10.0, 20.0], ["cuda:0", "cuda:0"], [900.0, 1800.0], [1253571, 1253571]),
+    )
+    zsn2n = Run(
+        "demo",
+        "demo",
+        "r2",
+        {"method": "zsn2n", "seed": 0, "quantize": "round"},
+        rows([10.0, 20.0], [0.5, 0.5], ["cpu", "cpu"], [700.0, 1400.0], [22275, 22275]),
+    )
+    cbm3d = Run(
+        "demo",
+        "demo",
+        "r3",
+        {"method": "cbm3d", "quantize": "round"},
+        rows([0.0, 0.0], [3.0, 6.0], ["cpu", "cpu"], [1000.0, 2000.0], [None, None]),
+    )
+    table = {row["run"] or row["source"]: row for row in efficiency_rows([s2s, zsn2n, cbm3d])}
+    assert table["r1"]["seconds per image"] == "165.0" and table["r1"]["seconds per megapixel"] == "220.0"
+    assert table["r1"]["device"] == "cuda:0" and table["r1"]["source"] == "reproduced here"
+    assert table["r2"]["seconds per image"] == "15.5" and table["r2"]["parameters"] == "22,275 ★"
+    assert table["r3"]["seconds per image"] == "4.5 ★" and table["r3"]["seconds per megapixel"] == "6.0 ★"
+    assert table["r3"]["parameters"] == "–" and table["r2"]["peak memory MB"] == "1,400 ★"
+    quoted = table["quoted: Mansour & Heckel 2023"]
+    assert quoted["method"] == "ZS-N2N" and quoted["parameters"] == "–"

@@ -36,6 +36,9 @@ class DenoisingMethod:
     learned = False  # trains a network: takes a GPU where the cluster has one
     published: dict[str, tuple[float, float]] = {}  # dataset -> (PSNR dB, SSIM) the Self2Self+ paper prints for it
     protocol: str = ""  # how this implementation may differ from the published one, for the report
+    quoted_speed: tuple[
+        dict, ...
+    ] = ()  # published timings the report's efficiency table quotes: source, device, s/image
 
     def settings(self, config: S2SConfig) -> dict:
         """What the run's config.yaml holds and its hash covers."""
@@ -57,6 +60,10 @@ class DenoisingMethod:
     def row_values(self, config: S2SConfig) -> dict:
         """The table's settings columns of this method (the others stay null)."""
         return {}
+
+    def parameter_count(self, channels: int) -> int | None:
+        """Trained parameters of its network for an image of `channels` (None: nothing is trained)."""
+        return None
 
     def check_installed(self) -> None:
         """Raise a ConfigError naming what to install when an optional package is missing."""

@@ -57,6 +57,9 @@ class SelfToSelfPlus(DenoisingMethod):
             "init": init,
         }
 
+    def parameter_count(self, channels: int) -> int:
+        return sum(parameter.numel() for parameter in S2SPlusNet(channels).parameters())
+
     def plan(self, config, height, width, budget_bytes, device_type, name) -> Plan:
         """Crops and tiles fitted to the budget (model/memory.py)."""
         return fit_memory(height, width, config, budget_bytes, device_type, name)

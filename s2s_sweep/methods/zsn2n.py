@@ -22,6 +22,10 @@ class ZeroShotNoise2Noise(DenoisingMethod):
     }
     settable = (*SHARED_SETTABLE, "seed")
     learned = True
+    quoted_speed = (  # the paper's timings, as issue 24 summarises them (not re-checked against the paper offline)
+        {"source": "Mansour & Heckel 2023", "device": "GPU", "seconds per image": "12–20 (256²)"},
+        {"source": "Mansour & Heckel 2023", "device": "CPU", "seconds per image": "about 60 (256²)"},
+    )
     # Peak memory of one image: the process, a workspace, and the activations of the whole image and
     # its two halves kept for the backward pass with their gradients. Measured on CPU (fp32, peak RSS
     # of a fresh process): 837, 1139, 2335 MB at 256², 512², 1024², i.e. ~1.6 KB per pixel over
@@ -31,6 +35,9 @@ class ZeroShotNoise2Noise(DenoisingMethod):
 
     def peak_bytes(self, height: int, width: int, device_type: str = "cpu") -> int:
         return PROCESS_BYTES[device_type] + self.workspace_bytes + self.bytes_per_pixel * height * width
+
+    def parameter_count(self, channels: int) -> int:
+        return zsn2n.parameter_count(channels)
 
     def row_values(self, config):
         return {"seed": config.seed, "steps": zsn2n.ITERATIONS}
