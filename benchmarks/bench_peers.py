@@ -20,6 +20,7 @@ benchmarks/common.py (candidate − S2S+; the mean over seeds per image), and pr
     python benchmarks/bench_peers.py run --data-root ../shared/data --kinds cbsd68-25 &
     python benchmarks/bench_peers.py run --data-root ../shared/data --kinds polyu &
     python benchmarks/bench_peers.py summary
+    python benchmarks/bench_peers.py run --demo    # the demo's seconds per image, ZS-N2N and S2S+ (bench_peers_demo.json)
 """
 
 import json
@@ -198,14 +199,53 @@ def summary(args) -> None:
     print(f"wrote {args.json}")
 
 
+def demo_timing(args) -> None:
+    """The built-in demo at its own settings (search_spaces/demo.yaml `paper:`): seconds per image of
+    ZS-N2N and of S2S+, each image through the runner's task, one thread, in this one process."""
+    import torch
+
+    from s2s_sweep.configs import load_space, space_file_for
+
+    torch.set_num_threads(args.threads)
+    config = S2SConfig(**load_space(space_file_for("demo")).paper, precision="fp32")
+    rows = []
+    for image_id, noisy, clean in open_dataset("demo"):
+        row = {"image_id": image_id}
+        for name in ("zsn2n", "s2s+"):
+            result = denoise_image(image_id, noisy, clean, Method(name, config), None, 1)
+            row[name] = scores(result)
+        rows.append(row)
+        print(
+            f"demo {image_id}: "
+            + " ".join(f"{n} {row[n]['psnr']:.2f} dB {row[n]['seconds']:.1f} s" for n in ("zsn2n", "s2s+")),
+            flush=True,
+        )
+    seconds = {name: float(np.mean([row[name]["seconds"] for row in rows])) for name in ("zsn2n", "s2s+")}
+    result = {
+        "settings": {"s2s+": Method("s2s+", config).settings, "zsn2n": Method("zsn2n", config).settings},
+        "images": rows,
+        "seconds_per_image": seconds,
+        "zsn2n_time_fraction_of_s2s": seconds["zsn2n"] / seconds["s2s+"],
+        "psnr": {name: float(np.mean([row[name]["psnr"] for row in rows])) for name in ("zsn2n", "s2s+")},
+    }
+    print(
+        f"demo: ZS-N2N {seconds['zsn2n']:.1f} s, S2S+ {seconds['s2s+']:.1f} s per image: {result['zsn2n_time_fraction_of_s2s']:.2f} of S2S+'s time"
+    )
+    (RESULTS / "bench_peers_demo.json").write_text(json.dumps(result, indent=2))
+
+
 def main() -> None:
     parser = kinds_parser(__doc__, images=8, side=96)
     parser.add_argument("--timing-steps", type=int, default=40, help="S2S+ steps timed per crop, then projected")
     parser.add_argument("--timing-passes", type=int, default=10, help="S2S+ passes timed per crop, then projected")
     parser.add_argument("--pieces", default=str(RESULTS / "bench_peers.jsonl"))
     parser.add_argument("--json", default=str(RESULTS / "bench_peers.json"))
+    parser.add_argument("--demo", action="store_true", help="run: time the built-in demo at its settings instead")
     args = parser.parse_args()
-    run(args) if args.command == "run" else summary(args)
+    if args.command == "run":
+        demo_timing(args) if args.demo else run(args)
+    else:
+        summary(args)
 
 
 if __name__ == "__main__":
