@@ -227,24 +227,30 @@ def goal_status(rows):
 
 def print_tables(rows, projections, status):
     print(
-        f"{'size':>9} {'phase':>5} {'variant':>9} {'prec':>4} {'iqa':>3} {'per':>4} {'median s':>9} {'min-max s':>15} {'x ref':>6} {'x min-max':>11}"
+        f"{'size':>9} {'phase':>5} {'variant':>9} {'prec':>4} {'iqa':>3} {'per':>4} {'median s':>9} {'min-max s':>15} "
+        f"{'x ref':>6} {'x min-max':>11}"
     )
     for r in rows:
         print(
-            f"{r['size']:>9} {r['phase']:>5} {r['variant']:>9} {r['precision']:>4} {'yes' if r['iqa'] else '':>3} {r['per']:>4}"
-            f" {r['median_s']:9.4f} {r['min_s']:7.4f}-{r['max_s']:<7.4f} {r['speedup_median']:6.2f} {r['speedup_min']:5.2f}-{r['speedup_max']:<5.2f}"
+            f"{r['size']:>9} {r['phase']:>5} {r['variant']:>9} {r['precision']:>4} {'yes' if r['iqa'] else '':>3} "
+            f"{r['per']:>4}"
+            f" {r['median_s']:9.4f} {r['min_s']:7.4f}-{r['max_s']:<7.4f} {r['speedup_median']:6.2f} "
+            f"{r['speedup_min']:5.2f}-{r['speedup_max']:<5.2f}"
         )
     print(
-        f"\npaper protocol per image ({PAPER_STEPS} steps with λ_IQA {PAPER_LAMBDA_IQA:g} + {PAPER_PASSES} passes), projected from the medians:"
+        f"\npaper protocol per image ({PAPER_STEPS} steps with λ_IQA {PAPER_LAMBDA_IQA:g} + {PAPER_PASSES} passes), "
+        "projected from the medians:"
     )
     for p in projections:
         print(
-            f"{p['size']:>9} {p['precision']}: train {p['train_s']:8.0f} s + inference {p['infer_s']:6.0f} s = {p['image_s'] / 60:6.1f} min; IQA term {p['iqa_share_of_step']:.0%} of a step"
+            f"{p['size']:>9} {p['precision']}: train {p['train_s']:8.0f} s + inference {p['infer_s']:6.0f} s = "
+            f"{p['image_s'] / 60:6.1f} min; IQA term {p['iqa_share_of_step']:.0%} of a step"
         )
     print("\nspeed goals at 256x256 (x the reference):")
     for g in status:
         print(
-            f"  {g['phase']:>5} {g['precision']}: goal {g['goal']:.1f}x, measured {g['measured']:.2f}x — {'met' if g['met'] else 'not met'}"
+            f"  {g['phase']:>5} {g['precision']}: goal {g['goal']:.1f}x, measured {g['measured']:.2f}x — "
+            f"{'met' if g['met'] else 'not met'}"
         )
 
 

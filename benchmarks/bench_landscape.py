@@ -4,7 +4,8 @@ Once, with the project's own training (model.denoiser.denoise_at_steps): for eac
 (CBSD68 σ = 25, PolyU real noise), its first --images images as centre crops of --side, every p
 of 0.30..0.95 by 0.05, one training to the largest --steps per (image, p), read out at each of
 --steps with --passes passes (s2s_sweep.sweep.TrainImages: what a sweep trial evaluates): PSNR, SSIM
-and the no-reference held-out PSNR (s2s_sweep.metrics.calculate_heldout_psnr). λ_IQA 0 (the real IQA weights are not to be had
+and the no-reference held-out PSNR (s2s_sweep.metrics.calculate_heldout_psnr).
+λ_IQA 0 (the real IQA weights are not to be had
 offline), bf16, seed 0. Each (image, p) training appends its rows to the kind's Parquet file as
 soon as it is done and a rerun skips what is there: run it in the background, one process per
 kind, in pieces. `summary` reports how well the held-out score ranks (p, steps) as PSNR does.
@@ -13,7 +14,8 @@ kind, in pieces. `summary` reports how well the held-out score ranks (p, steps) 
     python benchmarks/bench_landscape.py run --data-root ../shared/data --kinds polyu &
     python benchmarks/bench_landscape.py summary
 
-    duckdb -c "SELECT dataset, p, steps, avg(psnr) FROM 'benchmarks/results/landscape/*.parquet' GROUP BY ALL ORDER BY 4 DESC LIMIT 5"
+    duckdb -c "SELECT dataset, p, steps, avg(psnr) FROM 'benchmarks/results/landscape/*.parquet'
+               GROUP BY ALL ORDER BY 4 DESC LIMIT 5"
 """
 
 import json
@@ -39,7 +41,8 @@ SPEARMAN_GOAL = 0.8  # the held-out score may drive a sweep where it ranks as PS
 def curve_rows(
     kind: str, image_id: str, noisy: np.ndarray, clean: np.ndarray, config: S2SConfig, steps: list[int], passes: int
 ) -> list[dict]:
-    """One training of `noisy` up to max(steps), evaluated as a sweep trial evaluates it (TrainImages): a row per read-out."""
+    """One training of `noisy` up to max(steps), evaluated as a sweep trial evaluates it (TrainImages):
+    a row per read-out."""
     started = time.perf_counter()
     evaluation = TrainImages([(image_id, noisy, clean)], [], asdict(config), steps, passes)
     ((_, curves),) = evaluation.curves({"p": config.p, "lambda_iqa": config.lambda_iqa})
@@ -97,7 +100,8 @@ def run(args) -> None:
                 path.with_suffix(".tmp").replace(path)  # a kill never leaves half a file
                 best = max(rows.to_pylist(), key=lambda row: row["psnr"])
                 print(
-                    f"{kind} {image_id} p {p}: best {best['psnr']:.2f} dB at {best['steps']} ({rows['seconds'][0].as_py():.0f} s)",
+                    f"{kind} {image_id} p {p}: best {best['psnr']:.2f} dB at {best['steps']} "
+                    f"({rows['seconds'][0].as_py():.0f} s)",
                     flush=True,
                 )
 
@@ -140,24 +144,29 @@ def summary(args) -> None:
             },
         }
         print(
-            f"\n{KINDS.get(kind, kind)}: {len(picks)} images x {rows['p'].nunique()} p x {rows['steps'].nunique()} read-outs; noisy {result[kind]['noisy_psnr']:.2f} dB"
+            f"\n{KINDS.get(kind, kind)}: {len(picks)} images x {rows['p'].nunique()} p x {rows['steps'].nunique()} "
+            f"read-outs; noisy {result[kind]['noisy_psnr']:.2f} dB"
         )
         print(f"  best mean: p {best[0]}, {best[1]} steps, {means['psnr'].max():.2f} dB")
         print(
-            f"  held-out score vs PSNR, Spearman over (p, steps): mean over images {ranks['mean']:.3f}, worst {ranks['min']:.3f}; "
+            f"  held-out score vs PSNR, Spearman over (p, steps): mean over images {ranks['mean']:.3f}, worst "
+            f"{ranks['min']:.3f}; "
             f"of the means over images {result[kind]['objective_spearman_of_means']:.3f}"
         )
         pick = result[kind]["pick_by_mean_heldout"]
         print(
-            f"  chosen by the mean held-out score: p {pick['p']}, {pick['steps']} steps, {pick['loss_db']:.2f} dB of mean PSNR below the best mean"
+            f"  chosen by the mean held-out score: p {pick['p']}, {pick['steps']} steps, {pick['loss_db']:.2f} dB of "
+            "mean PSNR below the best mean"
         )
         for image_id, pick in picks.items():
             print(
-                f"    {image_id}: ρ {ranks['per_image'][image_id]:.3f}; its best by the held-out score: p {pick['p']}, {pick['steps']} steps, {pick['loss_db']:.2f} dB below its best PSNR"
+                f"    {image_id}: ρ {ranks['per_image'][image_id]:.3f}; its best by the held-out score: p {pick['p']}, "
+                f"{pick['steps']} steps, {pick['loss_db']:.2f} dB below its best PSNR"
             )
     usable = bool(result) and all(entry["objective_spearman"] >= SPEARMAN_GOAL for entry in result.values())
     print(
-        f"\nheld-out score as a sweep objective: {'usable' if usable else 'not usable'} (goal: Spearman >= {SPEARMAN_GOAL} on every kind)"
+        f"\nheld-out score as a sweep objective: {'usable' if usable else 'not usable'} (goal: Spearman >= "
+        f"{SPEARMAN_GOAL} on every kind)"
     )
     Path(args.json).write_text(
         json.dumps({"kinds": result, "spearman_goal": SPEARMAN_GOAL, "objective_usable": usable}, indent=2)

@@ -95,7 +95,8 @@ def summarise_quality(pieces: Path, cropped: str, out: Path) -> None:
     rows = [json.loads(line) for line in pieces.read_text().splitlines()]
     report = {"rows": rows, "summary": {}}
     print(
-        f"| noise | images | whole PSNR | {cropped} PSNR | Δ PSNR crops − whole | Δ SSIM | Δ PSNR seed 1 − seed 0 (whole) | images to resolve ±{RESOLVE_DB} dB |"
+        f"| noise | images | whole PSNR | {cropped} PSNR | Δ PSNR crops − whole | Δ SSIM | Δ PSNR seed 1 − seed 0 "
+        f"(whole) | images to resolve ±{RESOLVE_DB} dB |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, kind in KINDS.items():
@@ -132,7 +133,8 @@ def summarise_quality(pieces: Path, cropped: str, out: Path) -> None:
         )
         print(
             f"| {kind} | {len(pairs)} | {summary['whole_psnr']:.2f} | {summary['crops_psnr']:.2f} | "
-            f"{summary['delta_psnr_mean']:+.2f} ± {summary['delta_psnr_sd']:.2f} | {summary['delta_ssim_mean']:+.4f} | {floor_text} | {summary['images_to_resolve']} |"
+            f"{summary['delta_psnr_mean']:+.2f} ± {summary['delta_psnr_sd']:.2f} | {summary['delta_ssim_mean']:+.4f} | "
+            f"{floor_text} | {summary['images_to_resolve']} |"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
@@ -207,7 +209,8 @@ def cost(args) -> None:
                 else f"{'-':>8} {'-':>8} {'-':>8}"
             )
             print(
-                f"{row['size']:>10} {row['megapixels']:5.2f} MP {mode:>5} crop {row['crop']:3d}x{row['batch']} tile {row['tile']:3d} | est {row['estimate_mb']:8.0f} MB | {measured}",
+                f"{row['size']:>10} {row['megapixels']:5.2f} MP {mode:>5} crop {row['crop']:3d}x{row['batch']} tile "
+                f"{row['tile']:3d} | est {row['estimate_mb']:8.0f} MB | {measured}",
                 flush=True,
             )
     out = Path(args.json)

@@ -22,7 +22,8 @@ benchmarks/common.py (candidate − S2S+; the mean over seeds per image), and pr
     python benchmarks/bench_peers.py run --data-root ../shared/data --kinds cbsd68-25 &
     python benchmarks/bench_peers.py run --data-root ../shared/data --kinds polyu &
     python benchmarks/bench_peers.py summary
-    python benchmarks/bench_peers.py run --demo    # the demo's seconds per image, ZS-N2N and S2S+ (bench_peers_demo.json)
+    # the demo's seconds per image, ZS-N2N and S2S+ (bench_peers_demo.json)
+    python benchmarks/bench_peers.py run --demo
 """
 
 import json
@@ -207,7 +208,8 @@ def summary(args) -> None:
         for name, result in entry["rule_vs_s2s"].items():
             print(f"  {name} − S2S+: {rule_line(result)}")
         print(
-            f"  ZS-N2N seed spread {entry['methods']['ZS-N2N']['seed_spread_db']:.3f} dB; its time is {entry['zsn2n_time_fraction_of_s2s']:.2f} of S2S+'s at 800 steps"
+            f"  ZS-N2N seed spread {entry['methods']['ZS-N2N']['seed_spread_db']:.3f} dB; its time is "
+            f"{entry['zsn2n_time_fraction_of_s2s']:.2f} of S2S+'s at 800 steps"
         )
     Path(args.json).write_text(json.dumps({"kinds": table}, indent=2))
     print(f"wrote {args.json}")
@@ -242,7 +244,8 @@ def demo_timing(args) -> None:
         "psnr": {name: float(np.mean([row[name]["psnr"] for row in rows])) for name in ("zsn2n", "s2s+")},
     }
     print(
-        f"demo: ZS-N2N {seconds['zsn2n']:.1f} s, S2S+ {seconds['s2s+']:.1f} s per image: {result['zsn2n_time_fraction_of_s2s']:.2f} of S2S+'s time"
+        f"demo: ZS-N2N {seconds['zsn2n']:.1f} s, S2S+ {seconds['s2s+']:.1f} s per image: "
+        f"{result['zsn2n_time_fraction_of_s2s']:.2f} of S2S+'s time"
     )
     (RESULTS / "bench_peers_demo.json").write_text(json.dumps(result, indent=2))
 

@@ -89,7 +89,8 @@ def summary(args) -> None:
     by_key = {(r["dataset"], r["image_id"], r["precision"]): r for r in rows}
     table = {}
     print(
-        f"{'noise':<16} {'n':>3} {'fp32 PSNR':>9} {'bf16 PSNR':>9} {'Δ bf16−fp32 dB':>16} {'worst':>7} {'Δ SSIM':>8} {'s fp32':>7} {'s bf16':>7} {'speed-up':>8}"
+        f"{'noise':<16} {'n':>3} {'fp32 PSNR':>9} {'bf16 PSNR':>9} {'Δ bf16−fp32 dB':>16} {'worst':>7} {'Δ SSIM':>8} "
+        f"{'s fp32':>7} {'s bf16':>7} {'speed-up':>8}"
     )
     for name, label in KINDS.items():
         pairs = [
@@ -117,13 +118,16 @@ def summary(args) -> None:
         }
         t = table[name]
         print(
-            f"{label:<16} {t['images']:>3} {t['fp32_psnr']:>9.2f} {t['bf16_psnr']:>9.2f} {t['delta_psnr_mean']:>+9.3f} ± {t['delta_psnr_sd']:.3f} "
-            f"{t['delta_psnr_worst']:>+7.3f} {t['delta_ssim_mean']:>+8.4f} {fp32_s:>7.0f} {bf16_s:>7.0f} {t['speedup']:>7.2f}x"
+            f"{label:<16} {t['images']:>3} {t['fp32_psnr']:>9.2f} {t['bf16_psnr']:>9.2f} {t['delta_psnr_mean']:>+9.3f} "
+            f"± {t['delta_psnr_sd']:.3f} "
+            f"{t['delta_psnr_worst']:>+7.3f} {t['delta_ssim_mean']:>+8.4f} {fp32_s:>7.0f} {bf16_s:>7.0f} "
+            f"{t['speedup']:>7.2f}x"
         )
     within = all(abs(t["delta_psnr_mean"]) <= GAP_DB for t in table.values())
     native = native_bf16(rows[0]["device"].split(":")[0]) if rows else False
     print(
-        f"bf16 within {GAP_DB} dB of fp32 on every kind: {'yes' if within else 'NO'}; bf16 native on this {rows[0]['device'] if rows else 'device'}: {'yes' if native else 'no (emulated)'}"
+        f"bf16 within {GAP_DB} dB of fp32 on every kind: {'yes' if within else 'NO'}; bf16 native on this "
+        f"{rows[0]['device'] if rows else 'device'}: {'yes' if native else 'no (emulated)'}"
     )
     Path(args.json).write_text(
         json.dumps({"kinds": table, "gap_db": GAP_DB, "within": within, "native_bf16": native}, indent=2)

@@ -94,14 +94,16 @@ def main():
 
     summary = {name: {key: float(np.mean(values)) for key, values in s.items()} for name, s in scores.items()}
     print(
-        f"\n{args.dataset}, {len(dataset)} images, crop {args.crop or 'full'}, S2S+ {args.steps} steps / {args.passes} passes"
+        f"\n{args.dataset}, {len(dataset)} images, crop {args.crop or 'full'}, S2S+ {args.steps} steps / {args.passes} "
+        "passes"
     )
     print(f"{'method':>10} {'PSNR':>7} {'SSIM':>7} {'s/image':>8}")
     for name, row in summary.items():
         print(f"{name:>10} {row['psnr']:7.2f} {row['ssim']:7.4f} {row['seconds']:8.1f}")
     projected = float(np.mean(paper_seconds))
     print(
-        f"S2S+ under the paper protocol ({PAPER_STEPS} steps + {PAPER_PASSES} passes, λ_IQA {config.lambda_iqa:g}) on this device: {projected / 60:.1f} min per image (projected)"
+        f"S2S+ under the paper protocol ({PAPER_STEPS} steps + {PAPER_PASSES} passes, λ_IQA {config.lambda_iqa:g}) on "
+        f"this device: {projected / 60:.1f} min per image (projected)"
     )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     report = {

@@ -73,12 +73,14 @@ def main():
     for name, row in rows.items():
         print(f"{name:>14} {row['workers']:7d} {row['seconds']:8.1f} {row['images_per_hour']:9.1f}")
     print(
-        f"Ray + recording overhead per image: {overhead:+.2f} s ({100 * overhead * len(dataset) / loop_seconds:+.1f}% of the work)"
+        f"Ray + recording overhead per image: {overhead:+.2f} s ({100 * overhead * len(dataset) / loop_seconds:+.1f}% "
+        "of the work)"
     )
     print(f"parallel efficiency, 2 workers: {100 * efficiency:.0f}% (goal >= 90%)")
     joins = node_joins(config, args.join_images)
     print(
-        f"node joins mid-run: {joins['before_images_per_hour']:.1f} img/h before (1 CPU), {joins['after_images_per_hour']:.1f} after (2 CPUs); "
+        f"node joins mid-run: {joins['before_images_per_hour']:.1f} img/h before (1 CPU), "
+        f"{joins['after_images_per_hour']:.1f} after (2 CPUs); "
         f"the new node started its first image {joins['first_start_after_join_s']:.1f} s after joining"
     )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -193,7 +193,8 @@ def complete_images(landscape: pa.Table, p_grid: list[float]) -> dict[str, pa.Ta
         images = [image_id for (k, image_id), count in counts.items() if k == kind and count == len(p_grid)]
         if len(images) < 2:
             print(
-                f"{kind}: {len(images)} image(s) with the whole p grid; two or more are needed (one to search on, one to hold out): left out"
+                f"{kind}: {len(images)} image(s) with the whole p grid; two or more are needed (one to search on, one "
+                "to hold out): left out"
             )
             continue
         tables[kind] = landscape.filter(
@@ -255,12 +256,14 @@ def bench_kind(kind: str, table: pa.Table, space, args, storage: str) -> dict:
 
 def report(kinds: dict, trials: int) -> None:
     print(
-        f"\n{'kind':>10} {'strategy':>12} {'median regret':>13} {'IQR':>6} {'max':>6} {'compute':>8} {'held-out gain':>13}"
+        f"\n{'kind':>10} {'strategy':>12} {'median regret':>13} {'IQR':>6} {'max':>6} {'compute':>8} "
+        f"{'held-out gain':>13}"
     )
     for kind, result in kinds.items():
         for name, row in result["strategies"].items():
             print(
-                f"{kind:>10} {name:>12} {row['median_regret_db']:13.3f} {row['regret_spread_db']:6.3f} {row['max_regret_db']:6.3f} "
+                f"{kind:>10} {name:>12} {row['median_regret_db']:13.3f} {row['regret_spread_db']:6.3f} "
+                f"{row['max_regret_db']:6.3f} "
                 f"{row['compute_fraction']:8.0%} {row['heldout_gain_db']:+13.3f}"
             )
 
@@ -272,13 +275,16 @@ def report(kinds: dict, trials: int) -> None:
         at_goal = tpe["median_regret_at_goal_compute_db"]
         met = at_goal is not None and at_goal <= GOAL_REGRET_DB
         print(
-            f"{kind}: TPE+ASHA ({trials} trials) ends at {db(tpe['median_regret_db'])} median regret, {tpe['compute_fraction']:.0%} of the grid's compute; "
-            f"at {GOAL_COMPUTE:.0%} of it: {db(at_goal)} (goal <= {GOAL_REGRET_DB} dB: {'met' if met else 'not met'}), random+ASHA {db(random['median_regret_at_goal_compute_db'])}"
+            f"{kind}: TPE+ASHA ({trials} trials) ends at {db(tpe['median_regret_db'])} median regret, "
+            f"{tpe['compute_fraction']:.0%} of the grid's compute; "
+            f"at {GOAL_COMPUTE:.0%} of it: {db(at_goal)} (goal <= {GOAL_REGRET_DB} dB: {'met' if met else 'not met'}), "
+            f"random+ASHA {db(random['median_regret_at_goal_compute_db'])}"
         )
         gain = result["heldout_gain_db"]
         verdict = "beats" if gain > 0 else "does NOT beat"
         print(
-            f"{kind}: on the held-out images the sweep's best {verdict} the paper configuration (p {result['paper_p']}): {gain:+.3f} dB median"
+            f"{kind}: on the held-out images the sweep's best {verdict} the paper configuration (p "
+            f"{result['paper_p']}): {gain:+.3f} dB median"
             + ("" if gain > 0 else " — not a result: the search did not generalise")
         )
 
@@ -346,7 +352,8 @@ def main() -> None:
     tables = {kind: table for kind, table in tables.items() if args.kinds is None or kind in args.kinds}
     if not tables:
         raise SystemExit(
-            f"{args.landscape}: no{' ' + ', '.join(args.kinds) if args.kinds else ''} noise kind with two images of the whole p grid; build it with bench_landscape.py run"
+            f"{args.landscape}: no{' ' + ', '.join(args.kinds) if args.kinds else ''} noise kind with two images of "
+            "the whole p grid; build it with bench_landscape.py run"
         )
     ray.init(
         address="local", num_cpus=1, include_dashboard=False, log_to_driver=False

@@ -16,7 +16,8 @@ tables (benchmarks/results/landscape, bench_warm.json), so these spreads apply t
 directly, and 800 steps is where CBSD68 crops plateau and PolyU crops are past their first peak.
 fp32 because it is what `precision: auto` runs (bf16 is itself a decision this measure serves).
 One training with its read-outs takes ~9 minutes of one core on an AVX2 CPU without native bf16
-(0.47 s a step), so 16 images x 3 seeds is ~7 core-hours: it runs over several sessions, resumably. The paper protocol (whole images, 4000-5000
+(0.47 s a step), so 16 images x 3 seeds is ~7 core-hours: it runs over several sessions, resumably.
+The paper protocol (whole images, 4000-5000
 steps, 500 passes) is a GPU's job: `--side 0 --steps ... --device cuda`.
 
 Per kind and read-out the summary gives: seed spread (per image the standard deviation of the
@@ -110,7 +111,8 @@ def run(args) -> None:
     for row in rows:  # a piece of another protocol must not join the file
         if {key: row[key] for key in protocol} != protocol:
             raise SystemExit(
-                f"{args.pieces}: holds pieces of { ({key: row[key] for key in protocol}) }, not {protocol}; use those settings or another --pieces"
+                f"{args.pieces}: holds pieces of { ({key: row[key] for key in protocol}) }, not {protocol}; use those "
+                "settings or another --pieces"
             )
     done = {(row["dataset"], row["image_id"], row["seed"]) for row in rows}
     for kind in args.kinds:
@@ -119,7 +121,8 @@ def run(args) -> None:
             p=PAPER_DEFAULTS[kind.split("-")[0]]["p"], lambda_iqa=0.0, precision=args.precision, device=args.device
         )
         ids = dataset.ids[: args.images]
-        # two seeds of each image first, image by image, then the further seeds: a partial file already gives a spread per image
+        # two seeds of each image first, image by image, then the further seeds: a partial file already gives a spread
+        # per image
         order = [(seed, image_id) for image_id in ids for seed in range(min(2, args.seeds))] + [
             (seed, image_id) for seed in range(2, args.seeds) for image_id in ids
         ]
@@ -155,7 +158,8 @@ def run(args) -> None:
             eta = elapsed / (index + 1) * (len(todo) - index - 1)
             finals = " ".join(f"{name} {curve['psnr'][-1]:.2f}" for name, curve in result["curves"].items())
             print(
-                f"[{index + 1}/{len(todo)}, ETA {eta / 60:.0f} min] {kind} {image_id} seed {seed}: {finals} dB ({row['seconds']:.0f} s)",
+                f"[{index + 1}/{len(todo)}, ETA {eta / 60:.0f} min] {kind} {image_id} seed {seed}: {finals} dB "
+                f"({row['seconds']:.0f} s)",
                 flush=True,
             )
 
@@ -235,10 +239,12 @@ def summary(args) -> None:
     for kind, entry in table.items():
         print(
             f"\n{KINDS[kind]}: {entry['images']} images x {entry['seeds']} seeds, read out at {entry['steps']}; "
-            f"ensemble noise ({entry['passes']} vs {entry['final_passes']} passes, RMS) {entry['ensemble_noise_db']:.3f} dB"
+            f"ensemble noise ({entry['passes']} vs {entry['final_passes']} passes, RMS) "
+            f"{entry['ensemble_noise_db']:.3f} dB"
         )
         print(
-            f"  {'read-out':<10} {'seed spread':>11} {'jitter |Δ|':>10} {'jitter sd':>9} {'max |Δ|':>8} {'PSNR':>7}  rule against raw"
+            f"  {'read-out':<10} {'seed spread':>11} {'jitter |Δ|':>10} {'jitter sd':>9} {'max |Δ|':>8} {'PSNR':>7}  "
+            "rule against raw"
         )
         for name, r in entry["readouts"].items():
             verdict = (
@@ -248,7 +254,8 @@ def summary(args) -> None:
                 + ("; halves the spread" if r["halves_seed_spread"] else "; does not halve the spread")
             )
             print(
-                f"  {name:<10} {r['seed_spread_db']:>11.3f} {r['jitter_mean_abs_db']:>10.3f} {r['jitter_sd_db']:>9.3f} {r['jitter_max_abs_db']:>8.2f} {r['final_psnr']:>7.2f}  {verdict}"
+                f"  {name:<10} {r['seed_spread_db']:>11.3f} {r['jitter_mean_abs_db']:>10.3f} {r['jitter_sd_db']:>9.3f} "
+                f"{r['jitter_max_abs_db']:>8.2f} {r['final_psnr']:>7.2f}  {verdict}"
             )
     adopted = [
         name

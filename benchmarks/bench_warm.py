@@ -39,7 +39,8 @@ DEFAULT_SEED_STEPS = 1200
 
 
 def load_seed(kind: str, dataset, seed_id: str, config: S2SConfig, args) -> dict:
-    """The seed network's weights (trained on the images of `seed_id`, "A" or "A+B", in turn), trained once and kept in --seed-cache."""
+    """The seed network's weights (trained on the images of `seed_id`, "A" or "A+B", in turn), trained
+    once and kept in --seed-cache."""
     import torch
 
     from model.denoiser import train_seed
@@ -129,7 +130,8 @@ def run(args) -> None:
 
 
 def steps_to_reach(steps: list[int], curve: np.ndarray, target: float) -> float | None:
-    """The first step count at which the (mean) curve reaches `target`, linear between read-outs; None if it never does."""
+    """The first step count at which the (mean) curve reaches `target`, linear between read-outs; None
+    if it never does."""
     if curve[0] >= target:
         return float(steps[0])
     for (s0, c0), (s1, c1) in zip(zip(steps, curve), zip(steps[1:], curve[1:])):
@@ -198,7 +200,8 @@ def summary(args) -> None:
     table = {kind: entry for kind, entry in table.items() if entry}
     for kind, t in table.items():
         print(
-            f"\n{KINDS[kind]}: {t['images']} images, noisy {t['noisy_psnr']:.2f} dB, seeds {', '.join(t['seed_images'])} (default {DEFAULT_SEED_STEPS} steps)"
+            f"\n{KINDS[kind]}: {t['images']} images, noisy {t['noisy_psnr']:.2f} dB, seeds "
+            f"{', '.join(t['seed_images'])} (default {DEFAULT_SEED_STEPS} steps)"
         )
         print("  cold  " + "  ".join(f"{s}:{p:.2f}" for s, p in zip(t["cold_steps"], t["cold_mean"])))
         for seed, curve in t["warm_mean"].items():
@@ -210,7 +213,8 @@ def summary(args) -> None:
                 gaps = ", ".join(f"{v:+.2f}" for v in h["half_steps_gap_db"].values())
                 worst = ", ".join(f"{image} {gap:+.2f}" for image, gap in h["half_steps_worst_per_seed"].values())
                 met = ", ".join("met" if value else "not met" for value in h["goal_met_per_seed"].values())
-                line += f"; warm {h['cold_steps'] // 2} − cold {h['cold_steps']}: {gaps} dB, worst image {worst} — goal {met}"
+                line += f"; warm {h['cold_steps'] // 2} − cold {h['cold_steps']}: {gaps} dB"
+                line += f", worst image {worst} — goal {met}"
             print(line)
     Path(args.json).write_text(json.dumps({"kinds": table, "within_db": WITHIN_DB, "worst_db": WORST_DB}, indent=2))
     print(f"wrote {args.json}")
@@ -221,7 +225,8 @@ def main() -> None:
     parser.add_argument(
         "--seed-images",
         default="10,11",
-        help="seeds, by the indices of the images each trains on (not evaluated): 10,11 = two seeds; 10+21 = one seed trained on both",
+        help="seeds, by the indices of the images each trains on (not evaluated): 10,11 = two seeds; "
+        "10+21 = one seed trained on both",
     )
     parser.add_argument("--cold-steps", default="100,200,300,400,600,800,1000,1200")
     parser.add_argument("--warm-steps", default="100,200,300,400,500,600,800")

@@ -47,7 +47,8 @@ class S2SConfig:
     lambda_iqa: float = 2e-8  # weight of the PaQ-2-PiQ loss; 0 skips the IQA model entirely
     passes: int = 500  # dropout passes averaged at inference
     lr: float = 4e-4  # Adam, betas (0.9, 0.999)
-    ema_decay: float = 0.0  # read out a bias-corrected moving average of the weights (model/averaging.py); 0 = the raw weights, as the paper
+    # read out a bias-corrected moving average of the weights (model/averaging.py); 0 = the raw weights, as the paper
+    ema_decay: float = 0.0
     seed: int = 0
     # where and how it runs
     device: str = "auto"  # "auto" picks CUDA when present, else "cpu"; or "cpu", "cuda", "cuda:1"
@@ -62,9 +63,12 @@ class S2SConfig:
     tile_size: int = 0  # side of the inference tiles (a multiple of 32, >= 192)
     memory_mb: int = 0  # memory budget of one image (RAM on CPU, GPU memory on CUDA); 0 = what is free
     log_every: int = 50  # steps between loss read-outs (each one syncs the device)
-    quantize: str = "round"  # how the float output becomes 8-bit for its PNG and metrics: "round", or "floor" as the authors' code saves
+    # how the float output becomes 8-bit for its PNG and metrics: "round", or "floor" as the authors' code saves
+    quantize: str = "round"
     # warm starts: images start from a seed network instead of a fresh one (README, "Warm starts")
-    init: str = "cold"  # "cold" (the paper: a fresh network per image); "warm" (a seed trained `steps` on each of the dataset's first `warm_images`); or a saved seed's path
+    # "cold" (the paper: a fresh network per image); "warm" (a seed trained `steps` on each of the dataset's first
+    # `warm_images`); or a saved seed's path
+    init: str = "cold"
     warm_steps: int = 0  # training steps of each warm-started image; 0 = steps // 2
     warm_images: int = 1  # images the "warm" seed trains on, in turn
     iqa_weights: str | None = None  # TORCH_HOME-style folder with the IQA weights; None = torch's hub dir

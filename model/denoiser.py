@@ -156,7 +156,9 @@ class Estimate(NamedTuple):
     """What the dropout ensemble gives for a padded image, both (1, C, H', W') in [0, 1]."""
 
     denoised: torch.Tensor  # the mean of all passes (paper Eq. 8)
-    heldout: torch.Tensor  # per entry, the mean of the passes whose input mask dropped it (NaN where none did): a prediction that never saw that entry
+    # per entry, the mean of the passes whose input mask dropped it (NaN where none did): a prediction that never saw
+    # that entry
+    heldout: torch.Tensor
 
 
 @torch.inference_mode()
@@ -237,7 +239,8 @@ def prepare(noisy: np.ndarray, config: S2SConfig, initial_state: dict | None = N
         seed_channels = initial_state["encoder_in.0.conv.weight"].shape[1] // 2  # mask + masked image
         if seed_channels != channels:
             raise SeedMismatch(
-                f"init: the seed network was trained on {seed_channels}-channel images; this image has {channels} channels"
+                f"init: the seed network was trained on {seed_channels}-channel images; this image has {channels} "
+                "channels"
             )
         net.load_state_dict(initial_state)
     return net, to_batch(noisy, device)

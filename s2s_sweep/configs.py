@@ -225,7 +225,8 @@ def resolve_run_config(dataset: str, config: str, assignments: list[str], saved_
         location, text = saved_best
         if text is None:
             raise ConfigError(
-                f"--config best: no saved best configuration at {location}; run the sweep first (--sweep), or use --config paper"
+                f"--config best: no saved best configuration at {location}; run the sweep first (--sweep), or use "
+                "--config paper"
             )
         saved = yaml.safe_load(text)
         saved.pop("selection", None)  # how the sweep chose its steps: a record, not a setting

@@ -9,7 +9,8 @@ Images are (H, W, C) float32 in [0, 1]; ids are stable and sorted. Names:
 | name | files under the data root |
 | --- | --- |
 | cbsd68-15/25/50 | CBSD68/noisy{σ}/NNNN.png, clean CBSD68/original_png/NNNN.png (clausmichele/CBSD68-dataset) |
-| sidd | SIDD/ValidationNoisyBlocksSrgb.mat + ValidationGtBlocksSrgb.mat, one item per block, id i{image}_b{block}; or SIDD/noisy/*.png + SIDD/clean/*.png paired by name |
+| sidd | SIDD/ValidationNoisyBlocksSrgb.mat + ValidationGtBlocksSrgb.mat, one item per block, id |
+|  | i{image}_b{block}; or SIDD/noisy/*.png + SIDD/clean/*.png paired by name |
 | sidd-benchmark | SIDD/BenchmarkNoisyBlocksSrgb.mat, no references |
 | polyu | PolyU/CroppedImages/X_real.JPG, clean X_mean.JPG, id X |
 | folder:PATH | every image in PATH; clean references by name from `clean_dir`, or none |
@@ -165,7 +166,8 @@ def folder_dataset(
         if unpaired:
             where = [str(noisy.get(i) or clean[i]) for i in unpaired[:3]]
             raise DatasetError(
-                f"{name}: {len(unpaired)} unpaired images, e.g. {', '.join(where)} (noisy and clean are matched by name)"
+                f"{name}: {len(unpaired)} unpaired images, e.g. {', '.join(where)} (noisy and clean are matched by "
+                "name)"
             )
 
     def load(image_id: str) -> Pair:

@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     training = f"{plan.batch} crops of {plan.crop}x{plan.crop} per step" if plan.crop else "whole image"
     inference = f"tiles of {plan.tile}x{plan.tile}" if plan.tile else "whole image"
     print(
-        f"wrote {args.output} ({time.perf_counter() - started:.1f} s on {result.device}; training: {training}; inference: {inference}; predicted peak {plan.peak_bytes / 2**20:,.0f} MB)"
+        f"wrote {args.output} ({time.perf_counter() - started:.1f} s on {result.device}; training: {training}; "
+        f"inference: {inference}; predicted peak {plan.peak_bytes / 2**20:,.0f} MB)"
     )
     if clean is not None:
         print(f"noisy   PSNR {calculate_psnr(noisy, clean):6.2f} dB  SSIM {calculate_ssim(noisy, clean):.4f}")

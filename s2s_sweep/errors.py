@@ -33,7 +33,8 @@ EXIT_OK = 0  # every image denoised and recorded, tracking up to date
 EXIT_IMAGES_FAILED = 1  # some images have failed rows (their error column says why)
 EXIT_BAD_INPUT = 2  # bad input found before work started; nothing was computed
 EXIT_TRACKING_BEHIND = 3  # every image recorded in Parquet + PNGs, MLflow missed some: --resume RUN_ID catches up
-EXIT_STORE_LOST = 4  # the output store stayed down past --store-patience: finished images saved in --fallback, --resume RUN_ID uploads them
+# the output store stayed down past --store-patience: finished images saved in --fallback, --resume RUN_ID uploads them
+EXIT_STORE_LOST = 4
 EXIT_BUG = 70  # an internal error (EX_SOFTWARE): the traceback is printed, please report it
 EXIT_INTERRUPTED = 130  # Ctrl-C: records flushed, MLflow run KILLED
 EXIT_TERMINATED = 143  # SIGTERM / `ray job stop`: records flushed, MLflow run KILLED
@@ -43,9 +44,11 @@ EXIT_STATUSES = f"""exit statuses:
   {EXIT_IMAGES_FAILED}    some images failed (failed rows; rerun them with --resume RUN_ID --retry-failed)
   {EXIT_BAD_INPUT}    bad input found before any work (one line on stderr)
   {EXIT_TRACKING_BEHIND}    MLflow fell behind (Parquet and PNGs are complete); --resume RUN_ID catches it up
-  {EXIT_STORE_LOST}    the output store stayed down past --store-patience; what it missed is in --fallback, --resume RUN_ID uploads it and goes on
+  {EXIT_STORE_LOST}    the output store stayed down past --store-patience; what it missed is in --fallback,
+       --resume RUN_ID uploads it and goes on
   {EXIT_BUG}   internal error (traceback printed)
-  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); {EXIT_TERMINATED} terminated (SIGTERM, ray job stop): records flushed, MLflow run KILLED"""
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); {EXIT_TERMINATED} terminated (SIGTERM, ray job stop): records flushed,
+       MLflow run KILLED"""
 
 
 def stop_request(error: BaseException) -> BaseException | None:

@@ -75,7 +75,8 @@ def complete_rows(rows: pd.DataFrame, images: int, blocks: int, run_id: str) -> 
     if missing:
         raise ConfigError(
             f"run {run_id}: {len(missing)} of the {len(wanted)} blocks of the input are not in the run "
-            f"({', '.join(missing[:5])}{', …' if len(missing) > 5 else ''}); finish it with --resume {run_id}, then export"
+            f"({', '.join(missing[:5])}{', …' if len(missing) > 5 else ''}); finish it with --resume {run_id}, then "
+            "export"
         )
     return done.loc[wanted]
 

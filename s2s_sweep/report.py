@@ -326,7 +326,8 @@ def contact_sheets(store: OutputStore, runs: list[Run], dataset: Dataset | None)
             body.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
         sections.append(
-            f"<h4>{title} ({html.escape(best.label)}, {best.run_id})</h4><table class='sheet'><tr>{head}</tr>{''.join(body)}</table>"
+            f"<h4>{title} ({html.escape(best.label)}, {best.run_id})</h4><table "
+            f"class='sheet'><tr>{head}</tr>{''.join(body)}</table>"
         )
     note = (
         ""
@@ -349,18 +350,22 @@ def load_pair(dataset: Dataset | None, image_id: str) -> tuple[np.ndarray | None
 def tile(image: np.ndarray | None, caption: str = "") -> str:
     if image is None:
         return "–"
-    return f"<img src='{data_uri(encode_png(sheet_crop(image)))}' width='128' height='128' alt=''><br><small>{html.escape(caption)}</small>"
+    source = data_uri(encode_png(sheet_crop(image)))
+    return f"<img src='{source}' width='128' height='128' alt=''><br><small>{html.escape(caption)}</small>"
 
 
 def sweep_section(sweeps: list[Sweep]) -> tuple[str, str]:
-    """(HTML, Markdown) of the dataset's finished sweeps: the best configuration, how its steps were chosen, the top trials."""
+    """(HTML, Markdown) of the dataset's finished sweeps: the best configuration, how its steps were
+    chosen, the top trials."""
     parts_html, parts_md = [], []
     for sweep in sweeps:
         selection = sweep.best.get("selection", {})
         best = {k: v for k, v in sweep.best.items() if k != "selection"}
         line = (
-            f"sweep {sweep.sweep_id}: {len(sweep.trials)} trials; best {best}: {selection.get('chosen_steps')} steps at "
-            f"{selection.get('chosen_mean_psnr', float('nan')):.2f} dB (peak {selection.get('peak_mean_psnr', float('nan')):.2f} dB at {selection.get('peak_steps')} steps)"
+            f"sweep {sweep.sweep_id}: {len(sweep.trials)} trials; best {best}: {selection.get('chosen_steps')} steps "
+            "at "
+            f"{selection.get('chosen_mean_psnr', float('nan')):.2f} dB (peak "
+            f"{selection.get('peak_mean_psnr', float('nan')):.2f} dB at {selection.get('peak_steps')} steps)"
         )
         top = sweep.trials.sort_values("mean_psnr", ascending=False).head(8)
         rows = [
@@ -371,7 +376,8 @@ def sweep_section(sweeps: list[Sweep]) -> tuple[str, str]:
         ]
         parts_md.append(f"- {line}")
         parts_html.append(
-            f"<p>{html.escape(line)}</p>{html_table(rows) if rows else ''}<img src='{data_uri(sweep.plot)}' alt='sweep {html.escape(sweep.sweep_id)}'>"
+            f"<p>{html.escape(line)}</p>{html_table(rows) if rows else ''}<img src='{data_uri(sweep.plot)}' alt='sweep "
+            f"{html.escape(sweep.sweep_id)}'>"
         )
     return "".join(parts_html), "\n".join(parts_md)
 
@@ -392,14 +398,17 @@ def run_details(runs: list[Run]) -> str:
         }
         text = json.dumps(facts, indent=2, default=str)
         items.append(
-            f"<details><summary>{html.escape(run.label)} — {run.run_id}</summary><pre>{html.escape(text)}</pre></details>"
+            f"<details><summary>{html.escape(run.label)} — "
+            f"{run.run_id}</summary><pre>{html.escape(text)}</pre></details>"
         )
     return "".join(items)
 
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;vertical-align:top}
-th{background:#f3f3f3}table.sheet td{text-align:center}.note{color:#666;font-size:13px}img{max-width:100%}pre{font-size:12px}"""
+table{border-collapse:collapse;margin:.5em 0 1.5em}
+td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;vertical-align:top}
+th{background:#f3f3f3}table.sheet td{text-align:center}.note{color:#666;font-size:13px}
+img{max-width:100%}pre{font-size:12px}"""
 
 
 def build_report(store: OutputStore, runs: list[Run], data_root: str | None) -> tuple[str, str]:
@@ -425,7 +434,8 @@ def build_report(store: OutputStore, runs: list[Run], data_root: str | None) -> 
         markdown += [f"## {name}\n", markdown_table(table), "", paper_note, "", *efficiency_md]
         markdown += [sweeps_md, ""] if sweeps_md else []
         body.append(
-            f"<h2 id='{html.escape(group[0].key)}'>{html.escape(name)}</h2>{html_table(table)}<p class='note'>{html.escape(paper_note)} "
+            f"<h2 id='{html.escape(group[0].key)}'>{html.escape(name)}</h2>{html_table(table)}<p "
+            f"class='note'>{html.escape(paper_note)} "
             "Intervals: 95% confidence of the mean over images (Student's t).</p>"
             + (
                 f"<h3>Efficiency</h3>{html_table(efficiency)}<p class='note'>{html.escape(EFFICIENCY_NOTE)}</p>"
@@ -442,8 +452,10 @@ def build_report(store: OutputStore, runs: list[Run], data_root: str | None) -> 
         for run in {r.dataset: r for r in runs}.values()
     )
     page = (
-        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>s2s-sweep report</title><style>{STYLE}</style></head>"
-        f"<body><h1>s2s-sweep report</h1><p class='note'>{now}; outputs {html.escape(store.uri)}; report code {version}</p><ul>{contents}</ul>{''.join(body)}</body></html>"
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>s2s-sweep "
+        f"report</title><style>{STYLE}</style></head>"
+        f"<body><h1>s2s-sweep report</h1><p class='note'>{now}; outputs {html.escape(store.uri)}; report code "
+        f"{version}</p><ul>{contents}</ul>{''.join(body)}</body></html>"
     )
     return page, "\n".join(markdown)
 
@@ -456,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", nargs="+", help="only these datasets (names or folder keys; default: all found)")
     parser.add_argument(
         "--data-root",
-        help="where the datasets are, for the noisy/clean crops (default: $S2S_DATA_ROOT, else ~/.cache/s2s-sweep/data)",
+        help="where the datasets are, for the noisy/clean crops "
+        "(default: $S2S_DATA_ROOT, else ~/.cache/s2s-sweep/data)",
     )
     parser.add_argument(
         "--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite under OUT)"

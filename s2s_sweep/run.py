@@ -55,7 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--method",
         choices=METHODS,
-        help=f"{DEFAULT_METHOD} (default; a resumed run keeps its own), or another of s2s_sweep/methods: {', '.join(METHODS[1:])}",
+        help=f"{DEFAULT_METHOD} (default; a resumed run keeps its own), or another of s2s_sweep/methods: "
+        f"{', '.join(METHODS[1:])}",
     )
     parser.add_argument("--config", default="paper", help="paper (default), best (saved by a sweep) or FILE.yaml")
     parser.add_argument(
@@ -136,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         stop = stop_request(error)
         if stop is not None:
             print(
-                f"{'interrupted' if isinstance(stop, KeyboardInterrupt) else 'terminated'}: finished work is recorded; continue with --resume ID",
+                f"{'interrupted' if isinstance(stop, KeyboardInterrupt) else 'terminated'}: finished work is recorded; "
+                "continue with --resume ID",
                 file=sys.stderr,
             )
             return EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else EXIT_TERMINATED
@@ -221,7 +223,8 @@ def check_method_arguments(args: argparse.Namespace, method: str) -> None:
     recorded = config_file_method(args.config)
     if recorded and recorded != method:
         raise ConfigError(
-            f"--config {args.config}: holds the settings of a {recorded} run, not of {REGISTRY[method].label}; run it with --method {recorded}"
+            f"--config {args.config}: holds the settings of a {recorded} run, not of {REGISTRY[method].label}; run it "
+            f"with --method {recorded}"
         )
     if method == DEFAULT_METHOD:
         return

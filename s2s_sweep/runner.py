@@ -1,6 +1,7 @@
 """Denoise a whole dataset on Ray: one task per image, the driver records.
 
-    outcome = run_dataset(open_dataset("demo"), S2SConfig(steps=500, passes=50, lambda_iqa=0.0), RunOptions(out="outputs"))
+    config = S2SConfig(steps=500, passes=50, lambda_iqa=0.0)
+    outcome = run_dataset(open_dataset("demo"), config, RunOptions(out="outputs"))
 
 Workers compute: each task trains a fresh Self2Self+ network on one image and returns the
 denoised image with its metrics. The driver loads each image just before submitting it,
@@ -130,7 +131,8 @@ class Progress:
         detail = f"PSNR {row['psnr']:.2f}" if row["psnr"] is not None else row["status"]
         print(
             f"[{self.done}/{self.total}] {row['image_id']}: {detail} | failed {self.failed}"
-            f"{f' | mean PSNR {self.mean_psnr:.2f}' if self.psnrs else ''} | {3600 * self.computed / elapsed:.1f} img/h | ETA {format_seconds(eta)}",
+            f"{f' | mean PSNR {self.mean_psnr:.2f}' if self.psnrs else ''} | {3600 * self.computed / elapsed:.1f} "
+            f"img/h | ETA {format_seconds(eta)}",
             flush=True,
         )
 
@@ -260,7 +262,8 @@ class DatasetRun:
                 self.store.write_bytes(f"{self.folder}/seed.pt", data)
                 self.tracker.log_artifact_bytes("seed.pt", data)
                 print(
-                    f"seed: trained in {format_seconds(seconds)}; every image starts from it and trains {config.image_steps} steps",
+                    f"seed: trained in {format_seconds(seconds)}; every image starts from it and trains "
+                    f"{config.image_steps} steps",
                     flush=True,
                 )
         self.seed = ray.put(load_seed(data, config.init))
@@ -278,7 +281,8 @@ class DatasetRun:
                 )
             except USER_ERRORS as error:
                 raise ConfigError(
-                    f"init: warm: seed image {image_id} (the seed trains on the dataset's first {len(seed_ids)}): {error}; replace that image or start from a saved seed (init: PATH)"
+                    f"init: warm: seed image {image_id} (the seed trains on the dataset's first {len(seed_ids)}): "
+                    f"{error}; replace that image or start from a saved seed (init: PATH)"
                 ) from None
             images.append(noisy)
         return images, memory
@@ -357,7 +361,8 @@ class DatasetRun:
         except ray.exceptions.OutOfMemoryError:
             result, error = (
                 None,
-                f"out of memory: Ray's memory monitor killed its task {oom_retries() + 1} times; give it a node with more RAM or a smaller --set memory_mb=",
+                f"out of memory: Ray's memory monitor killed its task {oom_retries() + 1} times; give it a node with "
+                "more RAM or a smaller --set memory_mb=",
             )
         except ray.exceptions.RayError as failure:  # worker/node died after all retries
             result, error = None, one_line(failure)
@@ -395,13 +400,15 @@ def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> Run
     saved_config = store.read_text(f"{folder}/config.yaml")
     if saved_config is not None and Method.from_settings(yaml.safe_load(saved_config)).hash != method.hash:
         raise ConfigError(
-            f"run {run_id}: its config.yaml differs from the requested method or configuration; resume it without --method/--config/--set, or start a new run"
+            f"run {run_id}: its config.yaml differs from the requested method or configuration; resume it without "
+            "--method/--config/--set, or start a new run"
         )
 
     uploaded = upload_fallback(store, Path(options.fallback), folder)
     if uploaded:
         print(
-            f"run {run_id}: uploaded {uploaded} files an earlier session saved in {options.fallback} while the store was down",
+            f"run {run_id}: uploaded {uploaded} files an earlier session saved in {options.fallback} while the store "
+            "was down",
             flush=True,
         )
     earlier = read_results(store, dataset.key, run_id)
@@ -442,7 +449,8 @@ def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> Run
     store.write_bytes(f"{folder}/config.yaml", yaml.safe_dump(method.settings, sort_keys=False).encode())
     write_record(session, "run.json", {"dataset": dataset.name, "run_id": run_id, "mlflow_run_id": mlflow_run_id})
     print(
-        f"run {run_id}: {dataset.name} with {method.label}, {len(todo)} of {len(dataset)} images to do, outputs in {store.path(folder)}",
+        f"run {run_id}: {dataset.name} with {method.label}, {len(todo)} of {len(dataset)} images to do, outputs in "
+        f"{store.path(folder)}",
         flush=True,
     )
 
@@ -463,7 +471,8 @@ def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> Run
             run.writes.close()
             if run.writes.saved:
                 print(
-                    f"{run.writes.saved} finished files saved in {options.fallback} (the store is down); --resume {run_id} uploads them",
+                    f"{run.writes.saved} finished files saved in {options.fallback} (the store is down); --resume "
+                    f"{run_id} uploads them",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -478,7 +487,8 @@ def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> Run
     print(f"MLflow: {tracker.ui_command()}", flush=True)
     if tracker.behind:
         print(
-            f"tracking behind: {tracker.behind}; Parquet and PNGs are complete; run --resume {run_id} when MLflow is back",
+            f"tracking behind: {tracker.behind}; Parquet and PNGs are complete; run --resume {run_id} when MLflow is "
+            "back",
             file=sys.stderr,
             flush=True,
         )

@@ -166,14 +166,16 @@ class HeldWrites:
         if self.down_since is None:
             self.down_since = now
             print(
-                f"warning: output store {self.store.uri} failed ({reason}); finished images are held in memory and retried for up to {self.patience:.0f} s",
+                f"warning: output store {self.store.uri} failed ({reason}); finished images are held in memory and "
+                f"retried for up to {self.patience:.0f} s",
                 file=sys.stderr,
                 flush=True,
             )
         elif now - self.down_since > self.patience:
             self.save_to_fallback()
             raise StoreLost(
-                f"--out {self.store.uri}: down for {now - self.down_since:.0f} s ({reason}); {self.saved} finished files saved in {self.fallback}; "
+                f"--out {self.store.uri}: down for {now - self.down_since:.0f} s ({reason}); {self.saved} finished "
+                f"files saved in {self.fallback}; "
                 f"when the store is back, {self.resume_command} uploads them and computes the rest"
             ) from error
         self.next_try, self.delay = now + self.delay, min(2 * self.delay, MAX_RETRY_DELAY)

@@ -165,7 +165,8 @@ class UniqueConfigSearch(OptunaSearch):
         unvisited = [point for point in self.grid or [] if config_key(point) not in self.visited(trial_id)]
         if not unvisited:
             print(
-                f"sweep: every configuration of the space{'' if self.grid else ' met so far'} has been tried; no more trials",
+                f"sweep: every configuration of the space{'' if self.grid else ' met so far'} has been tried; no more "
+                "trials",
                 flush=True,
             )
             return Searcher.FINISHED
@@ -296,7 +297,8 @@ class ReplayLandscape:
                 rows = [self.rows[(image_id, p, steps)] for steps in self.checkpoints]
             except KeyError:
                 raise ConfigError(
-                    f"landscape: no curve for image {image_id} at p {p} and steps {self.checkpoints}; search the table's p and steps"
+                    f"landscape: no curve for image {image_id} at p {p} and steps {self.checkpoints}; search the "
+                    "table's p and steps"
                 ) from None
             yield image_id, {name: [row[name] for row in rows] for name in CURVE_METRICS}
 
@@ -403,7 +405,8 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
     """Search p, steps and λ_IQA for `dataset`; save and return the best run settings."""
     if not dataset.has_clean:
         raise ConfigError(
-            f"{dataset.name}: has no clean references, which the search scores against; run it with --config paper|FILE.yaml instead"
+            f"{dataset.name}: has no clean references, which the search scores against; run it with --config "
+            "paper|FILE.yaml instead"
         )
     trials = space.trials if options.trials is None else options.trials
     if trials < 1:
@@ -498,7 +501,8 @@ def search(
         )
         tuner = make_tuner(trainable, space, trials, len(ids), seed, run_config)
     print(
-        f"sweep {sweep_id}: {trials} trials on {len(ids)} images of {dataset.name} ({', '.join(ids)}), steps {checkpoints[0]}..{checkpoints[-1]}",
+        f"sweep {sweep_id}: {trials} trials on {len(ids)} images of {dataset.name} ({', '.join(ids)}), steps "
+        f"{checkpoints[0]}..{checkpoints[-1]}",
         flush=True,
     )
     results = tuner.fit()
@@ -533,8 +537,10 @@ def search(
         step=trials_table.num_rows,
     )
     print(
-        f"best: {best.get('init', 'cold')} p {best['p']}, λ_IQA {best['lambda_iqa']:g}: {selection['chosen_steps']} steps at {selection['chosen_mean_psnr']:.2f} dB, "
-        f"{selection['training_saved']:.0%} fewer than its peak ({selection['peak_steps']} steps, {selection['peak_mean_psnr']:.2f} dB; within {space.steps_within_db} dB); "
+        f"best: {best.get('init', 'cold')} p {best['p']}, λ_IQA {best['lambda_iqa']:g}: {selection['chosen_steps']} "
+        f"steps at {selection['chosen_mean_psnr']:.2f} dB, "
+        f"{selection['training_saved']:.0%} fewer than its peak ({selection['peak_steps']} steps, "
+        f"{selection['peak_mean_psnr']:.2f} dB; within {space.steps_within_db} dB); "
         f"the search took {device_seconds:,.0f} {device}-seconds",
         flush=True,
     )
@@ -548,7 +554,8 @@ TPE_STARTUP_TRIALS = 3
 
 
 def tpe_sampler(seed: int, startup_trials: int = TPE_STARTUP_TRIALS):
-    """Optuna's TPE, modelling p and λ_IQA jointly; its first `startup_trials` trials (the paper point among them) are drawn at random."""
+    """Optuna's TPE, modelling p and λ_IQA jointly; its first `startup_trials` trials (the paper point
+    among them) are drawn at random."""
     return optuna.samplers.TPESampler(n_startup_trials=startup_trials, multivariate=True, group=True, seed=seed)
 
 

@@ -147,7 +147,8 @@ class RunTracker:
                 self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         except Exception as error:
             raise TrackingError(
-                f"--mlflow-uri {uri}: cannot use the tracking store ({type(error).__name__}: {str(error).splitlines()[0]})"
+                f"--mlflow-uri {uri}: cannot use the tracking store ({type(error).__name__}: "
+                f"{str(error).splitlines()[0]})"
             ) from None
         self.uri = uri
         self.run_id: str | None = None
@@ -167,7 +168,8 @@ class RunTracker:
         except Exception as error:
             raise TrackingError(
                 redact(
-                    f"--mlflow-uri {self.uri}: cannot start a run ({type(error).__name__}: {str(error).splitlines()[0]})"
+                    f"--mlflow-uri {self.uri}: cannot start a run ({type(error).__name__}: "
+                    f"{str(error).splitlines()[0]})"
                 )
             ) from None
         return self.run_id
@@ -186,7 +188,8 @@ class RunTracker:
             OSError,
         ) as error:  # the server or store failed (requests' errors are OSErrors); a bug still raises
             self.behind = redact(
-                f"MLflow at {self.uri} failed in {method} ({type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]})"
+                f"MLflow at {self.uri} failed in {method} ({type(error).__name__}: "
+                f"{(str(error).splitlines() or [''])[0][:200]})"
             )
             print(
                 f"warning: {self.behind}; images go on, recorded in Parquet; no more MLflow calls this session",

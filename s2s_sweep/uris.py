@@ -79,9 +79,12 @@ def adopt_credentials(uri: str, option: str) -> str:
     if redact(uri) != uri and option not in warned:
         warned.add(option)
         print(
-            f"warning: {option} {redact(uri)} carries credentials, which the process list, shell history and `ray job list` show; "
-            f"they were {'moved out of the URI' if moved else 'kept in the URI (redacted in every record)'}. Prefer the library's own chain: "
-            f"AWS_* variables, an instance or pod role, a KubeRay secretKeyRef, MLFLOW_TRACKING_USERNAME/PASSWORD (README: Outputs on object storage)",
+            f"warning: {option} {redact(uri)} carries credentials, which the process list, shell history and `ray job "
+            "list` show; "
+            f"they were {'moved out of the URI' if moved else 'kept in the URI (redacted in every record)'}. Prefer "
+            "the library's own chain: "
+            "AWS_* variables, an instance or pod role, a KubeRay secretKeyRef, MLFLOW_TRACKING_USERNAME/PASSWORD "
+            "(README: Outputs on object storage)",
             file=sys.stderr,
             flush=True,
         )

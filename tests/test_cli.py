@@ -92,7 +92,10 @@ def test_missing_iqa_weights_stop_before_training(tmp_path, astronaut_pair):
 
 
 def test_an_internal_error_in_denoise_keeps_its_traceback_and_exits_70(tmp_path):
-    script = "import sys, s2s_sweep.denoise as cli\ncli.denoise = lambda *a: {}['bug']\nsys.exit(cli.main(['--demo', '-o', sys.argv[1]]))"
+    script = (
+        "import sys, s2s_sweep.denoise as cli\ncli.denoise = lambda *a: {}['bug']\n"
+        "sys.exit(cli.main(['--demo', '-o', sys.argv[1]]))"
+    )
     done = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "o.png")], cwd=REPO, capture_output=True, text=True, timeout=120
     )

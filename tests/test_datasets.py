@@ -97,7 +97,8 @@ def test_folder_errors_name_the_problem(tmp_path):
 def test_unknown_dataset_lists_the_known_names():
     with pytest.raises(
         DatasetError,
-        match=r"unknown dataset 'cbsd68-30'; known: cbsd68-15, cbsd68-25, cbsd68-50, sidd, sidd-benchmark, polyu, demo, folder:PATH",
+        match=r"unknown dataset 'cbsd68-30'; known: cbsd68-15, cbsd68-25, cbsd68-50, sidd, sidd-benchmark, polyu, "
+        r"demo, folder:PATH",
     ):
         open_dataset("cbsd68-30")
 

@@ -207,8 +207,8 @@ def test_the_paper_column_says_how_a_short_run_differs_from_the_paper():
         rows.assign(steps=150, init_source="run w seed.pt, 300 steps on 0000"),
     )
     assert (
-        "warm starts from run w seed.pt, 300 steps on 0000, 150 steps per image; the paper trains each image from scratch"
-        in protocol_notes(warm)
+        "warm starts from run w seed.pt, 300 steps on 0000, 150 steps per image; the paper trains each image from "
+        "scratch" in protocol_notes(warm)
     )
 
 

@@ -196,7 +196,8 @@ def test_sweep_on_demo_early_stops_records_everything_replays_and_feeds_run_conf
         best = run_sweep(
             dataset, space, S2SConfig(lambda_iqa=0.0), SweepOptions(out=str(tmp_path), sweep_id="s1", trials=6)
         ).best
-        # the same search replayed on a table of the curves it recorded: ReplayLandscape for TrainImages, nothing else swapped
+        # the same search replayed on a table of the curves it recorded: ReplayLandscape for TrainImages, nothing else
+        # swapped
         folder = tmp_path / "demo" / "sweeps" / "s1"
         trained = pd.read_parquet(folder / "trials").sort_values("trial_number")
         evaluation = ReplayLandscape(
@@ -329,7 +330,8 @@ def test_a_sweep_terminated_mid_way_is_killed_in_mlflow_then_restores_and_finish
         "--out",
         str(tmp_path),
     ]
-    # Tune copies results to the sweep folder only when it saves its state: every 10 s by default, which the demo sweep outruns
+    # Tune copies results to the sweep folder only when it saves its state: every 10 s by default, which the demo sweep
+    # outruns
     env = {**os.environ, "MLFLOW_TRACKING_URI": "", "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     with open(tmp_path / "stderr.txt", "w") as stderr:  # a file, not a pipe nobody reads until the end
         driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)

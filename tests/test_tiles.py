@@ -34,7 +34,8 @@ def test_budget_shrinks_tiles_then_batch_then_crop_and_reports_what_cannot_fit()
     assert (tight.crop, tight.batch) == (256, 2) and tight.peak_bytes < roomy.train_bytes
     with pytest.raises(
         DoesNotFit,
-        match=r"photo.png: 3072x4096 pixels needs at least [\d,]+ MB \(64x64 crops, 192x192 tiles\), more than the 500 MB budget",
+        match=r"photo.png: 3072x4096 pixels needs at least [\d,]+ MB \(64x64 crops, 192x192 tiles\), "
+        r"more than the 500 MB budget",
     ):
         fit_memory(3072, 4096, FAST, 500 * MB, name="photo.png")
 
@@ -103,8 +104,10 @@ def peak_rss_of(height: int, width: int, config: dict) -> tuple[float, dict]:
     """Peak RSS (bytes) of a fresh process that denoises a random height x width image."""
     script = (
         "import json, sys, numpy as np, torch; torch.set_num_threads(2)\n"
-        "from model.config import S2SConfig; from model.denoiser import denoise; from model.memory import peak_rss_bytes\n"
-        f"r = denoise(np.random.default_rng(0).random(({height}, {width}, 3), dtype=np.float32), S2SConfig(**json.loads(sys.argv[1])))\n"
+        "from model.config import S2SConfig; from model.denoiser import denoise; from model.memory import "
+        "peak_rss_bytes\n"
+        f"r = denoise(np.random.default_rng(0).random(({height}, {width}, 3), dtype=np.float32), "
+        "S2SConfig(**json.loads(sys.argv[1])))\n"
         "print(peak_rss_bytes())\n"
     )
     done = subprocess.run(

@@ -99,7 +99,8 @@ def test_a_seed_image_the_network_cannot_take_is_a_one_line_error_before_any_tra
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / "b.png")
     with pytest.raises(
         ConfigError,
-        match=r"^init: warm: seed image a_small \(the seed trains on the dataset's first 1\): .*20x20 pixels is too small.*init: PATH\)$",
+        match=r"^init: warm: seed image a_small \(the seed trains on the dataset's first 1\): "
+        r".*20x20 pixels is too small.*init: PATH\)$",
     ):
         run_dataset(
             open_dataset(f"folder:{folder}"),

@@ -148,7 +148,8 @@ def denoise_image(
         "noisy_ssim": calculate_ssim(noisy, clean) if scored else None,
         "ssim_3d": calculate_ssim_3d(denoised, clean) if scored else None,
         "noisy_ssim_3d": calculate_ssim_3d(noisy, clean) if scored else None,
-        # measured: GPU memory on CUDA; else the worker's peak RSS, a lifetime maximum (an upper bound once it ran larger images)
+        # measured: GPU memory on CUDA; else the worker's peak RSS, a lifetime maximum (an upper bound once it ran
+        # larger images)
         "peak_memory_mb": (torch.cuda.max_memory_allocated() if on_cuda else peak_rss_bytes()) / MB,
         "parameters": method.spec.parameter_count(noisy.shape[2]),
         "node": ray.util.get_node_ip_address() if ray.is_initialized() else "local",

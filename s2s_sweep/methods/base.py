@@ -77,7 +77,8 @@ class DenoisingMethod:
         peak = self.peak_bytes(height, width, device_type)
         if peak > budget_bytes:
             raise DoesNotFit(
-                f"{name}: {height}x{width} pixels needs about {peak / MB:,.0f} MB for {self.label}, more than the {budget_bytes / MB:,.0f} MB budget"
+                f"{name}: {height}x{width} pixels needs about {peak / MB:,.0f} MB for {self.label}, more than the "
+                f"{budget_bytes / MB:,.0f} MB budget"
             )
         return Plan(crop=0, batch=1, tile=0, train_bytes=0, infer_bytes=peak, host_bytes=peak)
 

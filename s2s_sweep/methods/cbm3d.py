@@ -25,7 +25,8 @@ class CBM3D(ClassicBaseline):
     def check_installed(self) -> None:
         if importlib.util.find_spec("bm3d") is None:
             raise ConfigError(
-                '--method cbm3d: the bm3d package is not installed; pip install "s2s-sweep[baselines]" (or pip install bm3d) on every node'
+                '--method cbm3d: the bm3d package is not installed; pip install "s2s-sweep[baselines]" (or pip install '
+                "bm3d) on every node"
             )
 
     def denoise_with_sigma(self, noisy, sigma):

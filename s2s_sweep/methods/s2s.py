@@ -104,7 +104,8 @@ class SelfToSelfPlus(DenoisingMethod):
             notes.append("bf16 arithmetic")
         if settings.get("init", "cold") != "cold" and len(ok_rows):  # rows record each image's steps and start
             notes.append(
-                f"warm starts from {ok_rows['init_source'].iloc[0]}, {int(ok_rows['steps'].iloc[0])} steps per image; the paper trains each image from scratch"
+                f"warm starts from {ok_rows['init_source'].iloc[0]}, {int(ok_rows['steps'].iloc[0])} steps per image; "
+                "the paper trains each image from scratch"
             )
         if settings.get("quantize") == "round":
             notes.append("output rounded to 8 bits (the authors' code truncates)")
@@ -139,6 +140,7 @@ def load_seed(data: bytes, name: str) -> dict:
         S2SPlusNet(channels=state["encoder_in.0.conv.weight"].shape[1] // 2).load_state_dict(state)
     except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, TypeError, AttributeError) as error:
         raise ConfigError(  # what a wrong file raises
-            f"init: {name}: not a saved Self2Self+ seed network (a run's seed.pt): {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+            f"init: {name}: not a saved Self2Self+ seed network (a run's seed.pt): {type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200]}"
         ) from None
     return state
