@@ -127,7 +127,7 @@ def peak_rss_of(height: int, width: int, config: dict) -> tuple[float, dict]:
     [
         (256, 256, {}),
         (700, 900, {"crop_size": 128, "crop_batch": 4, "tile_size": 256}),
-        (384, 384, {"precision": "bf16"}),
+        (256, 256, {"precision": "bf16"}),  # bf16 is emulated (slow) where the CPU lacks it: a small image
     ],
 )
 def test_memory_estimate_is_within_25_percent_of_the_measured_peak(height, width, settings):
