@@ -1,0 +1,117 @@
+"""What one trial evaluates: each subset image trained once up to the largest checkpoint, every
+checkpoint scored, a report to Tune after each image."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from ray import tune
+
+from model.config import S2SConfig
+from model.denoiser import denoise_at_steps, train_seed
+from s2s_sweep.configs import SearchSpace
+from s2s_sweep.datasets import Dataset
+from s2s_sweep.images import to_uint8
+from s2s_sweep.metrics import calculate_heldout_psnr, calculate_psnr, calculate_ssim
+from s2s_sweep.plots import METRIC
+from s2s_sweep.sweep.space import step_checkpoints, subset_ids, trial_lambda
+
+if TYPE_CHECKING:  # replay.py imports this module
+    from s2s_sweep.sweep.replay import ReplayLandscape
+
+CURVE_METRICS = ("psnr", "ssim", "heldout_psnr")  # read at every step checkpoint of every image
+
+
+def image_curves(
+    estimates: list[tuple[np.ndarray, np.ndarray]], noisy: np.ndarray, clean: np.ndarray, quantize: str
+) -> dict[str, list[float]]:
+    """Each CURVE_METRICS value at every checkpoint of one training (denoise_at_steps' estimates)."""
+    denoised = [to_uint8(estimate, quantize) for estimate, _ in estimates]
+    return {
+        "psnr": [calculate_psnr(d, clean) for d in denoised],
+        "ssim": [calculate_ssim(d, clean) for d in denoised],
+        "heldout_psnr": [calculate_heldout_psnr(heldout, noisy) for _, heldout in estimates],
+    }
+
+
+@dataclass
+class TrainImages:
+    """What a trial evaluates in a sweep: each subset image trained once up to the largest checkpoint
+    (warm: from a seed network trained first, once per trial), every checkpoint scored."""
+
+    images: list  # (image_id, noisy, clean)
+    seed_images: list  # noisy images a warm trial's seed trains on
+    base: dict  # S2SConfig fields every trial shares
+    checkpoints: list[int]
+    passes: int
+
+    def curves(self, config: dict) -> Iterator[tuple[str, dict[str, list[float]]]]:
+        run_config = S2SConfig(
+            **{
+                **self.base,
+                "p": config["p"],
+                "lambda_iqa": trial_lambda(config),
+                "init": config.get("init", self.base["init"]),
+            }
+        )
+        seed = train_seed(self.seed_images, run_config) if run_config.init == "warm" else None
+        for image_id, noisy, clean in self.images:
+            estimates = denoise_at_steps(noisy, run_config, self.checkpoints, self.passes, initial_state=seed)
+            yield image_id, image_curves(estimates, noisy, clean, run_config.quantize)
+
+
+def sweep_trial(config: dict, evaluation: TrainImages | ReplayLandscape, cpus: float) -> None:
+    """One Tune trial: the curves of each subset image in turn, a report after each image (its
+    mean PSNR at the best checkpoint so far), so ASHA can stop it after any image."""
+    import torch
+
+    torch.set_num_threads(max(1, int(cpus)))
+    curves = {name: [] for name in CURVE_METRICS}
+    for done, (image_id, image) in enumerate(evaluation.curves(config), 1):
+        for name in CURVE_METRICS:
+            curves[name].append(image[name])
+        mean_curve = np.mean(curves["psnr"], axis=0)
+        best = int(np.argmax(mean_curve))
+        tune.report(
+            {
+                METRIC: float(mean_curve[best]),
+                "mean_ssim": float(np.mean(curves["ssim"], axis=0)[best]),
+                "best_steps": evaluation.checkpoints[best],
+                "images_done": done,
+                "image_id": image_id,
+                **{f"image_{name}_curve": json.dumps(image[name]) for name in CURVE_METRICS},
+            }
+        )
+
+
+def sweep_inputs(dataset: Dataset, space: SearchSpace, base: S2SConfig, seed: int) -> tuple[list[str], TrainImages]:
+    """Subset ids and what the trials evaluate on them: the loaded (id, noisy, clean) images, the
+    noisy seed images of warm trials (the dataset's first `warm_images`, as a warm run takes them),
+    the step checkpoints and the trials' fixed settings."""
+    ids = subset_ids(dataset, space)
+    images = [(image_id, *dataset.load(image_id)) for image_id in ids]
+    seed_images = (
+        [dataset.load(image_id)[0] for image_id in dataset.ids[: base.warm_images]] if "warm" in space.inits else []
+    )
+    checkpoints = step_checkpoints(space)
+    base_fields = {
+        **asdict(base),
+        "steps": max(checkpoints),
+        "passes": space.search_passes,
+        "seed": seed,
+        "log_every": max(checkpoints),
+        "init": space.inits[0],
+    }
+    return ids, TrainImages(images, seed_images, base_fields, checkpoints, space.search_passes)
+
+
+def make_trainable(evaluation: TrainImages | ReplayLandscape, space: SearchSpace):
+    """The Tune trainable: `sweep_trial` with what it evaluates in the object store, and its resources."""
+    return tune.with_resources(
+        tune.with_parameters(sweep_trial, evaluation=evaluation, cpus=space.cpus_per_trial),
+        {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
+    )
