@@ -142,6 +142,7 @@ def summary(args) -> None:
             continue
         s2s = s2s_finals(kind, rows[0]["side"])
         paired = [row for row in rows if row["image_id"] in s2s]
+        scored = paired or rows  # quality over the images S2S+ has too, so every PSNR is of the same images
         zsn2n = {
             row["image_id"]: float(np.mean([row["methods"][f"zsn2n seed {seed}"]["psnr"] for seed in ZSN2N_SEEDS]))
             for row in rows
@@ -152,11 +153,12 @@ def summary(args) -> None:
             "s2s_images": len(paired),
             "s2s_seeds": min((s2s[row["image_id"]]["seeds"] for row in paired), default=0),
             "side": rows[0]["side"],
-            "noisy_psnr": float(np.mean([row["noisy_psnr"] for row in rows])),
+            "noisy_psnr": float(np.mean([row["noisy_psnr"] for row in scored])),
+            "quality_images": [row["image_id"] for row in scored],
             "methods": {
                 "ZS-N2N": {
-                    "psnr": float(np.mean(list(zsn2n.values()))),
-                    "ssim": float(np.mean([row["methods"]["zsn2n seed 0"]["ssim"] for row in rows])),
+                    "psnr": float(np.mean([zsn2n[row["image_id"]] for row in scored])),
+                    "ssim": float(np.mean([row["methods"]["zsn2n seed 0"]["ssim"] for row in scored])),
                     "seconds": float(
                         np.mean([row["methods"][f"zsn2n seed {s}"]["seconds"] for row in rows for s in ZSN2N_SEEDS])
                     ),
@@ -172,8 +174,9 @@ def summary(args) -> None:
                     ),
                 },
                 "CBM3D": {
-                    key: float(np.mean([row["methods"]["cbm3d"][key] for row in rows]))
-                    for key in ("psnr", "ssim", "seconds")
+                    "psnr": float(np.mean([row["methods"]["cbm3d"]["psnr"] for row in scored])),
+                    "ssim": float(np.mean([row["methods"]["cbm3d"]["ssim"] for row in scored])),
+                    "seconds": float(np.mean([row["methods"]["cbm3d"]["seconds"] for row in rows])),
                 },
                 "S2S+ (800 steps, 50 passes)": {
                     "psnr": float(np.mean([s2s[row["image_id"]]["psnr"] for row in paired])) if paired else None,
@@ -197,8 +200,8 @@ def summary(args) -> None:
         )
         table[kind] = entry
         print(
-            f"\n{KINDS[kind]}: {entry['images']} crops of {entry['side']}² (S2S+ read-outs for {len(paired)}, "
-            f"{entry['s2s_seeds']} seeds each); noisy {entry['noisy_psnr']:.2f} dB"
+            f"\n{KINDS[kind]}: {entry['images']} crops of {entry['side']}² (seconds over all; PSNR/SSIM over the "
+            f"{len(scored)} with S2S+ read-outs, {entry['s2s_seeds']}+ seeds each); noisy {entry['noisy_psnr']:.2f} dB"
         )
         print(f"  {'method':<34} {'PSNR':>7} {'SSIM':>7} {'s/image':>9}")
         for name, value in entry["methods"].items():
