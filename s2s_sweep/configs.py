@@ -121,15 +121,20 @@ def parse_range(name: str, spec, where: str) -> Range:
     return Range(low, high, step, log, bool(spec.get("allow_zero", False)))
 
 
+def read_yaml(path: Path):
+    """The content of a user's YAML file; a file that does not parse is a one-line ConfigError."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+
+
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a search-space file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: search-space file not found")
-    try:
-        content = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    content = read_yaml(path)
     where = str(path)
     top = {"datasets", "paper", "search", "subset", "budget", "resources", "early_stopping"}
     _require(isinstance(content, dict), where, "a mapping at the top level", type(content).__name__)
@@ -235,7 +240,7 @@ def resolve_run_config(dataset: str, config: str, assignments: list[str], saved_
         path = Path(config)
         if not path.is_file():
             raise ConfigError(f"--config {config}: expected paper, best or an existing YAML file")
-        content = yaml.safe_load(path.read_text())  # a run's config.yaml records its method: run.py checks it
+        content = read_yaml(path)  # a run's config.yaml records its method: run.py checks it
         recorded = ("method", *FLAG_FIELDS)  # in a run's config.yaml, but given by --method, --device, --iqa-weights
         values = run_overrides(
             {k: v for k, v in content.items() if k not in recorded} if isinstance(content, dict) else content, str(path)

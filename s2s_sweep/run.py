@@ -21,7 +21,7 @@ import yaml
 
 from model.config import S2SConfig
 from model.losses import ensure_iqa_weights
-from s2s_sweep.configs import FLAG_FIELDS, ConfigError, load_space, resolve_run_config, space_file_for
+from s2s_sweep.configs import FLAG_FIELDS, ConfigError, load_space, read_yaml, resolve_run_config, space_file_for
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.errors import (
     EXIT_BAD_INPUT,
@@ -247,7 +247,7 @@ def config_file_method(config: str) -> str | None:
     path = Path(config)
     if config in ("paper", "best") or not path.is_file():
         return None
-    content = yaml.safe_load(path.read_text())
+    content = read_yaml(path)
     return content.get("method") if isinstance(content, dict) else None
 
 

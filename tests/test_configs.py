@@ -119,3 +119,7 @@ def test_run_config_from_paper_best_file_and_set(tmp_path, capsys):
     assert run_main(["demo", "--config", str(tmp_path / "cbm3d.yaml"), "--out", str(tmp_path)]) == 2
     message = "holds the settings of a cbm3d run, not of S2S+; run it with --method cbm3d"
     assert message in capsys.readouterr().err
+    (tmp_path / "broken.yaml").write_text("p: [0.4\n")  # a file that does not parse: one line, not a traceback
+    assert run_main(["demo", "--config", str(tmp_path / "broken.yaml"), "--out", str(tmp_path)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {tmp_path / 'broken.yaml'}: not valid YAML")
