@@ -201,7 +201,7 @@ def sidd_dataset(name: str, folder: Path) -> Dataset:
         raise DatasetError(
             f"{name}: {clean_key}.mat has shape {clean_blocks().shape}, {noisy_key}.mat {noisy_blocks().shape}"
         )
-    ids = tuple(f"i{i:02d}_b{b:02d}" for i in range(images) for b in range(blocks))
+    ids = tuple(sidd_block_id(i, b) for i in range(images) for b in range(blocks))
 
     def load(image_id: str) -> Pair:
         i, b = (int(part[1:]) for part in image_id.split("_"))
@@ -209,6 +209,11 @@ def sidd_dataset(name: str, folder: Path) -> Dataset:
         return noisy, clean_blocks()[i, b].astype(np.float32) / 255.0 if clean_blocks else None
 
     return Dataset(name, ids, load, has_clean=clean_key is not None, sizer=lambda image_id: noisy_blocks().shape[2:4])
+
+
+def sidd_block_id(image: int, block: int) -> str:
+    """The id of block `block` of image `image` of a SIDD .mat, in the images x blocks order."""
+    return f"i{image:02d}_b{block:02d}"
 
 
 def read_sidd_mat(path: Path, key: str) -> np.ndarray:

@@ -36,7 +36,7 @@ import pandas as pd
 from PIL import Image
 
 from s2s_sweep.configs import ConfigError
-from s2s_sweep.datasets import SIDD_MAT, read_sidd_mat, resolve_data_root
+from s2s_sweep.datasets import SIDD_MAT, read_sidd_mat, resolve_data_root, sidd_block_id
 from s2s_sweep.errors import EXIT_BAD_INPUT, EXIT_OK, USER_ERRORS
 from s2s_sweep.methods import LABELS
 from s2s_sweep.results import read_results
@@ -45,11 +45,6 @@ from s2s_sweep.uris import redact
 
 LAYOUTS = ("cell", "array")
 MEGAPIXEL = 1024 * 1024  # the SIDD code's megapixel
-
-
-def block_id(image: int, block: int) -> str:
-    """The runner's id of a block of a SIDD .mat (s2s_sweep.datasets.sidd_dataset)."""
-    return f"i{image:02d}_b{block:02d}"
 
 
 def find_run(store: OutputStore, run_id: str) -> tuple[str, dict]:
@@ -63,7 +58,7 @@ def find_run(store: OutputStore, run_id: str) -> tuple[str, dict]:
 
 def complete_rows(rows: pd.DataFrame, images: int, blocks: int, run_id: str) -> pd.DataFrame:
     """The run's rows indexed by block id, or ConfigError when any block is missing or failed."""
-    wanted = [block_id(i, b) for i in range(images) for b in range(blocks)]
+    wanted = [sidd_block_id(i, b) for i in range(images) for b in range(blocks)]
     done = rows.set_index("image_id")
     failed = sorted(done.index[done["status"] != "ok"])
     if failed:

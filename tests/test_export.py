@@ -15,8 +15,8 @@ from PIL import Image
 
 from model.config import S2SConfig
 from s2s_sweep.configs import ConfigError
-from s2s_sweep.datasets import open_dataset
-from s2s_sweep.export import block_id, complete_rows, main
+from s2s_sweep.datasets import open_dataset, sidd_block_id
+from s2s_sweep.export import complete_rows, main
 from s2s_sweep.results import ResultsTable, read_results
 from s2s_sweep.runner import RunOptions, run_dataset
 from s2s_sweep.store import OutputStore
@@ -124,7 +124,7 @@ def one_line(done) -> str:
 
 
 def test_the_blocks_are_taken_in_the_input_order_and_a_gap_is_named():
-    ids = [block_id(i, b) for i in range(2) for b in range(3)]
+    ids = [sidd_block_id(i, b) for i in range(2) for b in range(3)]
     rows = pd.DataFrame({"image_id": ids[::-1], "status": "ok", "output": [f"images/{i}.png" for i in ids[::-1]]})
     assert complete_rows(rows, 2, 3, "r").index.tolist() == ids
     with pytest.raises(ConfigError, match=r"run r: 1 of the 6 blocks .* \(i01_b02\); finish it with --resume r"):

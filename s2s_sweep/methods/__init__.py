@@ -134,6 +134,8 @@ def denoise_image(
     true noise σ (0..255), None to estimate it (classic baselines); `initial_state`: the seed
     network of a warm start (S2S+). Plain function, so it also runs without Ray."""
     torch.set_num_threads(max(1, int(cpus)))
+    if torch.cuda.is_available():  # peak_memory_mb below is this image's own peak
+        torch.cuda.reset_peak_memory_stats()
     values, denoised = method.spec.denoise(noisy, method.config, sigma, initial_state)
     on_cuda = values["device"].startswith("cuda")
     denoised = to_uint8(denoised, method.config.quantize)  # the saved PNG, and what the metrics score

@@ -73,8 +73,6 @@ class SelfToSelfPlus(DenoisingMethod):
 
     def denoise(self, noisy, config, sigma, initial_state):
         """Train a network on the image, fresh or from a seed (`image_steps` steps), and denoise it."""
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
         result = denoise(
             noisy,
             config.replace(memory_mb=gpu_share_memory_mb(config), steps=config.image_steps),

@@ -46,8 +46,6 @@ class ZeroShotNoise2Noise(DenoisingMethod):
         return f"ZS-N2N seed={config.seed}"
 
     def denoise(self, noisy, config, sigma, initial_state):
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
         result = zsn2n.zsn2n_denoise(noisy, seed=config.seed, device=config.device)
         values = {
             "train_seconds": result.train_seconds,
