@@ -47,16 +47,23 @@ def read_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
-def s2s_seconds(noisy: np.ndarray, p: float, args) -> dict:
+def s2s_seconds(noisy: np.ndarray, kind: str, args) -> dict:
     """S2S+'s seconds on this crop, measured on a short training and projected."""
-    config = S2SConfig(p=p, steps=args.timing_steps, passes=args.timing_passes, lambda_iqa=0.0, precision="fp32")
+    family = kind.split("-")[0]
+    config = S2SConfig(
+        p=PAPER_DEFAULTS[family]["p"],
+        steps=args.timing_steps,
+        passes=args.timing_passes,
+        lambda_iqa=0.0,
+        precision="fp32",
+    )
     started = time.process_time()
     result = denoise(noisy, config.replace(device=args.device))
     cpu = time.process_time() - started  # CPU time: other processes and pauses do not count
     share = cpu / (result.train_seconds + result.inference_seconds)  # of the wall time, split as training and inference
     per_step = result.train_seconds * share / args.timing_steps
     per_pass = result.inference_seconds * share / args.timing_passes
-    paper_steps = PAPER_DEFAULTS["polyu" if "polyu" in args.kind else "cbsd68"]["steps"]
+    paper_steps = PAPER_DEFAULTS[family]["steps"]
     return {
         "seconds_per_step": per_step,
         "seconds_per_pass": per_pass,
@@ -72,9 +79,7 @@ def run(args) -> None:
     pieces = Path(args.pieces)
     done = {(row["dataset"], row["image_id"]) for row in read_lines(pieces)}
     for kind in args.kinds:
-        args.kind = kind
         dataset = open_dataset(kind, args.data_root)
-        p = PAPER_DEFAULTS[kind.split("-")[0]]["p"]
         todo = [image_id for image_id in dataset.ids[: args.images] if (kind, image_id) not in done]
         started = time.perf_counter()
         for index, image_id in enumerate(todo):
@@ -85,7 +90,7 @@ def run(args) -> None:
                     image_id, noisy, clean, Method("zsn2n", S2SConfig(seed=seed)), None
                 )
             row["methods"]["cbm3d"] = timed(image_id, noisy, clean, Method("cbm3d"), dataset.sigma)
-            row["s2s_timing"] = s2s_seconds(noisy, p, args)
+            row["s2s_timing"] = s2s_seconds(noisy, kind, args)
             row["noisy_psnr"] = row["methods"]["cbm3d"]["noisy_psnr"]
             with pieces.open("a") as file:
                 file.write(json.dumps(row) + "\n")
