@@ -163,11 +163,15 @@ def summary(args) -> None:
                 f"    {image_id}: ρ {ranks['per_image'][image_id]:.3f}; its best by the held-out score: p {pick['p']}, "
                 f"{pick['steps']} steps, {pick['loss_db']:.2f} dB below its best PSNR"
             )
-    usable = bool(result) and all(entry["objective_spearman"] >= SPEARMAN_GOAL for entry in result.values())
-    print(
-        f"\nheld-out score as a sweep objective: {'usable' if usable else 'not usable'} (goal: Spearman >= "
-        f"{SPEARMAN_GOAL} on every kind)"
-    )
+    # a family may sweep by the held-out score where it ranks as PSNR does (configs.parse_objective reads
+    # the figure the family's space file records as search.agreement.heldout)
+    usable = {kind: entry["objective_spearman"] >= SPEARMAN_GOAL for kind, entry in result.items()}
+    print(f"\nheld-out score as a sweep objective (goal: mean Spearman per image >= {SPEARMAN_GOAL}):")
+    for kind, entry in result.items():
+        print(
+            f"  {kind}: {'usable' if usable[kind] else 'not usable'}; search_spaces/{kind.split('-')[0]}.yaml "
+            f"records agreement: {{heldout: {entry['objective_spearman']:.3f}}}"
+        )
     Path(args.json).write_text(
         json.dumps({"kinds": result, "spearman_goal": SPEARMAN_GOAL, "objective_usable": usable}, indent=2)
     )

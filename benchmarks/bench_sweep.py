@@ -82,7 +82,7 @@ def replay(space, evaluation: ReplayLandscape, sampler, seed: int, trials: int, 
     )
     results = tuner.fit()
     trials_table, curves_table = sweep_tables(
-        results, f"replay-{seed}", len(evaluation.image_ids), evaluation.checkpoints, "cold"
+        results, f"replay-{seed}", len(evaluation.image_ids), evaluation.checkpoints, "cold", space.objective
     )
     order = sorted(
         range(trials_table.num_rows), key=lambda index: trials_table["trial_number"][index].as_py()
@@ -166,7 +166,8 @@ def grid_tables(frame, image_ids: list[str]) -> tuple[pa.Table, pa.Table]:
                 "lambda_iqa": 0.0,
                 "status": "ok",
                 "early_stopped": False,
-                "mean_psnr": float(means.max()),
+                "objective": "psnr",
+                "score": float(means.max()),
             }
         )
         curves += [

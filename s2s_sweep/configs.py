@@ -18,6 +18,8 @@ import yaml
 
 from model.config import S2SConfig
 from model.errors import UserError
+from s2s_sweep.objectives import DEFAULT_OBJECTIVE, MIN_AGREEMENT
+from s2s_sweep.objectives import REGISTRY as OBJECTIVES
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 FLAG_FIELDS = (
@@ -61,8 +63,10 @@ class SearchSpace:
     gpus_per_trial: float
     grace_images: int
     reduction_factor: int
-    steps_within_db: float = 0.05  # the saved best takes the fewest steps this close to its curve's peak
-    inits: tuple[str, ...] = ("cold",)  # starts searched: cold and/or warm (README, Warm starts)
+    objective: str = DEFAULT_OBJECTIVE  # what trials maximise (s2s_sweep/objectives/)
+    steps_within: float = 0.05  # the saved best takes the fewest steps this close (objective's unit) to its peak
+    inits: tuple[str, ...] = ("cold",)  # starts searched: cold and/or warm (docs/sweep.md, Warm starts)
+    agreement: dict[str, float] = dataclasses.field(default_factory=dict)  # proxy objective -> Spearman with PSNR
 
 
 def space_file_for(dataset: str) -> Path:
@@ -148,7 +152,13 @@ def load_space(path: str | Path) -> SearchSpace:
         datasets,
     )
     paper = run_overrides(content.get("paper"), f"{where}: paper")  # keys known, values in range
-    search = _mapping(content, "search", where, {*SEARCHED, "passes"}, {"steps_within_db", "init"})
+    search = _mapping(
+        content,
+        "search",
+        where,
+        {*SEARCHED, "passes"},
+        {"objective", "agreement", "steps_within", "steps_within_db", "init"},
+    )
     inits = search.get("init", ["cold"])
     _require(
         isinstance(inits, list) and inits and set(inits) <= {"cold", "warm"} and len(set(inits)) == len(inits),
@@ -176,9 +186,50 @@ def load_space(path: str | Path) -> SearchSpace:
         reduction_factor=_number(
             stopping["reduction_factor"], f"{where}: early_stopping.reduction_factor", 2, integer=True
         ),
-        steps_within_db=_number(search.get("steps_within_db", 0.05), f"{where}: search.steps_within_db", 0),
         inits=tuple(inits),
+        **parse_objective(search, where),
     )
+
+
+def parse_objective(search: dict, where: str) -> dict:
+    """`search.objective`, its `steps_within` and the recorded `agreement` of the proxies: a proxy
+    objective (no clean image needed) only where the file records that it ranks settings as PSNR does."""
+    name = search.get("objective", DEFAULT_OBJECTIVE)
+    _require(name in OBJECTIVES, f"{where}: search.objective", f"one of {', '.join(OBJECTIVES)}", name)
+    objective = OBJECTIVES[name]
+    agreement = search.get("agreement", {})
+    proxies = [key for key, value in OBJECTIVES.items() if value.proxy]
+    _require(
+        isinstance(agreement, dict)
+        and all(
+            key in proxies and isinstance(value, (int, float)) and -1 <= value <= 1 for key, value in agreement.items()
+        ),
+        f"{where}: search.agreement",
+        f"a mapping of {', '.join(proxies)} to a Spearman correlation in [-1, 1]",
+        agreement,
+    )
+    if objective.proxy and agreement.get(name, -1) < MIN_AGREEMENT:
+        recorded = f"records {agreement[name]}" if name in agreement else "records none"
+        raise ConfigError(
+            f"{where}: search.objective: {name} may drive a sweep only where it ranks settings as PSNR does "
+            f"(search.agreement.{name} >= {MIN_AGREEMENT}, measured by benchmarks/bench_landscape.py); this file "
+            f"{recorded}: use {DEFAULT_OBJECTIVE}"
+        )
+    key = "steps_within_db" if "steps_within_db" in search else "steps_within"  # _db: the older spelling
+    _require(
+        not {"steps_within", "steps_within_db"} <= set(search),
+        f"{where}: search",
+        "steps_within once",
+        "both spellings",
+    )
+    _require(
+        key == "steps_within" or objective.unit == "dB",
+        f"{where}: search.steps_within_db",
+        f"search.steps_within (the objective {name} is not in dB)",
+        search.get(key),
+    )
+    within = _number(search.get(key, objective.within), f"{where}: search.{key}", 0)
+    return {"objective": name, "steps_within": within, "agreement": dict(agreement)}
 
 
 def run_overrides(values, where: str) -> dict:

@@ -39,6 +39,8 @@ from s2s_sweep.datasets import Dataset, DatasetError, open_dataset
 from s2s_sweep.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_TRACKING_BEHIND, USER_ERRORS
 from s2s_sweep.images import ImageError, encode_png, to_uint8
 from s2s_sweep.methods import DEFAULT_METHOD, METHODS, REGISTRY, Method
+from s2s_sweep.objectives import REGISTRY as OBJECTIVES
+from s2s_sweep.objectives import SCORE
 from s2s_sweep.plots import sweep_plots
 from s2s_sweep.results import read_results
 from s2s_sweep.session import code_version, open_session, write_record
@@ -113,7 +115,15 @@ def find_sweeps(store: OutputStore, key: str) -> list[Sweep]:
             for name in ("trials", "curves")
         )
         best = yaml.safe_load(best)
-        plot = sweep_plots(trials, curves, best["selection"])["psnr_vs_steps.png"]
+        if "objective" not in best["selection"]:  # recorded before objectives (2026-11): PSNR under its own names
+            best["selection"] = {
+                {"peak_mean_psnr": "peak_score", "chosen_mean_psnr": "chosen_score", "within_db": "within"}.get(k, k): v
+                for k, v in best["selection"].items()
+            } | {"objective": "psnr"}
+            trials = trials.append_column("objective", [["psnr"] * trials.num_rows]).append_column(
+                SCORE, trials["mean_psnr"]
+            )
+        plot = sweep_plots(trials, curves, best["selection"])["score_vs_steps.png"]
         sweeps.append(Sweep(key, sweep_id, trials.to_pandas(), best, plot))
     return sweeps
 
@@ -361,18 +371,17 @@ def sweep_section(sweeps: list[Sweep]) -> tuple[str, str]:
     for sweep in sweeps:
         selection = sweep.best.get("selection", {})
         best = {k: v for k, v in sweep.best.items() if k != "selection"}
+        objective = OBJECTIVES[selection["objective"]]
         line = (
-            f"sweep {sweep.sweep_id}: {len(sweep.trials)} trials; best {best}: {selection.get('chosen_steps')} steps "
-            "at "
-            f"{selection.get('chosen_mean_psnr', float('nan')):.2f} dB (peak "
-            f"{selection.get('peak_mean_psnr', float('nan')):.2f} dB at {selection.get('peak_steps')} steps)"
+            f"sweep {sweep.sweep_id}: {len(sweep.trials)} trials by {objective.name}; best {best}: "
+            f"{selection['chosen_steps']} steps at {selection['chosen_score']:.4g} {objective.unit} (peak "
+            f"{selection['peak_score']:.4g} {objective.unit} at {selection['peak_steps']} steps)"
         )
-        top = sweep.trials.sort_values("mean_psnr", ascending=False).head(8)
+        top = sweep.trials.sort_values(SCORE, ascending=False).head(8)
+        columns = ["trial_id", "p", "steps", "lambda_iqa", "images_done", SCORE, "mean_psnr", "early_stopped"]
         rows = [
             {k: f"{v:.4g}" if isinstance(v, float) else str(v) for k, v in r.items()}
-            for r in top[["trial_id", "p", "steps", "lambda_iqa", "images_done", "mean_psnr", "early_stopped"]].to_dict(
-                "records"
-            )
+            for r in top[columns].to_dict("records")
         ]
         parts_md.append(f"- {line}")
         parts_html.append(

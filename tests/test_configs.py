@@ -1,7 +1,9 @@
+import json
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO
 
 from model.config import PAPER_DEFAULTS, S2SConfig
 from s2s_sweep.configs import SPACES_DIR, ConfigError, load_space, parse_set, resolve_run_config, space_file_for
@@ -59,6 +61,12 @@ def write_space(tmp_path: Path, **changes) -> Path:
         ({"paper.p": 1.0}, "paper: p: expected a probability in (0, 1)"),
         ({"paper.dropout": 0.3}, "paper: expected keys among p, steps"),
         ({"early_stopping.reduction_factor": 1}, "early_stopping.reduction_factor: expected an integer >= 2"),
+        ({"search.objective": "lpips"}, "search.objective: expected one of psnr, ssim, heldout"),
+        ({"search.agreement": {"psnr": 0.9}}, "search.agreement: expected a mapping of heldout to a Spearman"),
+        ({"search.agreement.heldout": 1.5}, "search.agreement: expected a mapping of heldout to a Spearman"),
+        ({"search.objective": "ssim", "search.steps_within": None, "search.steps_within_db": 0.05}, "expected search"),
+        ({"search.steps_within_db": 0.05}, "search: expected steps_within once"),
+        ({"search.steps_within": -1}, "search.steps_within: expected a number >= 0"),
     ],
 )
 def test_broken_search_spaces_name_the_key(tmp_path, changes, message):
@@ -66,6 +74,28 @@ def test_broken_search_spaces_name_the_key(tmp_path, changes, message):
     with pytest.raises(ConfigError) as error:
         load_space(path)
     assert str(path) in str(error.value) and message in str(error.value)
+
+
+def test_the_objective_and_where_a_proxy_may_drive_the_sweep(tmp_path):
+    assert [load_space(SPACES_DIR / f"{f}.yaml").objective for f in ("cbsd68", "polyu", "demo")] == ["psnr"] * 3
+    space = load_space(write_space(tmp_path, **{"search.objective": "heldout"}))  # CBSD68 records 0.998
+    assert space.objective == "heldout" and space.agreement == {"heldout": 0.998} and space.steps_within == 0.05
+    ssim = load_space(write_space(tmp_path, **{"search.objective": "ssim", "search.steps_within": None}))
+    assert ssim.steps_within == 0.001  # the objective's own default, in its unit
+    older = load_space(write_space(tmp_path, **{"search.steps_within": None, "search.steps_within_db": 0.1}))
+    assert older.steps_within == 0.1  # the earlier spelling still reads, for dB objectives
+    polyu = yaml.safe_load((SPACES_DIR / "polyu.yaml").read_text())
+    polyu["search"]["objective"] = "heldout"
+    path = tmp_path / "polyu.yaml"
+    path.write_text(yaml.safe_dump(polyu))
+    with pytest.raises(
+        ConfigError, match=r"polyu.yaml: search.objective: heldout may drive .* this file records 0.716"
+    ):
+        load_space(path)
+    del polyu["search"]["agreement"]
+    path.write_text(yaml.safe_dump(polyu))
+    with pytest.raises(ConfigError, match=r"search.agreement.heldout >= 0.8.*this file records none: use psnr"):
+        load_space(path)
 
 
 def test_invalid_yaml_and_missing_file(tmp_path):
@@ -123,3 +153,11 @@ def test_run_config_from_paper_best_file_and_set(tmp_path, capsys):
     assert run_main(["demo", "--config", str(tmp_path / "broken.yaml"), "--out", str(tmp_path)]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"error: {tmp_path / 'broken.yaml'}: not valid YAML")
+
+
+def test_the_recorded_agreements_are_the_committed_landscape_figures():
+    landscape = json.loads((REPO / "benchmarks/results/bench_landscape.json").read_text())
+    for kind, entry in landscape["kinds"].items():
+        recorded = load_space(space_file_for(kind)).agreement["heldout"]
+        assert recorded == round(entry["objective_spearman"], 3)
+        assert landscape["objective_usable"][kind] == (recorded >= 0.8)

@@ -7,12 +7,14 @@ import mlflow
 import pandas as pd
 import pytest
 import ray
+import yaml
 from conftest import FLOW_PRECISION, run_module
 
 from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
-from s2s_sweep.report import Run, efficiency_rows, main, protocol_notes, summary_rows
+from s2s_sweep.report import Run, efficiency_rows, find_sweeps, main, protocol_notes, summary_rows, sweep_section
 from s2s_sweep.runner import RunOptions, run_dataset
+from s2s_sweep.store import OutputStore
 
 SHORT = S2SConfig(steps=10, passes=2, lambda_iqa=0.0, precision=FLOW_PRECISION)
 
@@ -257,3 +259,32 @@ def test_the_efficiency_table_gives_seconds_memory_and_parameters_per_method_and
     assert table["r3"]["parameters"] == "–" and table["r2"]["peak memory MB"] == "1,400 ★"
     quoted = table["quoted: Mansour & Heckel 2023"]
     assert quoted["method"] == "ZS-N2N" and quoted["parameters"] == "–"
+
+
+def test_a_sweep_recorded_before_objectives_is_reported_as_the_psnr_sweep_it_was(tmp_path):
+    folder = tmp_path / "demo" / "sweeps" / "old"
+    (folder / "trials" / "dataset=demo").mkdir(parents=True)
+    (folder / "curves" / "dataset=demo").mkdir(parents=True)
+    trial = {"trial_id": "t1", "p": 0.4, "steps": 8, "lambda_iqa": 0.0, "images_done": 2, "early_stopped": False}
+    pd.DataFrame([{**trial, "status": "ok", "mean_psnr": 30.5, "mean_ssim": 0.9}]).to_parquet(
+        folder / "trials" / "dataset=demo" / "trials.parquet"
+    )
+    curve = [
+        {"sweep_id": "old", "trial_id": "t1", "image_id": "x", "metric": "psnr", "steps": s, "value": v}
+        for s, v in ((4, 30.0), (8, 30.5))
+    ]
+    pd.DataFrame(curve).to_parquet(folder / "curves" / "dataset=demo" / "curves.parquet")
+    selection = {
+        "trial_id": "t1",
+        "within_db": 0.05,
+        "peak_steps": 8,
+        "peak_mean_psnr": 30.5,
+        "chosen_steps": 8,
+        "chosen_mean_psnr": 30.5,
+        "training_saved": 0.0,
+    }
+    (folder / "best_config.yaml").write_text(yaml.safe_dump({"p": 0.4, "steps": 8, "selection": selection}))
+    (sweep,) = find_sweeps(OutputStore(str(tmp_path)), "demo")
+    assert sweep.best["selection"]["objective"] == "psnr" and sweep.best["selection"]["chosen_score"] == 30.5
+    html_part, markdown = sweep_section([sweep])
+    assert "sweep old: 1 trials by psnr" in markdown and "8 steps at 30.5 dB" in markdown and "<img" in html_part

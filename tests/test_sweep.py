@@ -23,7 +23,7 @@ from model.config import S2SConfig
 from model.denoiser import denoise, denoise_at_steps
 from s2s_sweep.configs import SPACES_DIR, ConfigError, load_space
 from s2s_sweep.datasets import open_dataset
-from s2s_sweep.plots import compute_front, mean_psnr_curves
+from s2s_sweep.plots import compute_front, mean_curves
 from s2s_sweep.sweep import (
     CURVE_SCHEMA,
     LANDSCAPE,
@@ -90,7 +90,7 @@ def test_the_search_never_suggests_a_configuration_twice_and_ends_when_the_grid_
     assert [point["p"] for point in grid] == [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
     searcher = UniqueConfigSearch(
         space=DefineSpace(space),
-        metric="mean_psnr",
+        metric="score",
         mode="max",
         points_to_evaluate=[paper_point(space)],
         sampler=tpe_sampler(0),
@@ -104,7 +104,7 @@ def test_the_search_never_suggests_a_configuration_twice_and_ends_when_the_grid_
             break
         suggested.append(config["p"])
         searcher.on_trial_complete(
-            f"t{index}", {"mean_psnr": 30 - 10 * abs(config["p"] - 0.5)}
+            f"t{index}", {"score": 30 - 10 * abs(config["p"] - 0.5)}
         )  # a peaked landscape: TPE repeats itself
     assert suggested[0] == 0.4  # the paper point first
     assert sorted(suggested) == pytest.approx([0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])  # each once, then the search ends
@@ -116,15 +116,15 @@ def test_the_best_takes_the_fewest_steps_within_the_tolerance_of_its_peak(space_
     space = load_space(space_file)
     trials = pa.Table.from_pylist(
         [
-            {"trial_id": "a", "p": 0.4, "lambda_iqa": 0.0, "status": "ok", "early_stopped": False, "mean_psnr": 30.00},
-            {"trial_id": "b", "p": 0.6, "lambda_iqa": 0.0, "status": "ok", "early_stopped": False, "mean_psnr": 29.00},
+            {"trial_id": "a", "p": 0.4, "lambda_iqa": 0.0, "status": "ok", "early_stopped": False, "score": 30.00},
+            {"trial_id": "b", "p": 0.6, "lambda_iqa": 0.0, "status": "ok", "early_stopped": False, "score": 29.00},
             {
                 "trial_id": "c",
                 "p": 0.2,
                 "lambda_iqa": 0.0,
                 "status": "ok",
                 "early_stopped": True,
-                "mean_psnr": 31.00,
+                "score": 31.00,
             },  # one image only
         ]
     )
@@ -157,7 +157,7 @@ def test_the_best_takes_the_fewest_steps_within_the_tolerance_of_its_peak(space_
         "passes": 4,
     }  # 29.97 is within 0.05 dB of the peak 30.00 at 12 steps
     assert selection["peak_steps"] == 12 and selection["training_saved"] == pytest.approx(1 / 3, abs=1e-4)
-    front = compute_front(mean_psnr_curves(curves, ["a", "b"]))
+    front = compute_front(mean_curves(curves, ["a", "b"], "psnr"))
     assert [(steps, trial) for steps, _, trial in front] == [(4, "b"), (8, "a"), (12, "a")]
 
 
@@ -209,11 +209,14 @@ def test_sweep_on_demo_early_stops_records_everything_replays_and_feeds_run_conf
         ).fit()
     finally:
         ray.shutdown()
-    replayed_trials, replayed_curves = sweep_tables(results, "replay", len(evaluation.image_ids), [4, 8, 12], "cold")
+    replayed_trials, replayed_curves = sweep_tables(
+        results, "replay", len(evaluation.image_ids), [4, 8, 12], "cold", "psnr"
+    )
     replayed = replayed_trials.to_pandas().sort_values("trial_number")
     assert replayed["p"].round(6).tolist() == trained["p"].round(6).tolist()  # the same suggestions in the same order
     assert replayed["images_done"].tolist() == trained["images_done"].tolist()  # ASHA stopped the same trials
-    assert replayed["mean_psnr"].tolist() == pytest.approx(trained["mean_psnr"].tolist(), abs=1e-9)
+    assert replayed["score"].tolist() == pytest.approx(trained["score"].tolist(), abs=1e-9)
+    assert (trained["score"] == trained["mean_psnr"]).all() and set(trained["objective"]) == {"psnr"}
     assert best_config(replayed_trials, replayed_curves, space)[0] == best
     assert set(best) == {"p", "steps", "lambda_iqa", "passes"} and best["steps"] in (4, 8, 12) and best["passes"] == 4
     assert best["p"] in [
@@ -229,7 +232,8 @@ def test_sweep_on_demo_early_stops_records_everything_replays_and_feeds_run_conf
     saved = yaml.safe_load((tmp_path / "demo" / "best_config.yaml").read_text())
     assert {k: v for k, v in saved.items() if k != "selection"} == best
     assert saved["selection"]["chosen_steps"] == best["steps"] <= saved["selection"]["peak_steps"]
-    assert saved["selection"]["chosen_mean_psnr"] >= saved["selection"]["peak_mean_psnr"] - 0.05
+    assert saved["selection"]["objective"] == "psnr"
+    assert saved["selection"]["chosen_score"] >= saved["selection"]["peak_score"] - 0.05
 
     trials = pd.read_parquet(tmp_path / "demo" / "sweeps" / "s1" / "trials")
     assert (
@@ -244,17 +248,19 @@ def test_sweep_on_demo_early_stops_records_everything_replays_and_feeds_run_conf
     experiment = client.get_experiment_by_name("s2s-sweep/demo")
     (parent,) = client.search_runs([experiment.experiment_id], "tags.`s2s_sweep.kind` = 'sweep'")
     children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert len(children) == 6 and all("mean_psnr" in c.data.metrics for c in children)
+    assert len(children) == 6 and all("score" in c.data.metrics for c in children)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {
         "best_config.yaml",
         "trials.parquet",
         "curves.parquet",
-        "psnr_vs_params.png",
-        "psnr_vs_steps.png",
+        "score_vs_params.png",
+        "score_vs_steps.png",
     } <= artifacts
     assert parent.data.metrics["cpu_seconds"] == pytest.approx(trials["seconds"].sum(), rel=1e-6)  # 1 CPU per trial
     assert parent.data.metrics["best_steps"] == best["steps"]
+    assert parent.data.metrics["best_score"] == saved["selection"]["chosen_score"]
+    assert parent.data.params["objective"] == "psnr"
 
     # run --config best reuses the saved best configuration
     done = run_module(
@@ -309,6 +315,39 @@ def test_sweep_bad_inputs(space_file, tmp_path):
         timeout=60,
     )
     assert done.returncode == 2 and "MLflow server not reachable" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_folder_without_clean_images_is_swept_by_the_heldout_score_where_the_space_allows_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    folder = tmp_path / "noisy"
+    folder.mkdir()
+    demo = open_dataset("demo")
+    for image_id in demo.ids[:2]:
+        Image.fromarray((demo.load(image_id)[0] * 255).round().astype(np.uint8)).save(folder / f"{image_id}.png")
+    dataset = open_dataset(f"folder:{folder}")
+    space_file = tmp_path / "heldout.yaml"
+    space_file.write_text(
+        SPACE.replace("search:\n", "search:\n  objective: heldout\n  agreement: {heldout: 0.9}\n").replace(
+            "high: 0.8, step: 0.1", "high: 0.5, step: 0.1"
+        )
+    )
+    space = load_space(space_file)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        best = run_sweep(dataset, space, S2SConfig(lambda_iqa=0.0), SweepOptions(out=str(tmp_path), sweep_id="h")).best
+    finally:
+        ray.shutdown()
+    sweep = tmp_path / dataset.key / "sweeps" / "h"
+    trials, curves = pd.read_parquet(sweep / "trials"), pd.read_parquet(sweep / "curves")
+    assert set(curves["metric"]) == {"heldout_psnr"}  # PSNR and SSIM need the clean images this folder lacks
+    assert set(trials["objective"]) == {"heldout"} and trials["mean_psnr"].isna().all()
+    finished = trials[~trials["early_stopped"]]
+    best_trial = finished.loc[finished["score"].idxmax()]
+    heldout = curves[curves["trial_id"] == best_trial["trial_id"]].groupby("steps")["value"].mean()
+    assert best_trial["score"] == pytest.approx(heldout.max())  # the score is the held-out curve's peak mean
+    saved = yaml.safe_load((sweep / "best_config.yaml").read_text())
+    assert saved["selection"]["objective"] == "heldout" and saved["p"] == best["p"] == best_trial["p"]
 
 
 @pytest.mark.slow
@@ -508,7 +547,7 @@ def test_the_best_of_a_warm_trial_is_its_seed_steps_and_the_fewest_warm_steps_ne
                 "lambda_iqa": 0.0,
                 "status": "ok",
                 "early_stopped": False,
-                "mean_psnr": 30.0,
+                "score": 30.0,
             }
         ]
     )

@@ -3,13 +3,14 @@
     python -m s2s_sweep.run demo --sweep [--trials N] [--space FILE.yaml] [--sweep-only]
 
 A trial is one (p, λ_IQA) configuration scored on a fixed, seeded subset of the dataset's
-images. It reports the running mean PSNR after each image, so ASHA (resource attribute
-`images_done`) stops poor configurations after one or two images.
+images by the space file's `search.objective` (PSNR unless it says otherwise; s2s_sweep/objectives/).
+It reports the running mean score after each image, so ASHA (resource attribute `images_done`)
+stops poor configurations after one or two images.
 
 Steps are the fidelity axis, not a separate dimension: each image is trained once up to
 the largest step budget of the search space, and at every step checkpoint the cheap
 ensemble (`search.passes` passes) is scored. One training thus yields the whole
-PSNR-vs-steps curve, and a trial's steps are the checkpoint where its mean curve peaks;
+score-vs-steps curve, and a trial's steps are the checkpoint where its mean curve peaks;
 no configuration is retrained for a smaller budget. With `init: [cold, warm]` under `search:`
 the start is a dimension too: a warm trial first trains a seed network on the dataset's first
 `warm_images` images (the largest step checkpoint each, its p and λ_IQA), once per trial, and
@@ -40,10 +41,9 @@ from s2s_sweep.sweep.searcher import (
 from s2s_sweep.sweep.selection import best_config
 from s2s_sweep.sweep.space import config_grid, paper_point, range_values, step_checkpoints, subset_ids, trial_lambda
 from s2s_sweep.sweep.tables import CURVE_SCHEMA, sweep_tables
-from s2s_sweep.sweep.trial import CURVE_METRICS, TrainImages, image_curves, make_trainable, sweep_inputs, sweep_trial
+from s2s_sweep.sweep.trial import TrainImages, image_curves, make_trainable, sweep_inputs, sweep_trial
 
 __all__ = [
-    "CURVE_METRICS",
     "CURVE_SCHEMA",
     "DefineSpace",
     "LANDSCAPE",

@@ -12,6 +12,8 @@ from model.losses import IQAWeightsMissing, ensure_iqa_weights
 from s2s_sweep.configs import ConfigError, SearchSpace
 from s2s_sweep.datasets import Dataset
 from s2s_sweep.errors import stop_request
+from s2s_sweep.objectives import MIN_AGREEMENT
+from s2s_sweep.objectives import REGISTRY as OBJECTIVES
 from s2s_sweep.plots import sweep_plots
 from s2s_sweep.results import parquet_bytes
 from s2s_sweep.session import connect_ray, open_session, write_record
@@ -41,10 +43,13 @@ class SweepOutcome:
 
 def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: SweepOptions) -> SweepOutcome:
     """Search p, steps and λ_IQA for `dataset`; save and return the best run settings."""
-    if not dataset.has_clean:
+    objective = OBJECTIVES[space.objective]
+    if objective.needs_clean and not dataset.has_clean:
+        proxies = [name for name, value in space.agreement.items() if value >= MIN_AGREEMENT]
         raise ConfigError(
-            f"{dataset.name}: has no clean references, which the search scores against; run it with --config "
-            "paper|FILE.yaml instead"
+            f"{dataset.name}: has no clean references, which the objective {objective.name} ({space.path}) scores "
+            "against; run it with --config paper|FILE.yaml instead"
+            + (f", or search by search.objective: {proxies[0]}" if proxies else "")
         )
     trials = space.trials if options.trials is None else options.trials
     if trials < 1:
@@ -75,6 +80,7 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
         "dataset": dataset.name,
         "sweep_id": sweep_id,
         "space": str(space.path),
+        "objective": space.objective,
         "trials": trials,
         "subset": ",".join(ids),
         "step_checkpoints": ",".join(map(str, checkpoints)),
@@ -145,7 +151,7 @@ def search(
     )
     results = tuner.fit()
 
-    trials_table, curves_table = sweep_tables(results, sweep_id, len(ids), checkpoints, space.inits[0])
+    trials_table, curves_table = sweep_tables(results, sweep_id, len(ids), checkpoints, space.inits[0], space.objective)
     for name, table in (("trials", trials_table), ("curves", curves_table)):
         data = parquet_bytes(table)
         store.write_bytes(f"{folder}/{name}/dataset={dataset.key}/{name}.parquet", data)
@@ -164,8 +170,8 @@ def search(
     tracker.log_artifact_bytes("best_config.yaml", best_yaml)
     tracker.log_metrics(
         {
-            "best_mean_psnr": selection["chosen_mean_psnr"],
-            "best_peak_mean_psnr": selection["peak_mean_psnr"],
+            "best_score": selection["chosen_score"],
+            "best_peak_score": selection["peak_score"],
             "best_steps": selection["chosen_steps"],
             "best_peak_steps": selection["peak_steps"],
             "best_training_saved": selection["training_saved"],
@@ -174,11 +180,12 @@ def search(
         },
         step=trials_table.num_rows,
     )
+    unit = OBJECTIVES[space.objective].unit
     print(
         f"best: {best.get('init', 'cold')} p {best['p']}, λ_IQA {best['lambda_iqa']:g}: {selection['chosen_steps']} "
-        f"steps at {selection['chosen_mean_psnr']:.2f} dB, "
+        f"steps at {space.objective} {selection['chosen_score']:.4g} {unit}, "
         f"{selection['training_saved']:.0%} fewer than its peak ({selection['peak_steps']} steps, "
-        f"{selection['peak_mean_psnr']:.2f} dB; within {space.steps_within_db} dB); "
+        f"{selection['peak_score']:.4g} {unit}; within {space.steps_within} {unit}); "
         f"the search took {device_seconds:,.0f} {device}-seconds",
         flush=True,
     )

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from s2s_sweep.configs import ConfigError
-from s2s_sweep.sweep.trial import CURVE_METRICS
+from s2s_sweep.objectives import CURVES
 
 # The tabular landscape (benchmarks/bench_landscape.py): one row per (image, p, step checkpoint).
 LANDSCAPE = pa.schema(
@@ -65,4 +65,4 @@ class ReplayLandscape:
                     f"landscape: no curve for image {image_id} at p {p} and steps {self.checkpoints}; search the "
                     "table's p and steps"
                 ) from None
-            yield image_id, {name: [row[name] for row in rows] for name in CURVE_METRICS}
+            yield image_id, {name: [row[name] for row in rows] for name in CURVES if name in LANDSCAPE.names}

@@ -10,7 +10,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from s2s_sweep.configs import SearchSpace
-from s2s_sweep.plots import METRIC
+from s2s_sweep.objectives import SCORE
 from s2s_sweep.sweep.space import config_grid, paper_point
 
 
@@ -119,7 +119,7 @@ def make_tuner(
     given) and ASHA on images done, `trials` configurations at most."""
     searcher = UniqueConfigSearch(
         space=DefineSpace(space),
-        metric=METRIC,
+        metric=SCORE,
         mode="max",
         points_to_evaluate=[paper_point(space)],
         sampler=sampler or tpe_sampler(seed),
@@ -133,7 +133,7 @@ def make_tuner(
         reduction_factor=space.reduction_factor,
     )
     tune_config = tune.TuneConfig(
-        metric=METRIC,
+        metric=SCORE,
         mode="max",
         search_alg=searcher,
         scheduler=scheduler,

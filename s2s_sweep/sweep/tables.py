@@ -4,16 +4,16 @@ import json
 
 import pyarrow as pa
 
-from s2s_sweep.plots import METRIC
+from s2s_sweep.objectives import SCORE
 from s2s_sweep.sweep.space import trial_lambda
-from s2s_sweep.sweep.trial import CURVE_METRICS
 
 
 def sweep_tables(
-    results, sweep_id: str, subset_size: int, checkpoints: list[int], default_init: str
+    results, sweep_id: str, subset_size: int, checkpoints: list[int], default_init: str, objective: str
 ) -> tuple[pa.Table, pa.Table]:
-    """One row per trial, and one row per (trial, image, metric, step checkpoint) for the curves;
-    the dataset is the tables' hive partition."""
+    """One row per trial (its `objective` and `score`; mean PSNR and SSIM at the same checkpoint
+    where the dataset has clean images), and one row per (trial, image, metric, step checkpoint)
+    for the curves of every objective; the dataset is the tables' hive partition."""
     trial_rows, curve_rows = [], []
     for result in results:
         config, history = result.config, result.metrics_dataframe
@@ -33,7 +33,9 @@ def sweep_tables(
                 "lambda_iqa": trial_lambda(config),
                 "steps": last.get("best_steps"),
                 "images_done": images_done,
-                METRIC: last.get(METRIC),
+                "objective": objective,
+                SCORE: last.get(SCORE),
+                "mean_psnr": last.get("mean_psnr"),
                 "mean_ssim": last.get("mean_ssim"),
                 "status": "error" if result.error else "ok",
                 "error": str(result.error).splitlines()[-1][:500] if result.error else None,
@@ -42,8 +44,8 @@ def sweep_tables(
             }
         )
         for report in reports:
-            for name in CURVE_METRICS:
-                for step, value in zip(checkpoints, json.loads(report[f"image_{name}_curve"]), strict=True):
+            for name, values in json.loads(report["curves"]).items():
+                for step, value in zip(checkpoints, values, strict=True):
                     curve_rows.append(
                         {
                             "sweep_id": sweep_id,

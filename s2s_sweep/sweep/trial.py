@@ -16,26 +16,21 @@ from model.denoiser import denoise_at_steps, train_seed
 from s2s_sweep.configs import SearchSpace
 from s2s_sweep.datasets import Dataset
 from s2s_sweep.images import to_uint8
-from s2s_sweep.metrics import calculate_heldout_psnr, calculate_psnr, calculate_ssim
-from s2s_sweep.plots import METRIC
+from s2s_sweep.objectives import REGISTRY as OBJECTIVES
+from s2s_sweep.objectives import SCORE, Reading, curve_values
 from s2s_sweep.sweep.space import step_checkpoints, subset_ids, trial_lambda
 
 if TYPE_CHECKING:  # replay.py imports this module
     from s2s_sweep.sweep.replay import ReplayLandscape
 
-CURVE_METRICS = ("psnr", "ssim", "heldout_psnr")  # read at every step checkpoint of every image
-
 
 def image_curves(
-    estimates: list[tuple[np.ndarray, np.ndarray]], noisy: np.ndarray, clean: np.ndarray, quantize: str
+    estimates: list[tuple[np.ndarray, np.ndarray]], noisy: np.ndarray, clean: np.ndarray | None, quantize: str
 ) -> dict[str, list[float]]:
-    """Each CURVE_METRICS value at every checkpoint of one training (denoise_at_steps' estimates)."""
-    denoised = [to_uint8(estimate, quantize) for estimate, _ in estimates]
-    return {
-        "psnr": [calculate_psnr(d, clean) for d in denoised],
-        "ssim": [calculate_ssim(d, clean) for d in denoised],
-        "heldout_psnr": [calculate_heldout_psnr(heldout, noisy) for _, heldout in estimates],
-    }
+    """Every objective's curve over the checkpoints of one training (denoise_at_steps' estimates)."""
+    return curve_values(
+        [Reading(to_uint8(estimate, quantize), heldout, noisy, clean) for estimate, heldout in estimates]
+    )
 
 
 @dataclass
@@ -64,26 +59,28 @@ class TrainImages:
             yield image_id, image_curves(estimates, noisy, clean, run_config.quantize)
 
 
-def sweep_trial(config: dict, evaluation: TrainImages | ReplayLandscape, cpus: float) -> None:
-    """One Tune trial: the curves of each subset image in turn, a report after each image (its
-    mean PSNR at the best checkpoint so far), so ASHA can stop it after any image."""
+def sweep_trial(config: dict, evaluation: TrainImages | ReplayLandscape, objective: str, cpus: float) -> None:
+    """One Tune trial: the curves of each subset image in turn, a report after each image (the mean
+    of the objective's curves over the images so far at their best checkpoint, and PSNR and SSIM
+    there where the dataset has clean images), so ASHA can stop it after any image."""
     import torch
 
     torch.set_num_threads(max(1, int(cpus)))
-    curves = {name: [] for name in CURVE_METRICS}
+    curve = OBJECTIVES[objective].curve
+    curves = {}
     for done, (image_id, image) in enumerate(evaluation.curves(config), 1):
-        for name in CURVE_METRICS:
-            curves[name].append(image[name])
-        mean_curve = np.mean(curves["psnr"], axis=0)
-        best = int(np.argmax(mean_curve))
+        for name, values in image.items():
+            curves.setdefault(name, []).append(values)
+        means = {name: np.mean(values, axis=0) for name, values in curves.items()}
+        best = int(np.argmax(means[curve]))
         tune.report(
             {
-                METRIC: float(mean_curve[best]),
-                "mean_ssim": float(np.mean(curves["ssim"], axis=0)[best]),
+                SCORE: float(means[curve][best]),
+                **{f"mean_{name}": float(means[name][best]) for name in ("psnr", "ssim") if name in means},
                 "best_steps": evaluation.checkpoints[best],
                 "images_done": done,
                 "image_id": image_id,
-                **{f"image_{name}_curve": json.dumps(image[name]) for name in CURVE_METRICS},
+                "curves": json.dumps(image),
             }
         )
 
@@ -112,6 +109,6 @@ def sweep_inputs(dataset: Dataset, space: SearchSpace, base: S2SConfig, seed: in
 def make_trainable(evaluation: TrainImages | ReplayLandscape, space: SearchSpace):
     """The Tune trainable: `sweep_trial` with what it evaluates in the object store, and its resources."""
     return tune.with_resources(
-        tune.with_parameters(sweep_trial, evaluation=evaluation, cpus=space.cpus_per_trial),
+        tune.with_parameters(sweep_trial, evaluation=evaluation, objective=space.objective, cpus=space.cpus_per_trial),
         {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
     )
