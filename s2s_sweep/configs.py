@@ -57,6 +57,7 @@ class SearchSpace:
     search_passes: int
     subset_size: int
     subset_seed: int
+    subset_heldout: int  # of the subset's images, kept out of the search to validate its best (sweep/validation.py)
     trials: int
     concurrency: int
     cpus_per_trial: float
@@ -166,7 +167,7 @@ def load_space(path: str | Path) -> SearchSpace:
         "a list of cold and/or warm",
         inits,
     )
-    subset = _mapping(content, "subset", where, {"size", "seed"})
+    subset = _mapping(content, "subset", where, {"size", "seed"}, {"heldout"})
     budget = _mapping(content, "budget", where, {"trials", "concurrency"})
     resources = _mapping(content, "resources", where, {"cpus_per_trial", "gpus_per_trial"})
     stopping = _mapping(content, "early_stopping", where, {"grace_images", "reduction_factor"})
@@ -178,6 +179,7 @@ def load_space(path: str | Path) -> SearchSpace:
         search_passes=_number(search["passes"], f"{where}: search.passes", 1, integer=True),
         subset_size=_number(subset["size"], f"{where}: subset.size", 1, integer=True),
         subset_seed=_number(subset["seed"], f"{where}: subset.seed", 0, integer=True),
+        subset_heldout=_number(subset.get("heldout", 0), f"{where}: subset.heldout", 0, integer=True),
         trials=_number(budget["trials"], f"{where}: budget.trials", 1, integer=True),
         concurrency=_number(budget["concurrency"], f"{where}: budget.concurrency", 1, integer=True),
         cpus_per_trial=_number(resources["cpus_per_trial"], f"{where}: resources.cpus_per_trial", 0),
@@ -284,16 +286,44 @@ def resolve_run_config(dataset: str, config: str, assignments: list[str], saved_
                 f"--config best: no saved best configuration at {location}; run the sweep first (--sweep), or use "
                 "--config paper"
             )
-        saved = yaml.safe_load(text)
-        saved.pop("selection", None)  # how the sweep chose its steps: a record, not a setting
-        values = run_overrides(saved, location)
+        values, note = settings_to_run(yaml.safe_load(text), load_space(space_file_for(dataset)).paper, location)
+        if note:
+            print(note, flush=True)
     else:
         path = Path(config)
         if not path.is_file():
             raise ConfigError(f"--config {config}: expected paper, best or an existing YAML file")
         content = read_yaml(path)  # a run's config.yaml records its method: run.py checks it
-        recorded = ("method", *FLAG_FIELDS)  # in a run's config.yaml, but given by --method, --device, --iqa-weights
+        # in a run's config.yaml, but given by --method, --device, --iqa-weights; a best_config.yaml's records
+        recorded = ("method", *FLAG_FIELDS, "selection", "heldout")
         values = run_overrides(
             {k: v for k, v in content.items() if k not in recorded} if isinstance(content, dict) else content, str(path)
         )
     return {**values, **parse_set(assignments)}
+
+
+def settings_to_run(saved: dict, paper: dict, location: str) -> tuple[dict, str | None]:
+    """The run settings of a sweep's saved best (best_config.yaml), or the paper's where its
+    held-out validation did not show the best at least as good (sweep/validation.py); and the
+    line that says so. A best saved before validation existed is taken as it is."""
+    _require(isinstance(saved, dict), location, "a mapping of run settings", saved)
+    heldout = saved.get("heldout") or {}
+    settings = run_overrides({k: v for k, v in saved.items() if k not in ("selection", "heldout")}, location)
+    if heldout.get("shown", True):
+        return settings, None
+    return dict(paper), (
+        f"{location}: {heldout_line(heldout)}; running the paper's configuration (to run the best anyway: "
+        "copy that file, pass --config FILE.yaml)"
+    )
+
+
+def heldout_line(block: dict) -> str:
+    """best_config.yaml's `heldout:` block in words, for the sweep, `--config best` and the report."""
+    if block.get("gain_db") is None:
+        return f"the sweep's best is not validated: {block.get('why')}"
+    low, high = block["ci95_db"]
+    verdict = "shown at least as good" if block["shown"] else f"not shown at least as good ({block['why']})"
+    return (
+        f"the sweep's best − the paper's configuration: {block['gain_db']:+.2f} dB [{low:+.2f}, {high:+.2f}] "
+        f"({block['metric']}, {block['images']} images the search did not see): {verdict}"
+    )

@@ -34,7 +34,7 @@ import yaml
 from PIL import Image
 from scipy import stats
 
-from s2s_sweep.configs import ConfigError, load_space, space_file_for
+from s2s_sweep.configs import ConfigError, heldout_line, load_space, space_file_for
 from s2s_sweep.datasets import Dataset, DatasetError, open_dataset
 from s2s_sweep.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_TRACKING_BEHIND, USER_ERRORS
 from s2s_sweep.images import ImageError, encode_png, to_uint8
@@ -370,13 +370,15 @@ def sweep_section(sweeps: list[Sweep]) -> tuple[str, str]:
     parts_html, parts_md = [], []
     for sweep in sweeps:
         selection = sweep.best.get("selection", {})
-        best = {k: v for k, v in sweep.best.items() if k != "selection"}
+        best = {k: v for k, v in sweep.best.items() if k not in ("selection", "heldout")}
         objective = OBJECTIVES[selection["objective"]]
         line = (
             f"sweep {sweep.sweep_id}: {len(sweep.trials)} trials by {objective.name}; best {best}: "
             f"{selection['chosen_steps']} steps at {selection['chosen_score']:.4g} {objective.unit} (peak "
             f"{selection['peak_score']:.4g} {objective.unit} at {selection['peak_steps']} steps)"
         )
+        if "heldout" in sweep.best:  # validated on images the search did not see (sweep/validation.py)
+            line += f"; {heldout_line(sweep.best['heldout'])}"
         top = sweep.trials.sort_values(SCORE, ascending=False).head(8)
         columns = ["trial_id", "p", "steps", "lambda_iqa", "images_done", SCORE, "mean_psnr", "early_stopped"]
         rows = [

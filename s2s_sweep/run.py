@@ -21,7 +21,15 @@ import yaml
 
 from model.config import S2SConfig
 from model.losses import ensure_iqa_weights
-from s2s_sweep.configs import FLAG_FIELDS, ConfigError, load_space, read_yaml, resolve_run_config, space_file_for
+from s2s_sweep.configs import (
+    FLAG_FIELDS,
+    ConfigError,
+    heldout_line,
+    load_space,
+    read_yaml,
+    resolve_run_config,
+    space_file_for,
+)
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.errors import (
     EXIT_BAD_INPUT,
@@ -197,7 +205,11 @@ def run(args: argparse.Namespace) -> int:
         sweep = run_sweep(dataset, space, config, sweep_options)
         if args.sweep_only:
             return EXIT_OK
-        config, source = config.replace(**sweep.best), f"sweep {sweep.sweep_id}"
+        shown = sweep.heldout["shown"]
+        config = config.replace(**sweep.to_run)
+        source = f"sweep {sweep.sweep_id}" if shown else f"paper (sweep {sweep.sweep_id}'s best not shown)"
+        if not shown:
+            print(f"running the paper's configuration: {heldout_line(sweep.heldout)}", flush=True)
     options = RunOptions(
         out=store.location,
         run_id=None if args.sweep else args.resume,

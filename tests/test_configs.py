@@ -61,6 +61,7 @@ def write_space(tmp_path: Path, **changes) -> Path:
         ({"paper.p": 1.0}, "paper: p: expected a probability in (0, 1)"),
         ({"paper.dropout": 0.3}, "paper: expected keys among p, steps"),
         ({"early_stopping.reduction_factor": 1}, "early_stopping.reduction_factor: expected an integer >= 2"),
+        ({"subset.heldout": -1}, "subset.heldout: expected an integer >= 0"),
         ({"search.objective": "lpips"}, "search.objective: expected one of psnr, ssim, heldout"),
         ({"search.agreement": {"psnr": 0.9}}, "search.agreement: expected a mapping of heldout to a Spearman"),
         ({"search.agreement.heldout": 1.5}, "search.agreement: expected a mapping of heldout to a Spearman"),

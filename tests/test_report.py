@@ -288,3 +288,28 @@ def test_a_sweep_recorded_before_objectives_is_reported_as_the_psnr_sweep_it_was
     assert sweep.best["selection"]["objective"] == "psnr" and sweep.best["selection"]["chosen_score"] == 30.5
     html_part, markdown = sweep_section([sweep])
     assert "sweep old: 1 trials by psnr" in markdown and "8 steps at 30.5 dB" in markdown and "<img" in html_part
+
+
+def test_the_sweep_section_says_whether_the_best_was_shown_on_held_out_images(tmp_path):
+    folder = tmp_path / "demo" / "sweeps" / "new"
+    for name in ("trials", "curves"):
+        (folder / name / "dataset=demo").mkdir(parents=True)
+    trial = {"trial_id": "t1", "p": 0.4, "steps": 8, "lambda_iqa": 0.0, "images_done": 2, "early_stopped": False}
+    pd.DataFrame([{**trial, "status": "ok", "objective": "psnr", "score": 30.5, "mean_psnr": 30.5}]).to_parquet(
+        folder / "trials" / "dataset=demo" / "trials.parquet"
+    )
+    curve = [
+        {"sweep_id": "new", "trial_id": "t1", "image_id": "x", "metric": "psnr", "steps": s, "value": v}
+        for s, v in ((4, 30.0), (8, 30.5))
+    ]
+    pd.DataFrame(curve).to_parquet(folder / "curves" / "dataset=demo" / "curves.parquet")
+    selection = {"objective": "psnr", "trial_id": "t1", "within": 0.05, "peak_steps": 8, "peak_score": 30.5}
+    selection |= {"chosen_steps": 8, "chosen_score": 30.5, "training_saved": 0.0}
+    heldout = {"images": 4, "metric": "psnr", "gain_db": -0.3, "ci95_db": [-0.9, 0.3], "shown": False}
+    heldout["why"] = "the interval's lower end -0.90 dB is not above -0.1 dB (the rule)"
+    best = {"p": 0.4, "steps": 8, "selection": selection, "heldout": heldout}
+    (folder / "best_config.yaml").write_text(yaml.safe_dump(best))
+    _, markdown = sweep_section(find_sweeps(OutputStore(str(tmp_path)), "demo"))
+    assert "best {'p': 0.4, 'steps': 8}" in markdown  # the records are not settings
+    assert "the paper's configuration: -0.30 dB [-0.90, +0.30] (psnr, 4 images the search did not see)" in markdown
+    assert "not shown at least as good (the interval's lower end -0.90 dB" in markdown

@@ -18,10 +18,11 @@ from conftest import REPO, run_module
 from PIL import Image
 from ray import tune
 from ray.tune.search import Searcher
+from scipy import stats
 
 from model.config import S2SConfig
 from model.denoiser import denoise, denoise_at_steps
-from s2s_sweep.configs import SPACES_DIR, ConfigError, load_space
+from s2s_sweep.configs import SPACES_DIR, ConfigError, load_space, resolve_run_config, settings_to_run
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.plots import compute_front, mean_curves
 from s2s_sweep.sweep import (
@@ -43,6 +44,7 @@ from s2s_sweep.sweep import (
     sweep_tables,
     tpe_sampler,
 )
+from s2s_sweep.sweep.validation import paired_verdict
 
 SPACE = """
 datasets: [demo]
@@ -262,7 +264,15 @@ def test_sweep_on_demo_early_stops_records_everything_replays_and_feeds_run_conf
     assert parent.data.metrics["best_score"] == saved["selection"]["chosen_score"]
     assert parent.data.params["objective"] == "psnr"
 
-    # run --config best reuses the saved best configuration
+    # run --config best: the best was validated on no image (subset.heldout 0), so it runs the paper's configuration
+    assert saved["heldout"] == {
+        "images": 0,
+        "metric": "psnr",
+        "gain_db": None,
+        "ci95_db": None,
+        "shown": False,
+        "why": f"0 held-out images (subset.heldout in {space_file}), fewer than 4",
+    }
     done = run_module(
         "s2s_sweep.run",
         "demo",
@@ -279,7 +289,9 @@ def test_sweep_on_demo_early_stops_records_everything_replays_and_feeds_run_conf
     assert done.returncode == 0, done.stderr[-2000:]
     (run_dir,) = [d for d in (tmp_path / "demo").iterdir() if d.name not in ("sweeps", "best_config.yaml")]
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert (saved["p"], saved["steps"], saved["lambda_iqa"]) == (best["p"], best["steps"], best["lambda_iqa"])
+    assert (saved["p"], saved["steps"], saved["lambda_iqa"]) == (0.4, 10, 0.0)  # the demo family's paper:
+    assert "the sweep's best is not validated: 0 held-out images" in done.stdout
+    assert "running the paper's configuration" in done.stdout
 
 
 def test_sweep_bad_inputs(space_file, tmp_path):
@@ -315,6 +327,80 @@ def test_sweep_bad_inputs(space_file, tmp_path):
         timeout=60,
     )
     assert done.returncode == 2 and "MLflow server not reachable" in done.stderr
+
+
+def test_the_verdict_is_the_rule_on_the_paired_differences():
+    differences = [0.2, 0.35, 0.1, 0.25, 0.3]
+    verdict = paired_verdict(differences)
+    low, high = stats.t.interval(0.95, 4, loc=np.mean(differences), scale=stats.sem(differences))
+    assert verdict == {
+        "gain_db": round(np.mean(differences), 4),
+        "ci95_db": [round(low, 4), round(high, 4)],
+        "shown": True,
+    }
+    assert paired_verdict([-0.5, 0.4, -0.2, 0.1])["shown"] is False  # the mean may be near 0, the interval is wide
+    assert paired_verdict([-0.05, -0.04, -0.06, -0.05])["shown"] is True  # equal within the rule's -0.1 dB
+
+
+def test_config_best_runs_the_best_only_where_its_validation_showed_it(tmp_path):
+    paper = {"p": 0.4, "steps": 500, "lambda_iqa": 0.0, "passes": 50}
+    best = {"p": 0.6, "steps": 300, "lambda_iqa": 0.0, "passes": 50, "selection": {"objective": "psnr"}}
+    shown = {"images": 4, "metric": "psnr", "gain_db": 0.4, "ci95_db": [0.1, 0.7], "shown": True}
+    assert settings_to_run({**best, "heldout": shown}, paper, "X") == ({k: best[k] for k in paper}, None)
+    assert settings_to_run(best, paper, "X")[0] == {k: best[k] for k in paper}  # saved before validation existed
+    not_shown = shown | {"gain_db": -0.3, "ci95_db": [-0.9, 0.3], "shown": False, "why": "the interval's lower end"}
+    values, note = settings_to_run({**best, "heldout": not_shown}, paper, "OUT/demo/best_config.yaml")
+    assert values == paper and note.startswith("OUT/demo/best_config.yaml: the sweep's best − the paper's")
+    assert "-0.30 dB [-0.90, +0.30] (psnr, 4 images the search did not see)" in note
+    saved = tmp_path / "best_config.yaml"
+    saved.write_text(yaml.safe_dump({**best, "heldout": not_shown}))
+    assert resolve_run_config("demo", str(saved), [], ("unused", None))["p"] == 0.6  # a file given: run as it says
+
+
+@pytest.mark.slow
+def test_the_best_is_validated_on_held_out_images_against_the_paper(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    rng = np.random.default_rng(0)
+    noisy_dir, clean_dir = tmp_path / "noisy", tmp_path / "clean"
+    for folder in (noisy_dir, clean_dir):
+        folder.mkdir()
+    for index in range(5):  # smooth images with σ 25 noise: 1 to search, 4 held out
+        x = np.linspace(0, 1, 40)
+        clean = (np.stack([np.outer(np.sin(3 * x + index), x)] * 3, -1) * 0.4 + 0.3) * 255
+        noisy = np.clip(clean + rng.normal(0, 25, clean.shape), 0, 255)
+        Image.fromarray(clean.round().astype(np.uint8)).save(clean_dir / f"i{index}.png")
+        Image.fromarray(noisy.round().astype(np.uint8)).save(noisy_dir / f"i{index}.png")
+    dataset = open_dataset(f"folder:{noisy_dir}", clean_dir=str(clean_dir))
+    space_file = tmp_path / "validated.yaml"
+    space_file.write_text(
+        SPACE.replace("subset: {size: 2, seed: 0}", "subset: {size: 5, seed: 0, heldout: 4}")
+        .replace("high: 0.8, step: 0.1", "high: 0.3, step: 0.1")
+        .replace("paper: {p: 0.4, steps: 10,", "paper: {p: 0.95, steps: 1,")  # a poor reference: shown
+    )
+    space = load_space(space_file)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        outcome = run_sweep(dataset, space, S2SConfig(lambda_iqa=0.0), SweepOptions(out=str(tmp_path), sweep_id="v"))
+    finally:
+        ray.shutdown()
+    sweep = tmp_path / dataset.key / "sweeps" / "v"
+    trials = pd.read_parquet(sweep / "trials")
+    searched = set(pd.read_parquet(sweep / "curves")["image_id"])
+    scores = pd.read_parquet(sweep / "heldout").pivot(index="image_id", columns="settings", values="value")
+    assert len(searched) == 1 and len(scores) == 4 and not searched & set(scores.index)  # never searched
+    assert len(trials) == 2
+    saved = yaml.safe_load((sweep / "best_config.yaml").read_text())
+    block = saved["heldout"]
+    assert block == outcome.heldout and block["images"] == 4 and block["metric"] == "psnr"
+    assert block | paired_verdict(list(scores["best"] - scores["paper"])) == block  # the verdict of those scores
+    assert block["shown"] and block["gain_db"] > 1  # 1 step at p 0.95 against the best's steps
+    assert outcome.to_run == {k: saved[k] for k in ("p", "steps", "lambda_iqa", "passes")}
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name(f"s2s-sweep/{dataset.key}").experiment_id], "tags.`s2s_sweep.kind` = 'sweep'"
+    )
+    assert parent.data.metrics["heldout_gain_db"] == block["gain_db"] and parent.data.metrics["heldout_shown"] == 1
+    assert parent.data.params["heldout_images"] == ",".join(sorted(scores.index))
 
 
 @pytest.mark.slow
@@ -476,15 +562,17 @@ def test_run_with_sweep_searches_lambda_iqa_then_runs_the_dataset_with_the_best(
     trials = pd.read_parquet(sweep_dir / "trials")
     assert len(trials) == 2 and (trials["lambda_iqa"] == 2e-8).any()  # the paper point trained with the IQA loss
     best = yaml.safe_load((out / "demo" / "best_config.yaml").read_text())
+    assert best["heldout"]["shown"] is False  # one demo image searched, none held out: the set runs the paper's
     (run_dir,) = [d for d in (out / "demo").iterdir() if d.is_dir() and d.name != "sweeps"]
     frame = pd.read_parquet(run_dir / "results")
     assert len(frame) == 2 and set(frame["status"]) == {"ok"}
-    assert (frame["lambda_iqa"] == best["lambda_iqa"]).all() and (frame["steps"] == best["steps"]).all()
+    assert (frame["lambda_iqa"] == 2e-8).all() and (frame["steps"] == 4).all()  # the space's paper:
+    assert "running the paper's configuration" in done.stdout
     client = mlflow.MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     runs = client.search_runs(
         [client.get_experiment_by_name("s2s-sweep/demo").experiment_id], "tags.`s2s_sweep.kind` = 'dataset-run'"
     )
-    assert [r.data.params["config_source"] for r in runs] == [f"sweep {sweep_dir.name}"]
+    assert [r.data.params["config_source"] for r in runs] == [f"paper (sweep {sweep_dir.name}'s best not shown)"]
 
 
 WARM_SPACE = (

@@ -22,8 +22,12 @@ What a trial evaluates is passed in: TrainImages trains (the sweep), ReplayLands
 curves up in a tabular landscape (benchmarks/bench_sweep.py replays searches on it); the search
 around it (make_tuner) is the same.
 
-Outputs: OUT/DATASET/sweeps/SWEEP_ID/{tune/ (Tune's state, for restore), trials and
-curves Parquet tables, best_config.yaml, sweep.json}, and OUT/DATASET/best_config.yaml for
+The subset's `subset.heldout` images are kept out of the search: the best is validated on them
+against the paper's configuration (validation.py), and `--config best` runs it only where that
+shows it at least as good.
+
+Outputs: OUT/DATASET/sweeps/SWEEP_ID/{tune/ (Tune's state, for restore), trials, curves and
+heldout Parquet tables, best_config.yaml, sweep.json}, and OUT/DATASET/best_config.yaml for
 `run DATASET --config best`. MLflow: a parent run per sweep, a child run per trial (Tune's
 MLflowLoggerCallback), the best configuration and plots as artifacts of the parent.
 """
@@ -39,9 +43,18 @@ from s2s_sweep.sweep.searcher import (
     tpe_sampler,
 )
 from s2s_sweep.sweep.selection import best_config
-from s2s_sweep.sweep.space import config_grid, paper_point, range_values, step_checkpoints, subset_ids, trial_lambda
+from s2s_sweep.sweep.space import (
+    config_grid,
+    paper_point,
+    range_values,
+    step_checkpoints,
+    subset_ids,
+    subset_split,
+    trial_lambda,
+)
 from s2s_sweep.sweep.tables import CURVE_SCHEMA, sweep_tables
 from s2s_sweep.sweep.trial import TrainImages, image_curves, make_trainable, sweep_inputs, sweep_trial
+from s2s_sweep.sweep.validation import paired_verdict, validate_best
 
 __all__ = [
     "CURVE_SCHEMA",
@@ -67,6 +80,9 @@ __all__ = [
     "search",
     "step_checkpoints",
     "subset_ids",
+    "subset_split",
+    "paired_verdict",
+    "validate_best",
     "sweep_inputs",
     "sweep_tables",
     "sweep_trial",

@@ -9,7 +9,7 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 
 from model.config import S2SConfig
 from model.losses import IQAWeightsMissing, ensure_iqa_weights
-from s2s_sweep.configs import ConfigError, SearchSpace
+from s2s_sweep.configs import ConfigError, SearchSpace, heldout_line, settings_to_run
 from s2s_sweep.datasets import Dataset
 from s2s_sweep.errors import stop_request
 from s2s_sweep.objectives import MIN_AGREEMENT
@@ -21,6 +21,7 @@ from s2s_sweep.sweep.searcher import make_tuner
 from s2s_sweep.sweep.selection import best_config
 from s2s_sweep.sweep.tables import sweep_tables
 from s2s_sweep.sweep.trial import TrainImages, make_trainable, sweep_inputs
+from s2s_sweep.sweep.validation import validate_best
 from s2s_sweep.tracking import RunTracker
 
 
@@ -39,6 +40,8 @@ class SweepOptions:
 class SweepOutcome:
     sweep_id: str
     best: dict  # the best run settings (also saved as OUT/DATASET/best_config.yaml)
+    heldout: dict  # its validation on the held-out images (sweep/validation.py)
+    to_run: dict  # what `--config best` runs: the best, or the paper's configuration where not shown
 
 
 def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: SweepOptions) -> SweepOutcome:
@@ -72,7 +75,7 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
                 f"{error}; or search without it: lambda_iqa: 0 under search: in {space.path}"
             ) from None
     connect_ray(options.address)
-    ids, evaluation = sweep_inputs(dataset, space, base, options.seed)
+    ids, evaluation, heldout = sweep_inputs(dataset, space, base, options.seed)
     checkpoints = evaluation.checkpoints
 
     tracker = RunTracker(uri, f"s2s-sweep/{dataset.key}", store)
@@ -83,6 +86,7 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
         "objective": space.objective,
         "trials": trials,
         "subset": ",".join(ids),
+        "heldout_images": ",".join(image_id for image_id, _, _ in heldout),
         "step_checkpoints": ",".join(map(str, checkpoints)),
         "eval_passes": space.search_passes,
         "concurrency": space.concurrency,
@@ -101,14 +105,16 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
     )
     write_record(session, "sweep.json", {"dataset": dataset.name, "sweep_id": sweep_id, "mlflow_run_id": parent_id})
     try:
-        best = search(dataset, space, trials, session, tracker, ids, evaluation, options.seed)
+        best, validation = search(dataset, space, trials, session, tracker, ids, evaluation, heldout, options.seed)
     except BaseException as error:
         tracker.finish("KILLED" if stop_request(error) else "FAILED")
         raise
     tracker.finish("FINISHED")
-    print(f"best: {best} -> {store.path(dataset.key + '/best_config.yaml')}", flush=True)
+    location = store.path(dataset.key + "/best_config.yaml")
+    print(f"best: {best} -> {location}", flush=True)
+    to_run, _ = settings_to_run({**best, "heldout": validation}, space.paper, location)
     print(f"MLflow: {tracker.ui_command()}", flush=True)
-    return SweepOutcome(sweep_id, best)
+    return SweepOutcome(sweep_id, best, validation, to_run)
 
 
 def search(
@@ -119,9 +125,11 @@ def search(
     tracker: RunTracker,
     ids: list[str],
     evaluation: TrainImages,
+    heldout: list,
     seed: int,
-) -> dict:
-    """Run the Tune experiment (or restore it), write its tables, plots and best configuration."""
+) -> tuple[dict, dict]:
+    """Run the Tune experiment (or restore it), write its tables, plots and best configuration,
+    validate the best on the `heldout` images; the best and its `heldout:` block."""
     store, sweep_id, folder, parent_id = session.store, session.id, session.folder, tracker.run_id
     checkpoints = evaluation.checkpoints
     trainable = make_trainable(evaluation, space)
@@ -164,7 +172,12 @@ def search(
     )  # what the search cost, to set against what it saves
     for name, png in sweep_plots(trials_table, curves_table, selection).items():
         tracker.log_artifact_bytes(name, png)
-    best_yaml = yaml.safe_dump({**best, "selection": selection}, sort_keys=False).encode()
+    validation, scores = validate_best(best, space, heldout, evaluation.seed_images, evaluation.base)
+    if scores.num_rows:
+        data = parquet_bytes(scores)
+        store.write_bytes(f"{folder}/heldout/dataset={dataset.key}/heldout.parquet", data)
+        tracker.log_artifact_bytes("heldout.parquet", data)
+    best_yaml = yaml.safe_dump({**best, "selection": selection, "heldout": validation}, sort_keys=False).encode()
     store.write_bytes(f"{folder}/best_config.yaml", best_yaml)
     store.write_bytes(f"{dataset.key}/best_config.yaml", best_yaml)
     tracker.log_artifact_bytes("best_config.yaml", best_yaml)
@@ -176,6 +189,16 @@ def search(
             "best_peak_steps": selection["peak_steps"],
             "best_training_saved": selection["training_saved"],
             "trials_run": trials_table.num_rows,
+            "heldout_shown": int(validation["shown"]),
+            **(
+                {
+                    "heldout_gain_db": validation["gain_db"],
+                    "heldout_ci95_low_db": validation["ci95_db"][0],
+                    "heldout_ci95_high_db": validation["ci95_db"][1],
+                }
+                if validation["gain_db"] is not None
+                else {}
+            ),
             f"{device.lower()}_seconds": device_seconds,
         },
         step=trials_table.num_rows,
@@ -189,7 +212,8 @@ def search(
         f"the search took {device_seconds:,.0f} {device}-seconds",
         flush=True,
     )
-    return best
+    print(f"held-out: {heldout_line(validation)}", flush=True)
+    return best, validation
 
 
 def remove_duplicate_trial_runs(tracker: RunTracker, parent_id: str) -> None:

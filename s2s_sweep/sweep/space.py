@@ -1,5 +1,5 @@
-"""What a search-space file means for the search: the subset, the step checkpoints, the grid of
-configurations and the paper's point."""
+"""What a search-space file means for the search: the subset (and its held-out part), the step
+checkpoints, the grid of configurations and the paper's point."""
 
 import numpy as np
 
@@ -13,6 +13,15 @@ def subset_ids(dataset: Dataset, space: SearchSpace) -> list[str]:
     size = min(space.subset_size, len(dataset))
     chosen = set(np.random.default_rng(space.subset_seed).choice(len(dataset), size=size, replace=False).tolist())
     return [image_id for index, image_id in enumerate(dataset.ids) if index in chosen]
+
+
+def subset_split(dataset: Dataset, space: SearchSpace) -> tuple[list[str], list[str]]:
+    """(search ids, held-out ids): the subset without, and with, the `subset.heldout` images (a
+    seeded choice) kept out of the search to validate its best; at least one image is searched."""
+    ids = subset_ids(dataset, space)
+    size = min(space.subset_heldout, len(ids) - 1)
+    kept = set(np.random.default_rng(space.subset_seed + 1).choice(len(ids), size=size, replace=False).tolist())
+    return [i for n, i in enumerate(ids) if n not in kept], [i for n, i in enumerate(ids) if n in kept]
 
 
 def step_checkpoints(space: SearchSpace) -> list[int]:

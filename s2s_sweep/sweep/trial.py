@@ -18,7 +18,7 @@ from s2s_sweep.datasets import Dataset
 from s2s_sweep.images import to_uint8
 from s2s_sweep.objectives import REGISTRY as OBJECTIVES
 from s2s_sweep.objectives import SCORE, Reading, curve_values
-from s2s_sweep.sweep.space import step_checkpoints, subset_ids, trial_lambda
+from s2s_sweep.sweep.space import step_checkpoints, subset_split, trial_lambda
 
 if TYPE_CHECKING:  # replay.py imports this module
     from s2s_sweep.sweep.replay import ReplayLandscape
@@ -85,12 +85,16 @@ def sweep_trial(config: dict, evaluation: TrainImages | ReplayLandscape, objecti
         )
 
 
-def sweep_inputs(dataset: Dataset, space: SearchSpace, base: S2SConfig, seed: int) -> tuple[list[str], TrainImages]:
-    """Subset ids and what the trials evaluate on them: the loaded (id, noisy, clean) images, the
+def sweep_inputs(
+    dataset: Dataset, space: SearchSpace, base: S2SConfig, seed: int
+) -> tuple[list[str], TrainImages, list]:
+    """Search ids; what the trials evaluate on them: the loaded (id, noisy, clean) images, the
     noisy seed images of warm trials (the dataset's first `warm_images`, as a warm run takes them),
-    the step checkpoints and the trials' fixed settings."""
-    ids = subset_ids(dataset, space)
+    the step checkpoints and the trials' fixed settings; and the held-out (id, noisy, clean)
+    images its best is validated on."""
+    ids, heldout_ids = subset_split(dataset, space)
     images = [(image_id, *dataset.load(image_id)) for image_id in ids]
+    heldout = [(image_id, *dataset.load(image_id)) for image_id in heldout_ids]
     seed_images = (
         [dataset.load(image_id)[0] for image_id in dataset.ids[: base.warm_images]] if "warm" in space.inits else []
     )
@@ -103,7 +107,7 @@ def sweep_inputs(dataset: Dataset, space: SearchSpace, base: S2SConfig, seed: in
         "log_every": max(checkpoints),
         "init": space.inits[0],
     }
-    return ids, TrainImages(images, seed_images, base_fields, checkpoints, space.search_passes)
+    return ids, TrainImages(images, seed_images, base_fields, checkpoints, space.search_passes), heldout
 
 
 def make_trainable(evaluation: TrainImages | ReplayLandscape, space: SearchSpace):
