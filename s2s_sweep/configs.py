@@ -303,15 +303,16 @@ def resolve_run_config(dataset: str, config: str, assignments: list[str], saved_
 
 
 def settings_to_run(saved: dict, paper: dict, location: str) -> tuple[dict, str | None]:
-    """The run settings of a sweep's saved best (best_config.yaml), or the paper's where its
-    held-out validation did not show the best at least as good (sweep/validation.py); and the
-    line that says so. A best saved before validation existed is taken as it is."""
+    """The run settings of a sweep's saved best (best_config.yaml), or the paper configuration it
+    was validated against (`paper`: the family's, for a block that does not record it) where that
+    validation did not show the best at least as good (sweep/validation.py); and the line that
+    says so. A best saved before validation existed is taken as it is."""
     _require(isinstance(saved, dict), location, "a mapping of run settings", saved)
     heldout = saved.get("heldout") or {}
     settings = run_overrides({k: v for k, v in saved.items() if k not in ("selection", "heldout")}, location)
     if heldout.get("shown", True):
         return settings, None
-    return dict(paper), (
+    return dict(heldout.get("paper", paper)), (
         f"{location}: {heldout_line(heldout)}; running the paper's configuration (to run the best anyway: "
         "copy that file, pass --config FILE.yaml)"
     )

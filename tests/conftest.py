@@ -1,4 +1,5 @@
 import contextlib
+import importlib
 import os
 import secrets
 import shutil
@@ -70,6 +71,19 @@ def run_module(*args: str, env: dict | None = None, timeout: float = 300) -> sub
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def run_in_process(argv: list[str], capsys, module: str = "s2s_sweep.run") -> tuple[int, str]:
+    """`python -m MODULE ARGV` as a call of its main() in this process: its exit status and stderr.
+    For input refused before any work starts, it says what a subprocess says, without a second
+    interpreter's start-up (seconds each)."""
+    main = importlib.import_module(module).main
+    handler = signal.getsignal(signal.SIGTERM)  # main() may turn SIGTERM into an exception: give it back after
+    try:
+        status = main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    return status, capsys.readouterr().err
 
 
 BIN = Path(sys.executable).parent

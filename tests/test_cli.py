@@ -1,9 +1,6 @@
-import subprocess
-import sys
-
 import numpy as np
 import pytest
-from conftest import NO_DOWNLOADS, REPO, run_module
+from conftest import NO_DOWNLOADS, run_in_process, run_module
 from PIL import Image
 
 from s2s_sweep.images import to_uint8
@@ -53,23 +50,22 @@ def one_line_error(done) -> str:
     return lines[-1]
 
 
-@pytest.mark.slow
-def test_bad_inputs_give_one_line_errors(tmp_path, astronaut_pair):
+def test_bad_inputs_give_one_line_errors(tmp_path, astronaut_pair, capsys):
     write_pair(tmp_path, astronaut_pair)
     noisy, out = str(tmp_path / "noisy.png"), str(tmp_path / "o.png")
-    assert "missing.png: no such image file" in one_line_error(
-        run_module("s2s_sweep.denoise", str(tmp_path / "missing.png"), "-o", out)
-    )
-    assert "p: expected a probability" in one_line_error(
-        run_module("s2s_sweep.denoise", noisy, "-o", out, "--p", "1.5")
-    )
+
+    def error(*args: str) -> str:
+        status, stderr = run_in_process([*args, "-o", out], capsys, "s2s_sweep.denoise")
+        lines = stderr.strip().splitlines()
+        assert status == 2 and lines[-1].startswith("error: ") and "Traceback" not in stderr, stderr
+        return lines[-1]
+
+    assert "missing.png: no such image file" in error(str(tmp_path / "missing.png"))
+    assert "p: expected a probability" in error(noisy, "--p", "1.5")
     Image.fromarray(np.zeros((50, 50, 3), np.uint8)).save(tmp_path / "other.png")
-    error = one_line_error(
-        run_module("s2s_sweep.denoise", noisy, "-o", out, "--clean", str(tmp_path / "other.png"), *FAST)
-    )
-    assert "other.png: shape (50, 50, 3) differs" in error
+    assert "other.png: shape (50, 50, 3) differs" in error(noisy, "--clean", str(tmp_path / "other.png"), *FAST)
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "tiny.png")
-    assert "too small" in one_line_error(run_module("s2s_sweep.denoise", str(tmp_path / "tiny.png"), "-o", out, *FAST))
+    assert "too small" in error(str(tmp_path / "tiny.png"), *FAST)
 
 
 @pytest.mark.slow
@@ -91,12 +87,9 @@ def test_missing_iqa_weights_stop_before_training(tmp_path, astronaut_pair):
     assert "train:   0%" in done.stderr and not (tmp_path / "o.png").exists()
 
 
-def test_an_internal_error_in_denoise_keeps_its_traceback_and_exits_70(tmp_path):
-    script = (
-        "import sys, s2s_sweep.denoise as cli\ncli.denoise = lambda *a: {}['bug']\n"
-        "sys.exit(cli.main(['--demo', '-o', sys.argv[1]]))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "o.png")], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 70 and "KeyError: 'bug'" in done.stderr and "internal error" in done.stderr
+def test_an_internal_error_in_denoise_keeps_its_traceback_and_exits_70(tmp_path, capsys, monkeypatch):
+    import s2s_sweep.denoise as cli
+
+    monkeypatch.setattr(cli, "denoise", lambda *a: {}["bug"])
+    status, stderr = run_in_process(["--demo", "-o", str(tmp_path / "o.png")], capsys, "s2s_sweep.denoise")
+    assert status == 70 and "Traceback" in stderr and "KeyError: 'bug'" in stderr and "internal error" in stderr

@@ -151,13 +151,13 @@ def test_a_node_joins_mid_run_gets_work_within_seconds_and_losing_it_loses_no_im
     cluster.add_node(num_cpus=1)
     ray.init(address=cluster.address, log_to_driver=False)
     try:
-        dataset = open_dataset(f"folder:{noise_folder(tmp_path / 'images', 12, 96)}")
+        dataset = open_dataset(f"folder:{noise_folder(tmp_path / 'images', 12, 64)}")
         options = RunOptions(out=str(tmp_path / "out"), run_id="elastic", flush_seconds=0)
         result = {}
         thread = threading.Thread(
             target=lambda: result.update(
                 table=run_dataset(
-                    dataset, S2SConfig(steps=30, passes=2, lambda_iqa=0.0, precision=FLOW_PRECISION), options
+                    dataset, S2SConfig(steps=20, passes=2, lambda_iqa=0.0, precision=FLOW_PRECISION), options
                 ).table
             )
         )

@@ -12,7 +12,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FLOW_PRECISION, REPO, free_port, start_mlflow_server, stop_server, wait_until
+from conftest import FLOW_PRECISION, REPO, free_port, run_in_process, start_mlflow_server, stop_server, wait_until
 from PIL import Image
 
 from s2s_sweep.errors import (
@@ -181,8 +181,10 @@ def test_failed_images_exit_1_and_rerun_with_retry_failed_replacing_their_rows(r
     assert len(list(results.rglob("*.parquet"))) == 1  # compacted
 
 
-def test_an_internal_error_keeps_its_traceback_and_exits_70(tmp_path):
-    script = "import sys, s2s_sweep.run as cli\ncli.run = lambda args: {}['bug']\nsys.exit(cli.main(['demo']))"
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == EXIT_BUG
-    assert "Traceback" in done.stderr and "KeyError: 'bug'" in done.stderr and "internal error" in done.stderr
+def test_an_internal_error_keeps_its_traceback_and_exits_70(capsys, monkeypatch):
+    import s2s_sweep.run as cli
+
+    monkeypatch.setattr(cli, "run", lambda args: {}["bug"])
+    status, stderr = run_in_process(["demo"], capsys)
+    assert status == EXIT_BUG
+    assert "Traceback" in stderr and "KeyError: 'bug'" in stderr and "internal error" in stderr

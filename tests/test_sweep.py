@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 import ray
 import yaml
-from conftest import REPO, run_module
+from conftest import REPO, run_in_process, run_module
 from PIL import Image
 from ray import tune
 from ray.tune.search import Searcher
@@ -232,7 +232,7 @@ def test_sweep_on_demo_early_stops_records_everything_replays_and_feeds_run_conf
     ]  # as a user writes it, not 0.2 + 4 * 0.1 = 0.6000000000000001
     assert trained["p"].isin([0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]).all()  # in the trials table too, for `WHERE p = 0.6`
     saved = yaml.safe_load((tmp_path / "demo" / "best_config.yaml").read_text())
-    assert {k: v for k, v in saved.items() if k != "selection"} == best
+    assert {k: v for k, v in saved.items() if k not in ("selection", "heldout")} == best
     assert saved["selection"]["chosen_steps"] == best["steps"] <= saved["selection"]["peak_steps"]
     assert saved["selection"]["objective"] == "psnr"
     assert saved["selection"]["chosen_score"] >= saved["selection"]["peak_score"] - 0.05
@@ -268,6 +268,7 @@ def test_sweep_on_demo_early_stops_records_everything_replays_and_feeds_run_conf
     assert saved["heldout"] == {
         "images": 0,
         "metric": "psnr",
+        "paper": {"p": 0.4, "steps": 10, "lambda_iqa": 0.0, "passes": 4},  # this space's, not demo.yaml's
         "gain_db": None,
         "ci95_db": None,
         "shown": False,
@@ -294,7 +295,7 @@ def test_sweep_on_demo_early_stops_records_everything_replays_and_feeds_run_conf
     assert "running the paper's configuration" in done.stdout
 
 
-def test_sweep_bad_inputs(space_file, tmp_path):
+def test_sweep_bad_inputs(space_file, tmp_path, capsys):
     space = load_space(space_file)
     with pytest.raises(ConfigError, match="--trials 0: expected a budget of at least 1 trial"):
         run_sweep(open_dataset("demo"), space, S2SConfig(), SweepOptions(out=str(tmp_path), trials=0))
@@ -303,30 +304,11 @@ def test_sweep_bad_inputs(space_file, tmp_path):
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / "a.png")
     with pytest.raises(ConfigError, match="has no clean references.*--config paper"):
         run_sweep(open_dataset(f"folder:{folder}"), space, S2SConfig(), SweepOptions(out=str(tmp_path)))
-    done = run_module(
-        "s2s_sweep.run",
-        "demo",
-        "--sweep",
-        "--space",
-        str(tmp_path / "missing.yaml"),
-        "--out",
-        str(tmp_path),
-        timeout=60,
-    )
-    assert done.returncode == 2 and "missing.yaml: search-space file not found" in done.stderr
-    done = run_module(
-        "s2s_sweep.run",
-        "demo",
-        "--sweep",
-        "--space",
-        str(space_file),
-        "--mlflow-uri",
-        "http://127.0.0.1:1",
-        "--out",
-        str(tmp_path),
-        timeout=60,
-    )
-    assert done.returncode == 2 and "MLflow server not reachable" in done.stderr
+    status, stderr = run_in_process(["demo", "--sweep", "--space", str(tmp_path / "missing.yaml")], capsys)
+    assert status == 2 and "missing.yaml: search-space file not found" in stderr
+    unreachable = ["demo", "--sweep", "--space", str(space_file), "--mlflow-uri", "http://127.0.0.1:1"]
+    status, stderr = run_in_process([*unreachable, "--out", str(tmp_path)], capsys)
+    assert status == 2 and "MLflow server not reachable" in stderr
 
 
 def test_the_verdict_is_the_rule_on_the_paired_differences():
@@ -351,6 +333,8 @@ def test_config_best_runs_the_best_only_where_its_validation_showed_it(tmp_path)
     not_shown = shown | {"gain_db": -0.3, "ci95_db": [-0.9, 0.3], "shown": False, "why": "the interval's lower end"}
     values, note = settings_to_run({**best, "heldout": not_shown}, paper, "OUT/demo/best_config.yaml")
     assert values == paper and note.startswith("OUT/demo/best_config.yaml: the sweep's best − the paper's")
+    recorded = {**paper, "steps": 10}  # the paper configuration of the space the sweep ran with
+    assert settings_to_run({**best, "heldout": not_shown | {"paper": recorded}}, paper, "X")[0] == recorded
     assert "-0.30 dB [-0.90, +0.30] (psnr, 4 images the search did not see)" in note
     saved = tmp_path / "best_config.yaml"
     saved.write_text(yaml.safe_dump({**best, "heldout": not_shown}))
@@ -388,7 +372,7 @@ def test_the_best_is_validated_on_held_out_images_against_the_paper(tmp_path, mo
     searched = set(pd.read_parquet(sweep / "curves")["image_id"])
     scores = pd.read_parquet(sweep / "heldout").pivot(index="image_id", columns="settings", values="value")
     assert len(searched) == 1 and len(scores) == 4 and not searched & set(scores.index)  # never searched
-    assert len(trials) == 2
+    assert len(trials) == 3  # the paper point (p 0.95), then the grid's p 0.2 and 0.3
     saved = yaml.safe_load((sweep / "best_config.yaml").read_text())
     block = saved["heldout"]
     assert block == outcome.heldout and block["images"] == 4 and block["metric"] == "psnr"
@@ -440,7 +424,7 @@ def test_a_folder_without_clean_images_is_swept_by_the_heldout_score_where_the_s
 def test_a_sweep_terminated_mid_way_is_killed_in_mlflow_then_restores_and_finishes_without_duplicates(tmp_path):
     space_file = tmp_path / "space.yaml"
     space_file.write_text(
-        SPACE.replace("steps: {low: 4, high: 12, step: 4}", "steps: {low: 16, high: 48, step: 16}")
+        SPACE.replace("steps: {low: 4, high: 12, step: 4}", "steps: {low: 8, high: 24, step: 8}")
     )  # trials long enough to stop one mid-way
     command = [
         sys.executable,

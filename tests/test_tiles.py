@@ -91,7 +91,8 @@ def test_tiled_inference_of_a_flat_image_shows_no_seam():
     config = FAST.replace(steps=15, passes=6, lr=1e-3, precision=FLOW_PRECISION)
     net = build_network(3, config, CPU)
     padded = to_batch(flat, CPU)
-    train(net, padded, 128, 448, config, estimate_memory(128, 448, config))
+    # trained on the left 128 x 128 (the noise is the same everywhere): a third of the steps' cost
+    train(net, to_batch(flat[:, :128], CPU), 128, 128, config, estimate_memory(128, 128, config))
     tiled = infer(net, padded, config, tile=192).denoised[0].mean(dim=(0, 1))  # column means (448,), 3 tiles across
     steps = (tiled[1:] - tiled[:-1]).abs()
     borders = sorted({s for start in tile_starts(448, 192) for s in (start - 1, start + 191) if 0 <= s < 447})
@@ -127,7 +128,7 @@ def peak_rss_of(height: int, width: int, config: dict) -> tuple[float, dict]:
     [
         (256, 256, {}),
         (700, 900, {"crop_size": 128, "crop_batch": 4, "tile_size": 256}),
-        (256, 256, {"precision": "bf16"}),  # bf16 is emulated (slow) where the CPU lacks it: a small image
+        (128, 128, {"precision": "bf16"}),  # bf16 is emulated (slow) where the CPU lacks it: a small image
     ],
 )
 def test_memory_estimate_is_within_25_percent_of_the_measured_peak(height, width, settings):

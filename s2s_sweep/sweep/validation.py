@@ -54,7 +54,7 @@ def validate_best(best: dict, space: SearchSpace, images: list, seed_images: lis
     """The `heldout:` block for `best` on the held-out `images` ((image_id, noisy, clean)), and
     the table of their scores (image, settings: best | paper, metric, value)."""
     metric = "psnr" if all(clean is not None for _, _, clean in images) else "heldout_psnr"
-    block = {"images": len(images), "metric": metric}
+    block = {"images": len(images), "metric": metric, "paper": dict(space.paper)}  # what `--config best` falls back to
     if len(images) < MIN_IMAGES:
         reason = f"{len(images)} held-out images (subset.heldout in {space.path}), fewer than {MIN_IMAGES}"
         return {**block, "gain_db": None, "ci95_db": None, "shown": False, "why": reason}, pa.table({})
