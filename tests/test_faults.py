@@ -166,13 +166,14 @@ def test_failed_images_exit_1_and_rerun_with_retry_failed_replacing_their_rows(r
     assert rows.loc["img01", "status"] == "failed" and "img01.png: cannot decode" in rows.loc["img01", "error"]
 
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(folder / "img01.png")  # repaired
-    again = subprocess.run(
-        [sys.executable, "-m", "s2s_sweep.run", *args, "--resume", run_id, "--retry-failed"],
+    again = subprocess.run(  # on this module's cluster: a second local Ray's start-up would add nothing
+        [sys.executable, "-m", "s2s_sweep.run", *args, "--resume", run_id, "--retry-failed"]
+        + ["--address", ray_head["gcs"]],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=600,
-        env=env,
+        env=ray_head["env"],
     )
     assert again.returncode == EXIT_OK, again.stderr[-3000:]
     assert "1 of 2 images to do" in again.stdout
