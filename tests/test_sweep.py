@@ -21,9 +21,11 @@ from ray.tune.search import Searcher
 from scipy import stats
 
 from model.config import S2SConfig
-from model.denoiser import denoise, denoise_at_steps
+from model.denoiser import denoise, denoise_at_steps, train_seed
 from s2s_sweep.configs import SPACES_DIR, ConfigError, load_space, resolve_run_config, settings_to_run
 from s2s_sweep.datasets import open_dataset
+from s2s_sweep.images import to_uint8
+from s2s_sweep.metrics import calculate_psnr
 from s2s_sweep.plots import compute_front, mean_curves
 from s2s_sweep.sweep import (
     CURVE_SCHEMA,
@@ -44,7 +46,7 @@ from s2s_sweep.sweep import (
     sweep_tables,
     tpe_sampler,
 )
-from s2s_sweep.sweep.validation import paired_verdict
+from s2s_sweep.sweep.validation import paired_verdict, validate_best
 
 SPACE = """
 datasets: [demo]
@@ -385,6 +387,28 @@ def test_the_best_is_validated_on_held_out_images_against_the_paper(tmp_path, mo
     )
     assert parent.data.metrics["heldout_gain_db"] == block["gain_db"] and parent.data.metrics["heldout_shown"] == 1
     assert parent.data.params["heldout_images"] == ",".join(sorted(scores.index))
+
+
+@pytest.mark.slow
+def test_a_warm_best_is_validated_from_one_seed_network_trained_on_the_warm_images(tmp_path):
+    space_file = tmp_path / "warm.yaml"
+    space_file.write_text(WARM_SPACE)
+    space = load_space(space_file)
+    demo = open_dataset("demo")
+    images = [(image_id, *demo.load(image_id)) for image_id in demo.ids]  # 4 "held-out" images
+    base = {"lambda_iqa": 0.0, "seed": 0, "log_every": 12, "precision": "fp32"}
+    warm = {"p": 0.4, "steps": 12, "lambda_iqa": 0.0, "passes": 4, "init": "warm", "warm_steps": 4}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        block, scores = validate_best(warm, space, images, [images[0][1]], base)
+    finally:
+        ray.shutdown()
+    scores = scores.to_pandas().pivot(index="image_id", columns="settings", values="value")
+    seed = train_seed([images[0][1]], S2SConfig(**base, p=0.4, steps=12, passes=2))
+    noisy, clean = images[1][1:]
+    ((estimate, _),) = denoise_at_steps(noisy, S2SConfig(**base, p=0.4, steps=12, passes=2), [4], 2, seed)
+    assert scores.loc[images[1][0], "best"] == pytest.approx(calculate_psnr(to_uint8(estimate), clean), abs=1e-6)
+    assert block["images"] == 4 and block | paired_verdict(list(scores["best"] - scores["paper"])) == block
 
 
 @pytest.mark.slow

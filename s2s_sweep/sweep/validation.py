@@ -27,14 +27,21 @@ RULE_DB = -0.1  # the lower end of the interval must be above this (the project'
 MIN_IMAGES = 4  # fewer paired images give no interval worth the name
 
 
-def score_settings(noisy, clean, seed_images: list, base: dict, settings: dict, cpus: float) -> float:
-    """PSNR (the held-out score without a clean image) of one image denoised with `settings`
-    (run settings as best_config.yaml writes them: a warm one first trains its seed)."""
+def seed_for(seed_images: list, base: dict, settings: dict, cpus: float) -> dict:
+    """The seed network a warm best starts its images from, trained once for every held-out image."""
+    import torch
+
+    torch.set_num_threads(max(1, int(cpus)))
+    return train_seed(seed_images, S2SConfig(**{**base, **settings}))
+
+
+def score_settings(noisy, clean, seed: dict | None, base: dict, settings: dict, cpus: float) -> float:
+    """PSNR (the held-out score without a clean image) of one image denoised with `settings` (run
+    settings as best_config.yaml writes them), from `seed` where they are a warm start."""
     import torch
 
     torch.set_num_threads(max(1, int(cpus)))
     config = S2SConfig(**{**base, **settings})
-    seed = train_seed(seed_images, config) if config.init == "warm" else None
     ((estimate, heldout),) = denoise_at_steps(noisy, config, [config.image_steps], config.passes, initial_state=seed)
     if clean is None:
         return calculate_heldout_psnr(heldout, noisy)
@@ -66,10 +73,16 @@ def validate_best(best: dict, space: SearchSpace, images: list, seed_images: lis
         "paper": {**paper, "init": "cold"},
     }
     base = {**base, "passes": space.search_passes}
-    task = ray.remote(num_cpus=space.cpus_per_trial, num_gpus=space.gpus_per_trial)(score_settings)
-    seeds = ray.put(seed_images)
+    resources = {"num_cpus": space.cpus_per_trial, "num_gpus": space.gpus_per_trial}
+    seeds = {  # a warm start's seed: one task, its weights shared through the object store
+        name: ray.remote(**resources)(seed_for).remote(seed_images, base, settings, space.cpus_per_trial)
+        if settings["init"] == "warm"
+        else None
+        for name, settings in candidates.items()
+    }
+    task = ray.remote(**resources)(score_settings)
     pending = {
-        (name, image_id): task.remote(noisy, clean, seeds, base, settings, space.cpus_per_trial)
+        (name, image_id): task.remote(noisy, clean, seeds[name], base, settings, space.cpus_per_trial)
         for name, settings in candidates.items()
         for image_id, noisy, clean in images
     }
