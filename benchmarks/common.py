@@ -1,20 +1,21 @@
 """What the benchmarks share: the noise kinds they measure, centre crops, step lists, and the rule
 by which one setting is called better, equal or worse than another.
 
-The rule (issue "tell better from worse"), stated before measuring: paired over the same images,
-the lower end of the 95% interval of the mean PSNR difference (candidate − reference) is above
-−0.1 dB on each kind. An image's value is the mean over its seeds where there are several, so
+The rule (s2s_sweep/rule.py, issue "tell better from worse"), stated before measuring: paired over
+the same images, the lower end of the 95% interval of the mean PSNR difference (candidate −
+reference) is above −0.1 dB on each kind. An image's value is the mean over its seeds where there are several, so
 the pairs are images, not trainings.
 """
 
 import argparse
-import math
 
 import numpy as np
 
+# the rule lives with the product, which applies it to a sweep's best too; the benchmarks take it from here
+from s2s_sweep.rule import paired_rule  # noqa: F401
+
 KINDS = {"cbsd68-25": "synthetic σ=25", "polyu": "real (PolyU)"}
 PAPER_STEPS, PAPER_PASSES, PAPER_LAMBDA_IQA = 4000, 500, 2e-8  # the paper's CBSD68 protocol per image, for projections
-RULE_MARGIN_DB = 0.1  # the rule: lower end of the 95% interval above −RULE_MARGIN_DB
 
 
 def centre_crop(image: np.ndarray, side: int) -> np.ndarray:
@@ -28,41 +29,6 @@ def centre_crop(image: np.ndarray, side: int) -> np.ndarray:
 def steps_list(text: str) -> list[int]:
     """'100,200,400' -> [100, 200, 400], sorted."""
     return sorted(int(step) for step in text.split(","))
-
-
-def paired_rule(candidate: list[float], reference: list[float], margin_db: float = RULE_MARGIN_DB) -> dict:
-    """The rule on per-image PSNRs of a candidate and a reference (same images, same order).
-
-    Returns n, the mean difference and its 95% interval (Student's t over images), whether the
-    rule passes, and `images_needed`: how many images the verdict would need to pass at the
-    measured mean and spread of the differences (None where the mean itself is at or below
-    −margin, so no number of images would show it)."""
-    from scipy import stats
-
-    differences = np.asarray(candidate, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
-    n = len(differences)
-    mean = float(differences.mean()) if n else math.nan
-    if n < 2:
-        return {
-            "n": n,
-            "mean_db": mean,
-            "ci95_db": [math.nan, math.nan],
-            "sd_db": math.nan,
-            "passes": False,
-            "images_needed": None,
-        }
-    sd = float(differences.std(ddof=1))
-    half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
-    room = mean + margin_db  # how far the mean sits above the rule's bound
-    needed = None if room <= 0 else max(2, math.ceil((1.96 * sd / room) ** 2))
-    return {
-        "n": n,
-        "mean_db": mean,
-        "ci95_db": [mean - half, mean + half],
-        "sd_db": sd,
-        "passes": bool(mean - half > -margin_db),
-        "images_needed": needed,
-    }
 
 
 def rule_line(result: dict) -> str:

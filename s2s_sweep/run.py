@@ -24,7 +24,6 @@ from model.losses import ensure_iqa_weights
 from s2s_sweep.configs import (
     FLAG_FIELDS,
     ConfigError,
-    heldout_line,
     load_space,
     read_yaml,
     resolve_run_config,
@@ -205,11 +204,10 @@ def run(args: argparse.Namespace) -> int:
         sweep = run_sweep(dataset, space, config, sweep_options)
         if args.sweep_only:
             return EXIT_OK
-        shown = sweep.heldout["shown"]
         config = config.replace(**sweep.to_run)
-        source = f"sweep {sweep.sweep_id}" if shown else f"paper (sweep {sweep.sweep_id}'s best not shown)"
-        if not shown:
-            print(f"running the paper's configuration: {heldout_line(sweep.heldout)}", flush=True)
+        source = f"sweep {sweep.sweep_id}" if sweep.note is None else f"paper (sweep {sweep.sweep_id}'s best not shown)"
+        if sweep.note:
+            print(sweep.note, flush=True)
     options = RunOptions(
         out=store.location,
         run_id=None if args.sweep else args.resume,

@@ -315,15 +315,17 @@ def test_sweep_bad_inputs(space_file, tmp_path, capsys):
 
 def test_the_verdict_is_the_rule_on_the_paired_differences():
     differences = [0.2, 0.35, 0.1, 0.25, 0.3]
-    verdict = paired_verdict(differences)
+    verdict = paired_verdict(differences, [0.0] * 5)
     low, high = stats.t.interval(0.95, 4, loc=np.mean(differences), scale=stats.sem(differences))
     assert verdict == {
         "gain_db": round(np.mean(differences), 4),
         "ci95_db": [round(low, 4), round(high, 4)],
         "shown": True,
     }
-    assert paired_verdict([-0.5, 0.4, -0.2, 0.1])["shown"] is False  # the mean may be near 0, the interval is wide
-    assert paired_verdict([-0.05, -0.04, -0.06, -0.05])["shown"] is True  # equal within the rule's -0.1 dB
+    assert (
+        paired_verdict([-0.5, 0.4, -0.2, 0.1], [0.0] * 4)["shown"] is False
+    )  # the mean may be near 0, the interval is wide
+    assert paired_verdict([-0.05, -0.04, -0.06, -0.05], [0.0] * 4)["shown"] is True  # equal within the rule's -0.1 dB
 
 
 def test_config_best_runs_the_best_only_where_its_validation_showed_it(tmp_path):
@@ -378,7 +380,7 @@ def test_the_best_is_validated_on_held_out_images_against_the_paper(tmp_path, mo
     saved = yaml.safe_load((sweep / "best_config.yaml").read_text())
     block = saved["heldout"]
     assert block == outcome.heldout and block["images"] == 4 and block["metric"] == "psnr"
-    assert block | paired_verdict(list(scores["best"] - scores["paper"])) == block  # the verdict of those scores
+    assert block | paired_verdict(list(scores["best"]), list(scores["paper"])) == block  # the verdict of those scores
     assert block["shown"] and block["gain_db"] > 1  # 1 step at p 0.95 against the best's steps
     assert outcome.to_run == {k: saved[k] for k in ("p", "steps", "lambda_iqa", "passes")}
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -408,7 +410,7 @@ def test_a_warm_best_is_validated_from_one_seed_network_trained_on_the_warm_imag
     noisy, clean = images[1][1:]
     ((estimate, _),) = denoise_at_steps(noisy, S2SConfig(**base, p=0.4, steps=12, passes=2), [4], 2, seed)
     assert scores.loc[images[1][0], "best"] == pytest.approx(calculate_psnr(to_uint8(estimate), clean), abs=1e-6)
-    assert block["images"] == 4 and block | paired_verdict(list(scores["best"] - scores["paper"])) == block
+    assert block["images"] == 4 and block | paired_verdict(list(scores["best"]), list(scores["paper"])) == block
 
 
 @pytest.mark.slow

@@ -42,6 +42,7 @@ class SweepOutcome:
     best: dict  # the best run settings (also saved as OUT/DATASET/best_config.yaml)
     heldout: dict  # its validation on the held-out images (sweep/validation.py)
     to_run: dict  # what `--config best` runs: the best, or the paper's configuration where not shown
+    note: str | None  # where it is the paper's: the line that says so (configs.settings_to_run)
 
 
 def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: SweepOptions) -> SweepOutcome:
@@ -112,9 +113,9 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
     tracker.finish("FINISHED")
     location = store.path(dataset.key + "/best_config.yaml")
     print(f"best: {best} -> {location}", flush=True)
-    to_run, _ = settings_to_run({**best, "heldout": validation}, space.paper, location)
+    to_run, note = settings_to_run({**best, "heldout": validation}, space.paper, location)
     print(f"MLflow: {tracker.ui_command()}", flush=True)
-    return SweepOutcome(sweep_id, best, validation, to_run)
+    return SweepOutcome(sweep_id, best, validation, to_run, note)
 
 
 def search(

@@ -4,26 +4,23 @@ The sweep keeps `subset.heldout` of its subset's images out of the search. Once 
 chosen, each held-out image is trained with the best settings and with the paper's (with the
 search's passes), one Ray task per (settings, image), and scored by PSNR against its clean image
 (by the held-out score where the dataset has none). The verdict is the project's rule
-(benchmarks/common.py, docs/variance.md): paired over those images, the lower end of the 95%
+(s2s_sweep/rule.py, docs/variance.md): paired over those images, the lower end of the 95%
 Student-t interval of the mean difference best − paper is above -0.1 dB. It is written, always,
 as the `heldout:` block of best_config.yaml (and to MLflow and the report); where it is not
 shown, `--config best` runs the paper's configuration (configs.settings_to_run).
 """
 
-import math
-
-import numpy as np
 import pyarrow as pa
 import ray
-from scipy import stats
 
 from model.config import S2SConfig
 from model.denoiser import denoise_at_steps, train_seed
 from s2s_sweep.configs import SearchSpace
 from s2s_sweep.images import to_uint8
-from s2s_sweep.metrics import calculate_heldout_psnr, calculate_psnr
+from s2s_sweep.objectives import REGISTRY as OBJECTIVES
+from s2s_sweep.objectives import Reading
+from s2s_sweep.rule import RULE_MARGIN_DB, paired_rule
 
-RULE_DB = -0.1  # the lower end of the interval must be above this (the project's rule)
 MIN_IMAGES = 4  # fewer paired images give no interval worth the name
 
 
@@ -35,32 +32,30 @@ def seed_for(seed_images: list, base: dict, settings: dict, cpus: float) -> dict
     return train_seed(seed_images, S2SConfig(**{**base, **settings}))
 
 
-def score_settings(noisy, clean, seed: dict | None, base: dict, settings: dict, cpus: float) -> float:
-    """PSNR (the held-out score without a clean image) of one image denoised with `settings` (run
-    settings as best_config.yaml writes them), from `seed` where they are a warm start."""
+def score_settings(noisy, clean, seed: dict | None, base: dict, settings: dict, objective: str, cpus: float) -> float:
+    """`objective`'s score of one image denoised with `settings` (run settings as best_config.yaml
+    writes them), from `seed` where they are a warm start."""
     import torch
 
     torch.set_num_threads(max(1, int(cpus)))
     config = S2SConfig(**{**base, **settings})
     ((estimate, heldout),) = denoise_at_steps(noisy, config, [config.image_steps], config.passes, initial_state=seed)
-    if clean is None:
-        return calculate_heldout_psnr(heldout, noisy)
-    return calculate_psnr(to_uint8(estimate, config.quantize), clean)
+    return OBJECTIVES[objective].score(Reading(to_uint8(estimate, config.quantize), heldout, noisy, clean))
 
 
-def paired_verdict(differences: list[float]) -> dict:
-    """Mean of the paired differences, its 95% Student-t interval, and whether the rule shows it."""
-    n = len(differences)
-    mean = float(np.mean(differences))
-    half = float(stats.t.ppf(0.975, n - 1) * np.std(differences, ddof=1) / math.sqrt(n))
-    low, high = mean - half, mean + half
-    return {"gain_db": round(mean, 4), "ci95_db": [round(low, 4), round(high, 4)], "shown": bool(low > RULE_DB)}
+def paired_verdict(candidate: list[float], reference: list[float]) -> dict:
+    """The rule (s2s_sweep/rule.py) on paired scores, as the `heldout:` block writes it: the mean
+    gain, its 95% interval, and whether the rule shows the candidate at least as good."""
+    rule = paired_rule(candidate, reference)
+    low, high = rule["ci95_db"]
+    return {"gain_db": round(rule["mean_db"], 4), "ci95_db": [round(low, 4), round(high, 4)], "shown": rule["passes"]}
 
 
 def validate_best(best: dict, space: SearchSpace, images: list, seed_images: list, base: dict) -> tuple[dict, pa.Table]:
     """The `heldout:` block for `best` on the held-out `images` ((image_id, noisy, clean)), and
     the table of their scores (image, settings: best | paper, metric, value)."""
-    metric = "psnr" if all(clean is not None for _, _, clean in images) else "heldout_psnr"
+    objective = OBJECTIVES["psnr" if all(clean is not None for _, _, clean in images) else "heldout"]
+    metric = objective.curve
     block = {"images": len(images), "metric": metric, "paper": dict(space.paper)}  # what `--config best` falls back to
     if len(images) < MIN_IMAGES:
         reason = f"{len(images)} held-out images (subset.heldout in {space.path}), fewer than {MIN_IMAGES}"
@@ -82,16 +77,15 @@ def validate_best(best: dict, space: SearchSpace, images: list, seed_images: lis
     }
     task = ray.remote(**resources)(score_settings)
     pending = {
-        (name, image_id): task.remote(noisy, clean, seeds[name], base, settings, space.cpus_per_trial)
+        (name, image_id): task.remote(noisy, clean, seeds[name], base, settings, objective.name, space.cpus_per_trial)
         for name, settings in candidates.items()
         for image_id, noisy, clean in images
     }
     scores = dict(zip(pending, ray.get(list(pending.values())), strict=True))
-    differences = [scores[("best", image_id)] - scores[("paper", image_id)] for image_id, _, _ in images]
-    block |= paired_verdict(differences)
+    block |= paired_verdict(*([scores[(name, image_id)] for image_id, _, _ in images] for name in ("best", "paper")))
     if not block["shown"]:
         low = block["ci95_db"][0]
-        block["why"] = f"the interval's lower end {low:+.2f} dB is not above {RULE_DB} dB (the rule)"
+        block["why"] = f"the interval's lower end {low:+.2f} dB is not above {-RULE_MARGIN_DB} dB (the rule)"
     rows = [
         {"image_id": image_id, "settings": name, "metric": metric, "value": value}
         for (name, image_id), value in scores.items()
