@@ -20,7 +20,6 @@ kind, in pieces. `summary` reports how well the held-out score ranks (p, steps) 
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from common import KINDS, centre_crop, kinds_parser, objective_spearman, spearma
 from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.metrics import calculate_psnr
+from s2s_sweep.run_settings import RunSettings, join
 from s2s_sweep.sweep import LANDSCAPE, TrainImages, read_landscape
 
 P_GRID = [round(0.30 + 0.05 * index, 2) for index in range(14)]  # 0.30 .. 0.95
@@ -44,7 +44,7 @@ def curve_rows(
     """One training of `noisy` up to max(steps), evaluated as a sweep trial evaluates it (TrainImages):
     a row per read-out."""
     started = time.perf_counter()
-    evaluation = TrainImages([(image_id, noisy, clean)], [], asdict(config), steps, passes)
+    evaluation = TrainImages([(image_id, noisy, clean)], [], join(config, RunSettings()), steps, passes)
     ((_, curves),) = evaluation.curves({"p": config.p, "lambda_iqa": config.lambda_iqa})
     seconds = time.perf_counter() - started
     fixed = {

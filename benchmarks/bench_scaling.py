@@ -58,10 +58,10 @@ def main():
         ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
         with tempfile.TemporaryDirectory() as out:
             run_dataset(
-                open_dataset("demo").select(limit=1), config, RunOptions(out=out, flush_seconds=0)
+                open_dataset("demo").select(limit=1), method, RunOptions(out=out, flush_seconds=0)
             )  # warm workers
             started = time.perf_counter()
-            run_dataset(dataset, config, RunOptions(out=out, flush_seconds=0))
+            run_dataset(dataset, method, RunOptions(out=out, flush_seconds=0))
             rows[f"ray_{workers}_workers"] = {"workers": workers, "seconds": time.perf_counter() - started}
         ray.shutdown()
     for row in rows.values():
@@ -114,7 +114,7 @@ def node_joins(config: S2SConfig, images: int) -> dict:
         outcome = {}
         thread = threading.Thread(
             target=lambda: outcome.update(
-                run=run_dataset(dataset, config, RunOptions(out=out, run_id="joins", flush_seconds=0))
+                run=run_dataset(dataset, Method(config=config), RunOptions(out=out, run_id="joins", flush_seconds=0))
             )
         )
         thread.start()

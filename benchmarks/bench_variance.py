@@ -44,9 +44,11 @@ from model.config import PAPER_DEFAULTS, S2SConfig
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.images import to_uint8
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
+from s2s_sweep.run_settings import RunSettings
 
 RESULTS = Path("benchmarks/results")
 RAW = "raw"
+QUANTIZE = RunSettings().quantize  # as a run quantizes its outputs by default
 
 
 def trajectory(noisy: np.ndarray, clean: np.ndarray, config: S2SConfig, steps: list[int], args) -> dict:
@@ -67,7 +69,7 @@ def trajectory(noisy: np.ndarray, clean: np.ndarray, config: S2SConfig, steps: l
         return to_image(infer(network, padded, config.replace(passes=passes), plan.tile).denoised, height, width)
 
     def score(name: str, image: np.ndarray) -> None:
-        pixels = to_uint8(image, config.quantize)
+        pixels = to_uint8(image, QUANTIZE)
         curves[name]["psnr"].append(calculate_psnr(pixels, clean))
         curves[name]["ssim"].append(calculate_ssim(pixels, clean))
 
@@ -78,7 +80,7 @@ def trajectory(noisy: np.ndarray, clean: np.ndarray, config: S2SConfig, steps: l
             score(name, estimate(average.network(net), args.passes))
         score(window, np.mean(raw_estimates[-args.window :], axis=0))
         if step == steps[-1]:
-            final["psnr"] = calculate_psnr(to_uint8(estimate(net, args.final_passes), config.quantize), clean)
+            final["psnr"] = calculate_psnr(to_uint8(estimate(net, args.final_passes), QUANTIZE), clean)
 
     train(
         net,

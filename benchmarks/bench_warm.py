@@ -30,6 +30,7 @@ from common import KINDS, centre_crop, kinds_parser, steps_list
 from model.config import PAPER_DEFAULTS, S2SConfig
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.metrics import calculate_psnr
+from s2s_sweep.run_settings import RunSettings
 from s2s_sweep.sweep import image_curves
 
 RESULTS = Path("benchmarks/results")
@@ -102,7 +103,7 @@ def run(args) -> None:
                     denoise_at_steps(noisy, config, steps, args.passes, initial_state=state),
                     noisy,
                     clean,
-                    config.quantize,
+                    RunSettings().quantize,
                 )
                 row = {
                     "dataset": kind,

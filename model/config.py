@@ -1,4 +1,7 @@
-"""Hyperparameters and run settings of one Self2Self+ run."""
+"""Hyperparameters and run settings of one Self2Self+ training and inference of one image.
+
+What a dataset run adds (how each image's network starts, how its output becomes 8-bit) is
+s2s_sweep/run_settings.py: model/ never reads it."""
 
 import dataclasses
 import functools
@@ -63,14 +66,6 @@ class S2SConfig:
     tile_size: int = 0  # side of the inference tiles (a multiple of 32, >= 192)
     memory_mb: int = 0  # memory budget of one image (RAM on CPU, GPU memory on CUDA); 0 = what is free
     log_every: int = 50  # steps between loss read-outs (each one syncs the device)
-    # how the float output becomes 8-bit for its PNG and metrics: "round", or "floor" as the authors' code saves
-    quantize: str = "round"
-    # warm starts: images start from a seed network instead of a fresh one (README, "Warm starts")
-    # "cold" (the paper: a fresh network per image); "warm" (a seed trained `steps` on each of the dataset's first
-    # `warm_images`); or a saved seed's path
-    init: str = "cold"
-    warm_steps: int = 0  # training steps of each warm-started image; 0 = steps // 2
-    warm_images: int = 1  # images the "warm" seed trains on, in turn
     iqa_weights: str | None = None  # TORCH_HOME-style folder with the IQA weights; None = torch's hub dir
 
     def __post_init__(self):
@@ -110,10 +105,6 @@ class S2SConfig:
             ),
             "memory_mb": (is_integer(self.memory_mb) and self.memory_mb >= 0, "an integer >= 0 (0 = what is free)"),
             "log_every": (is_integer(self.log_every) and self.log_every >= 1, "an integer >= 1"),
-            "quantize": (self.quantize in ("round", "floor"), "round or floor"),
-            "init": (isinstance(self.init, str) and bool(self.init), "cold, warm or the path of a saved seed network"),
-            "warm_steps": (is_integer(self.warm_steps) and self.warm_steps >= 0, "an integer >= 0 (0 = steps // 2)"),
-            "warm_images": (is_integer(self.warm_images) and self.warm_images >= 1, "an integer >= 1"),
         }
         for field, (ok, expected) in checks.items():
             if not ok:
@@ -124,11 +115,6 @@ class S2SConfig:
         chosen where the hardware has it natively (native_bf16) once benchmarks/bench_precision.py
         shows it within 0.05 dB of fp32, and so far it does not (README, "Precision")."""
         return "fp32" if self.precision == "auto" else self.precision
-
-    @property
-    def image_steps(self) -> int:
-        """Training steps of one image: `steps` from a fresh network, `warm_steps` from a seed."""
-        return self.steps if self.init == "cold" else self.warm_steps or max(1, self.steps // 2)
 
     def replace(self, **changes) -> "S2SConfig":
         return dataclasses.replace(self, **changes)

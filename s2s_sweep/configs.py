@@ -4,10 +4,11 @@ A search-space file (one per dataset family, plus demo.yaml and folder.yaml) hol
 paper configuration, the search ranges, the sweep's subset, budget, resources and early
 stopping. It is validated on load; every error is one line naming the file and the key.
 
-A run configuration is a flat mapping of S2SConfig fields (p, steps, lambda_iqa, passes,
-seed, ...): `--config paper` takes the file's `paper:` section, `--config best` the best
-configuration a sweep saved, `--config FILE.yaml` a flat mapping such as a run's own
-config.yaml; then `--set key=value` overrides single fields.
+A run configuration is a flat mapping of S2SConfig fields (p, steps, lambda_iqa, passes, seed,
+...) and RunSettings fields (quantize, init, ...: s2s_sweep/run_settings.py): `--config paper`
+takes the file's `paper:` section, `--config best` the best configuration a sweep saved,
+`--config FILE.yaml` a flat mapping such as a run's own config.yaml; then `--set key=value`
+overrides single fields.
 """
 
 import dataclasses
@@ -20,13 +21,14 @@ from model.config import S2SConfig
 from model.errors import UserError
 from s2s_sweep.objectives import DEFAULT_OBJECTIVE, MIN_AGREEMENT
 from s2s_sweep.objectives import REGISTRY as OBJECTIVES
+from s2s_sweep.run_settings import RUN_SETTINGS, split
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 FLAG_FIELDS = (
     "device",
     "iqa_weights",
 )  # where a run computes, given by --device and --iqa-weights, never by a config file
-RUN_FIELDS = tuple(f.name for f in dataclasses.fields(S2SConfig) if f.name not in FLAG_FIELDS)
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(S2SConfig) if f.name not in FLAG_FIELDS) + RUN_SETTINGS
 SEARCHED = ("p", "steps", "lambda_iqa")
 
 
@@ -235,12 +237,12 @@ def parse_objective(search: dict, where: str) -> dict:
 
 
 def run_overrides(values, where: str) -> dict:
-    """A flat mapping of S2SConfig fields, checked for unknown keys and valid values."""
+    """A flat mapping of run settings, checked for unknown keys and valid values."""
     _require(isinstance(values, dict), where, "a mapping of run settings", values)
     unknown = sorted(set(values) - set(RUN_FIELDS))
     _require(not unknown, where, f"keys among {', '.join(RUN_FIELDS)}", ", ".join(unknown))
     try:
-        S2SConfig(**values)
+        split(values)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"{where}: {error}") from None
     return dict(values)

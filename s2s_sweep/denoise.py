@@ -23,9 +23,10 @@ from s2s_sweep.errors import EXIT_BAD_INPUT, EXIT_BUG, USER_ERRORS
 from s2s_sweep.images import ImageError, read_image, to_uint8, write_png
 from s2s_sweep.methods import load_seed
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
+from s2s_sweep.run_settings import QUANTIZE, RunSettings
 from s2s_sweep.store import read_file
 
-DEFAULTS = S2SConfig()
+DEFAULTS, RUN_DEFAULTS = S2SConfig(), RunSettings()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -54,8 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument(
         "--quantize",
-        default=DEFAULTS.quantize,
-        choices=["round", "floor"],
+        default=RUN_DEFAULTS.quantize,
+        choices=QUANTIZE,
         help="float output to 8 bits for the PNG and metrics (default %(default)s; floor: as the authors' code)",
     )
     parser.add_argument(
@@ -65,7 +66,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--init", help="start from a saved seed network (a run's seed.pt: a warm start) instead of a fresh one"
     )
     parser.add_argument(
-        "--warm-steps", type=int, default=DEFAULTS.warm_steps, help="training steps from the seed (default: steps // 2)"
+        "--warm-steps",
+        type=int,
+        default=RUN_DEFAULTS.warm_steps,
+        help="training steps from the seed (default: steps // 2)",
     )
     return parser.parse_args(argv)
 
@@ -85,10 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                 precision=args.precision,
                 compile=args.compile,
                 iqa_weights=args.iqa_weights,
-                quantize=args.quantize,
-                init=args.init or "cold",
-                warm_steps=args.warm_steps,
             )
+            run_settings = RunSettings(quantize=args.quantize, init=args.init or "cold", warm_steps=args.warm_steps)
         except ValueError as error:
             raise ConfigError(str(error)) from None
         initial_state = load_seed(read_file(args.init, "--init"), args.init) if args.init else None
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ImageError(f"{args.clean}: shape {clean.shape} differs from the noisy image's {noisy.shape}")
 
         started = time.perf_counter()
-        config = config.replace(steps=config.image_steps)
+        config = run_settings.image_config(config)
         with (
             tqdm(total=config.steps, desc="train", unit="step") as train_bar,
             tqdm(total=config.passes, desc="infer", unit="pass") as infer_bar,
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
             result = denoise(noisy, config, on_step, on_pass, initial_state)
         try:
-            write_png(args.output, result.denoised, config.quantize)
+            write_png(args.output, result.denoised, run_settings.quantize)
         except OSError as error:
             raise ImageError(f"{args.output}: cannot write the result ({error})") from None
     except USER_ERRORS as error:
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if clean is not None:
         print(f"noisy   PSNR {calculate_psnr(noisy, clean):6.2f} dB  SSIM {calculate_ssim(noisy, clean):.4f}")
-        denoised = to_uint8(result.denoised, config.quantize)  # what was written
+        denoised = to_uint8(result.denoised, run_settings.quantize)  # what was written
         print(f"S2S+    PSNR {calculate_psnr(denoised, clean):6.2f} dB  SSIM {calculate_ssim(denoised, clean):.4f}")
     return 0
 

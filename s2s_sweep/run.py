@@ -14,12 +14,10 @@ import argparse
 import os
 import sys
 import traceback
-from dataclasses import asdict
 from pathlib import Path
 
 import yaml
 
-from model.config import S2SConfig
 from model.losses import ensure_iqa_weights
 from s2s_sweep.configs import (
     FLAG_FIELDS,
@@ -46,6 +44,7 @@ from s2s_sweep.errors import (
     stop_request,
 )
 from s2s_sweep.methods import DEFAULT_METHOD, METHODS, REGISTRY, Method
+from s2s_sweep.run_settings import join, split
 from s2s_sweep.runner import RunOptions, run_dataset
 from s2s_sweep.store import DEFAULT_FALLBACK, OutputStore, StoreLost
 from s2s_sweep.uris import redact, remove_private_profiles
@@ -168,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     method = args.method or (saved_method.name if saved_method else DEFAULT_METHOD)  # resuming: the run's own method
     check_method_arguments(args, method)
     if saved_method and args.config == "paper" and not args.set:  # resuming: the run's own settings
-        values = {k: v for k, v in asdict(saved_method.config).items() if k not in FLAG_FIELDS}
+        values = {k: v for k, v in join(saved_method.config, saved_method.run).items() if k not in FLAG_FIELDS}
     else:
         values = resolve_run_config(
             args.dataset,
@@ -177,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
             (store.path(best), store.read_text(best) if args.config == "best" else None),
         )
     try:
-        config = S2SConfig(**values, device=args.device, iqa_weights=args.iqa_weights)
+        config, run_settings = split({**values, "device": args.device, "iqa_weights": args.iqa_weights})
     except ValueError as error:
         raise ConfigError(str(error)) from None
     if (
@@ -201,10 +200,10 @@ def run(args: argparse.Namespace) -> int:
             address=args.address,
             seed=config.seed,
         )
-        sweep = run_sweep(dataset, space, config, sweep_options)
+        sweep = run_sweep(dataset, space, config, sweep_options, run_settings)
         if args.sweep_only:
             return EXIT_OK
-        config = config.replace(**sweep.to_run)
+        config, run_settings = split({**join(config, run_settings), **sweep.to_run})
         source = f"sweep {sweep.sweep_id}" if sweep.note is None else f"paper (sweep {sweep.sweep_id}'s best not shown)"
         if sweep.note:
             print(sweep.note, flush=True)
@@ -220,10 +219,9 @@ def run(args: argparse.Namespace) -> int:
         flush_seconds=args.flush_seconds,
         store_patience_seconds=args.store_patience,
         fallback=args.fallback,
-        method=method,
         extra_params={"config_source": source},
     )
-    return run_dataset(dataset, config, options).exit_status
+    return run_dataset(dataset, Method(method, config, run_settings), options).exit_status
 
 
 def check_method_arguments(args: argparse.Namespace, method: str) -> None:

@@ -1,7 +1,7 @@
 """Denoise a whole dataset on Ray: one task per image, the driver records.
 
-    config = S2SConfig(steps=500, passes=50, lambda_iqa=0.0)
-    outcome = run_dataset(open_dataset("demo"), config, RunOptions(out="outputs"))
+    method = Method("s2s+", S2SConfig(steps=500, passes=50, lambda_iqa=0.0))  # or Method("cbm3d"), ...
+    outcome = run_dataset(open_dataset("demo"), method, RunOptions(out="outputs"))
 
 Workers compute: each task trains a fresh Self2Self+ network on one image and returns the
 denoised image with its metrics. The driver loads each image just before submitting it,
@@ -33,7 +33,7 @@ import hashlib
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from itertools import islice
 from pathlib import Path
@@ -45,14 +45,13 @@ import ray
 import yaml
 from ray.autoscaler.sdk import request_resources
 
-from model.config import S2SConfig
 from model.memory import MB, DoesNotFit, Plan
 from model.network import check_image_size
 from s2s_sweep.configs import ConfigError
 from s2s_sweep.datasets import Dataset, DatasetError
 from s2s_sweep.errors import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_TRACKING_BEHIND, USER_ERRORS, stop_request
 from s2s_sweep.images import ImageError, encode_png, to_uint8
-from s2s_sweep.methods import DEFAULT_METHOD, Method, denoise_image, load_seed, train_seed_task
+from s2s_sweep.methods import Method, denoise_image, load_seed, train_seed_task
 from s2s_sweep.results import SCHEMA, ResultsTable, compact_results, parquet_bytes, read_results
 from s2s_sweep.session import Session, code_version, connect_ray, oom_retries, open_session, write_record
 from s2s_sweep.store import DEFAULT_FALLBACK, HeldWrites, StoreLost, read_file, upload_fallback
@@ -77,7 +76,6 @@ class RunOptions:
     flush_seconds: float = 30.0
     store_patience_seconds: float = 300.0  # how long finished images wait in memory for a store that is down
     fallback: str = str(DEFAULT_FALLBACK)  # local folder for them when the store stays down longer
-    method: str = DEFAULT_METHOD  # S2S+, or another of s2s_sweep.methods (it takes the settings its `settable` names)
     extra_params: dict = field(default_factory=dict)  # more MLflow params (e.g. the CLI's --config)
 
 
@@ -241,14 +239,14 @@ class DatasetRun:
         """A warm start's seed network into Ray's object store, once for the run: `init: PATH` reads
         a saved one; `init: warm` reuses the run's seed.pt (a resume) or trains it on the dataset's
         first `warm_images` images as one task, and saves it with the run and to MLflow."""
-        config = self.method.config
-        if config.init == "cold":  # always for a method without warm starts (only S2S+ takes `init`)
+        config, start = self.method.config, self.method.run
+        if start.init == "cold":  # always for a method without warm starts (only S2S+ takes `init`)
             return
-        if config.init != "warm":
-            data = read_file(config.init, "init:")
-            self.init_source = f"{redact(config.init)} sha256:{hashlib.sha256(data).hexdigest()[:12]}"
+        if start.init != "warm":
+            data = read_file(start.init, "init:")
+            self.init_source = f"{redact(start.init)} sha256:{hashlib.sha256(data).hexdigest()[:12]}"
         else:
-            seed_ids = self.dataset.ids[: config.warm_images]
+            seed_ids = self.dataset.ids[: start.warm_images]
             self.init_source = f"run {self.run_id} seed.pt, {config.steps} steps on {', '.join(seed_ids)}"
             data = self.store.read_bytes(f"{self.folder}/seed.pt")
             if data is not None:
@@ -263,10 +261,10 @@ class DatasetRun:
                 self.tracker.log_artifact_bytes("seed.pt", data)
                 print(
                     f"seed: trained in {format_seconds(seconds)}; every image starts from it and trains "
-                    f"{config.image_steps} steps",
+                    f"{start.image_steps(config.steps)} steps",
                     flush=True,
                 )
-        self.seed = ray.put(load_seed(data, config.init))
+        self.seed = ray.put(load_seed(data, start.init))
 
     def seed_images(self, seed_ids: tuple[str, ...]) -> tuple[list[np.ndarray], int]:
         """The noisy images a warm start's seed trains on, and the memory its task needs; an image
@@ -379,14 +377,12 @@ def max_node_memory() -> int:
     return int(max((node["Resources"].get("memory", 0) for node in ray.nodes() if node["Alive"]), default=0))
 
 
-def run_dataset(dataset: Dataset, config: S2SConfig, options: RunOptions) -> RunOutcome:
-    """Denoise every image of `dataset` on the connected Ray cluster (started locally if none)
-    and return the run's full results table (including rows of earlier sessions of the run)."""
-    if (
-        "://" in config.init
-    ):  # a seed on object storage: its keys go where --out's go, never into config.yaml, rows or MLflow
-        config = config.replace(init=adopt_credentials(config.init, "init:"))
-    method = Method(options.method, config)
+def run_dataset(dataset: Dataset, method: Method, options: RunOptions) -> RunOutcome:
+    """Denoise every image of `dataset` with `method` on the connected Ray cluster (started locally
+    if none) and return the run's full results table (including rows of earlier sessions of the run)."""
+    if "://" in method.run.init:  # a seed on object storage: its keys go where --out's go, never into config.yaml,
+        # rows or MLflow
+        method = replace(method, run=method.run.replace(init=adopt_credentials(method.run.init, "init:")))
     method.check_installed()
     session = open_session(
         options.out,

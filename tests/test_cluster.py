@@ -21,6 +21,7 @@ from PIL import Image
 
 from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
+from s2s_sweep.methods import Method
 from s2s_sweep.runner import RunOptions, run_dataset
 
 pytestmark = pytest.mark.slow  # every test here starts a cluster or submits a job
@@ -157,7 +158,9 @@ def test_a_node_joins_mid_run_gets_work_within_seconds_and_losing_it_loses_no_im
         thread = threading.Thread(
             target=lambda: result.update(
                 table=run_dataset(
-                    dataset, S2SConfig(steps=20, passes=2, lambda_iqa=0.0, precision=FLOW_PRECISION), options
+                    dataset,
+                    Method(config=S2SConfig(steps=20, passes=2, lambda_iqa=0.0, precision=FLOW_PRECISION)),
+                    options,
                 ).table
             )
         )

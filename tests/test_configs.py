@@ -9,6 +9,7 @@ from model.config import PAPER_DEFAULTS, S2SConfig
 from s2s_sweep.configs import SPACES_DIR, ConfigError, load_space, parse_set, resolve_run_config, space_file_for
 from s2s_sweep.methods import Method
 from s2s_sweep.run import main as run_main
+from s2s_sweep.run_settings import RUN_SETTINGS, RunSettings, join, split
 
 NO_BEST = ("OUT/demo/best_config.yaml", None)
 
@@ -122,6 +123,21 @@ def test_set_values_are_typed():
         parse_set(["p"])
 
 
+def test_a_runs_settings_split_into_the_one_image_config_and_the_runs_own():
+    values = parse_set(["p=0.5", "quantize=floor", "init=warm", "warm_images=2"])  # --set takes both kinds
+    config, run = split(values)
+    assert (config.p, run.quantize, run.init, run.warm_images) == (0.5, "floor", "warm", 2)
+    assert not set(RUN_SETTINGS) & set(S2SConfig.__dataclass_fields__)  # model/ never sees them
+    assert split(join(config, run)) == (config, run)
+    with pytest.raises(ConfigError, match="--set: warm_images: expected an integer >= 1, got 0"):
+        parse_set(["warm_images=0"])
+    # a config.yaml recorded when S2SConfig held them still resumes as the same run
+    fields = join(S2SConfig(steps=8), RunSettings(quantize="floor", init="warm"))
+    recorded = {"method": "s2s+", **{key: value for key, value in fields.items() if key != "ema_decay"}}
+    method = Method.from_settings(recorded)
+    assert method.run == RunSettings(quantize="floor", init="warm") and method.settings == recorded
+
+
 def test_run_config_from_paper_best_file_and_set(tmp_path, capsys):
     assert resolve_run_config("cbsd68-25", "paper", [], NO_BEST) == {
         "p": 0.4,
@@ -144,7 +160,7 @@ def test_run_config_from_paper_best_file_and_set(tmp_path, capsys):
     run_config = S2SConfig(p=0.6, steps=300, lambda_iqa=0.0)  # a run's own config.yaml is usable as --config
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(Method("s2s+", run_config).settings))
     values = resolve_run_config("demo", str(tmp_path / "config.yaml"), [], NO_BEST)
-    assert S2SConfig(**values) == run_config
+    assert split(values) == (run_config, RunSettings())
     (tmp_path / "cbm3d.yaml").write_text(yaml.safe_dump(Method("cbm3d").settings))
     # the runner checks the method a run's config.yaml records (s2s_sweep/run.py)
     assert run_main(["demo", "--config", str(tmp_path / "cbm3d.yaml"), "--out", str(tmp_path)]) == 2

@@ -53,13 +53,14 @@ def test_fractional_gpus_pack_two_images_on_one_gpu(tmp_path):
     import ray
 
     from s2s_sweep.datasets import open_dataset
+    from s2s_sweep.methods import Method
     from s2s_sweep.runner import RunOptions, run_dataset
 
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     try:
         outcome = run_dataset(
             open_dataset("demo").select(limit=2),
-            S2SConfig(steps=3, passes=2, lambda_iqa=0.0),
+            Method(config=S2SConfig(steps=3, passes=2, lambda_iqa=0.0)),
             RunOptions(out=str(tmp_path), run_id="gpu", gpus_per_image=0.5, flush_seconds=0),
         )
     finally:

@@ -17,6 +17,7 @@ from model.config import S2SConfig
 from s2s_sweep.configs import ConfigError
 from s2s_sweep.datasets import open_dataset, sidd_block_id
 from s2s_sweep.export import complete_rows, main
+from s2s_sweep.methods import Method
 from s2s_sweep.results import ResultsTable, read_results
 from s2s_sweep.runner import RunOptions, run_dataset
 from s2s_sweep.store import OutputStore
@@ -37,12 +38,12 @@ def sidd_runs(tmp_path_factory):
     try:
         benchmark = open_dataset("sidd-benchmark", data_root=root)
         for dataset, run_id in ((benchmark, "bench"), (benchmark.select(limit=4), "part")):
-            run_dataset(dataset, FAST, RunOptions(out=str(out), run_id=run_id, flush_seconds=0))
+            run_dataset(dataset, Method(config=FAST), RunOptions(out=str(out), run_id=run_id, flush_seconds=0))
         run_dataset(
-            open_dataset("sidd", data_root=root), FAST, RunOptions(out=str(out), run_id="val", method="wavelet")
+            open_dataset("sidd", data_root=root), Method("wavelet", FAST), RunOptions(out=str(out), run_id="val")
         )
         run_dataset(
-            open_dataset("demo").select(limit=1), FAST, RunOptions(out=str(out), run_id="demo-run", method="wavelet")
+            open_dataset("demo").select(limit=1), Method("wavelet", FAST), RunOptions(out=str(out), run_id="demo-run")
         )
     finally:
         ray.shutdown()

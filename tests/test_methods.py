@@ -10,6 +10,7 @@ from s2s_sweep.configs import ConfigError
 from s2s_sweep.methods import REGISTRY, Method, denoise_image, estimate_noise_sigma
 from s2s_sweep.methods.base import ClassicBaseline
 from s2s_sweep.run import main
+from s2s_sweep.run_settings import RunSettings
 
 CLASSIC = [name for name, method in REGISTRY.items() if isinstance(method, ClassicBaseline)]
 
@@ -44,7 +45,7 @@ def test_settings_record_the_method_and_round_trip_to_the_same_hash():
         methods[0].row_hash("fp32") == Method("s2s+", config.replace(precision="fp32")).hash != methods[0].hash
     )  # rows name the arithmetic used, not "auto"
     assert Method("nlm", config.replace(steps=99)).hash == methods[2].hash  # S2S+ settings do not touch a baseline
-    assert Method("nlm", config.replace(quantize="floor")).hash != methods[2].hash
+    assert Method("nlm", config, RunSettings(quantize="floor")).hash != methods[2].hash
     row = Method("cbm3d", config).row_values()
     assert (
         row["method"] == "cbm3d"

@@ -9,6 +9,7 @@ from PIL import Image
 
 from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
+from s2s_sweep.methods import Method
 from s2s_sweep.runner import RunOptions, run_dataset
 from s2s_sweep.session import OOM_RETRIES, connect_ray
 
@@ -31,7 +32,7 @@ def test_a_task_killed_for_memory_is_retried_a_bounded_number_of_times_then_fail
         config = S2SConfig(steps=20, passes=1, lambda_iqa=0.0)
         outcome = run_dataset(
             open_dataset(f"folder:{folder}"),
-            config,
+            Method(config=config),
             RunOptions(out=str(tmp_path / "out"), cpus_per_image=2, flush_seconds=0),
         )
     finally:

@@ -12,6 +12,7 @@ from conftest import FLOW_PRECISION, run_module
 
 from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
+from s2s_sweep.methods import Method
 from s2s_sweep.report import Run, efficiency_rows, find_sweeps, main, protocol_notes, summary_rows, sweep_section
 from s2s_sweep.runner import RunOptions, run_dataset
 from s2s_sweep.store import OutputStore
@@ -28,8 +29,8 @@ def outputs(tmp_path_factory):
     try:
         dataset = open_dataset("demo").select(limit=3)
         for method in ("s2s+", "nlm", "cbm3d"):
-            run_dataset(dataset, SHORT, RunOptions(out=str(out), method=method, flush_seconds=0))
-        run_dataset(dataset.select(limit=1), SHORT, RunOptions(out=str(out), method="zsn2n", flush_seconds=0))
+            run_dataset(dataset, Method(method, SHORT), RunOptions(out=str(out), flush_seconds=0))
+        run_dataset(dataset.select(limit=1), Method("zsn2n", SHORT), RunOptions(out=str(out), flush_seconds=0))
     finally:
         ray.shutdown()
     return out

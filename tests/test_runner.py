@@ -15,6 +15,7 @@ from s2s_sweep.datasets import open_dataset
 from s2s_sweep.methods import Method, denoise_image
 from s2s_sweep.metrics import calculate_psnr
 from s2s_sweep.results import read_results
+from s2s_sweep.run_settings import RunSettings
 from s2s_sweep.runner import Progress, RunOptions, run_dataset
 from s2s_sweep.store import OutputStore
 
@@ -31,7 +32,7 @@ def local_ray():
 def test_demo_run_writes_images_parquet_and_mlflow_then_resumes_without_duplicates(tmp_path, capsys):
     dataset = open_dataset("demo").select(limit=3)
     options = RunOptions(out=str(tmp_path), run_id="r1", flush_seconds=0)
-    table = run_dataset(dataset, FAST, options).table
+    table = run_dataset(dataset, Method(config=FAST), options).table
     assert sorted(table.column("image_id").to_pylist()) == list(dataset.ids)
     assert set(table.column("status").to_pylist()) == {"ok"}
     run_dir = tmp_path / "demo" / "r1"
@@ -76,7 +77,9 @@ def test_demo_run_writes_images_parquet_and_mlflow_then_resumes_without_duplicat
 
     # resume the same run on a larger selection: only the new image is computed, none twice
     table = run_dataset(
-        open_dataset("demo").select(limit=4), FAST, RunOptions(out=str(tmp_path), run_id="r1", flush_seconds=0)
+        open_dataset("demo").select(limit=4),
+        Method(config=FAST),
+        RunOptions(out=str(tmp_path), run_id="r1", flush_seconds=0),
     ).table
     ids = table.column("image_id").to_pylist()
     assert len(ids) == len(set(ids)) == 4
@@ -91,7 +94,9 @@ def test_bad_images_become_failed_rows_and_the_rest_goes_on(tmp_path):
     Image.fromarray(rng.integers(0, 256, (16, 64, 3), dtype=np.uint8)).save(folder / "small.png")
     (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     table = run_dataset(
-        open_dataset(f"folder:{folder}"), FAST, RunOptions(out=str(tmp_path / "out"), run_id="r", flush_seconds=0)
+        open_dataset(f"folder:{folder}"),
+        Method(config=FAST),
+        RunOptions(out=str(tmp_path / "out"), run_id="r", flush_seconds=0),
     ).table
     rows = {row["image_id"]: row for row in table.to_pylist()}
     assert rows["good"]["status"] == "ok" and rows["good"]["psnr"] is None  # no reference, no metric
@@ -101,27 +106,31 @@ def test_bad_images_become_failed_rows_and_the_rest_goes_on(tmp_path):
 
 def test_a_changed_configuration_cannot_resume_a_run(tmp_path):
     dataset = open_dataset("demo").select(limit=1)
-    run_dataset(dataset, FAST, RunOptions(out=str(tmp_path), run_id="r", flush_seconds=0))
+    run_dataset(dataset, Method(config=FAST), RunOptions(out=str(tmp_path), run_id="r", flush_seconds=0))
     with pytest.raises(ValueError, match="run r: its config.yaml differs"):
-        run_dataset(dataset, FAST.replace(steps=4), RunOptions(out=str(tmp_path), run_id="r"))
+        run_dataset(dataset, Method(config=FAST.replace(steps=4)), RunOptions(out=str(tmp_path), run_id="r"))
 
 
 def test_resume_of_an_unknown_run_is_refused(tmp_path):
     with pytest.raises(ValueError, match="--resume nope: nothing to resume"):
         run_dataset(
-            open_dataset("demo").select(limit=1), FAST, RunOptions(out=str(tmp_path), run_id="nope", resume=True)
+            open_dataset("demo").select(limit=1),
+            Method(config=FAST),
+            RunOptions(out=str(tmp_path), run_id="nope", resume=True),
         )
 
 
 def test_gpus_requested_on_a_cluster_without_gpus(tmp_path):
     with pytest.raises(ValueError, match="--gpus-per-image 0.5: the Ray cluster has no GPUs"):
-        run_dataset(open_dataset("demo").select(limit=1), FAST, RunOptions(out=str(tmp_path), gpus_per_image=0.5))
+        run_dataset(
+            open_dataset("demo").select(limit=1), Method(config=FAST), RunOptions(out=str(tmp_path), gpus_per_image=0.5)
+        )
 
 
 def test_output_root_given_as_a_filesystem_uri(tmp_path):
     table = run_dataset(
         open_dataset("demo").select(limit=1),
-        FAST,
+        Method(config=FAST),
         RunOptions(out=(tmp_path / "o").as_uri(), run_id="u", flush_seconds=0),
     ).table
     assert table.num_rows == 1
@@ -171,7 +180,7 @@ def test_an_image_too_large_for_any_plan_becomes_a_failed_row_before_it_starts(t
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / "small.png")
     outcome = run_dataset(
         open_dataset(f"folder:{folder}"),
-        FAST.replace(memory_mb=1200),
+        Method(config=FAST.replace(memory_mb=1200)),
         RunOptions(out=str(tmp_path / "out"), flush_seconds=0),
     )
     rows = {row["image_id"]: row for row in outcome.table.to_pylist()}
@@ -194,7 +203,7 @@ def test_images_go_largest_first_so_a_late_big_photo_keeps_no_cluster_waiting(tm
     options = RunOptions(
         out=str(tmp_path / "out"), flush_seconds=0, cpus_per_image=2
     )  # one image at a time on this 2-CPU Ray
-    table = run_dataset(open_dataset(f"folder:{folder}"), FAST, options).table
+    table = run_dataset(open_dataset(f"folder:{folder}"), Method(config=FAST), options).table
     assert table.sort_by("finished_at").column("image_id").to_pylist() == ["b_large", "c_medium", "a_small"]
 
 
@@ -214,7 +223,9 @@ def test_the_png_and_the_metrics_share_one_8_bit_image_rounded_or_floored_as_the
     noisy, clean = astronaut_pair
     config = S2SConfig(steps=2, passes=2, lambda_iqa=0.0)
     rounded = denoise_image("x", noisy, clean, Method("s2s+", config), sigma=None, cpus=1)
-    floored = denoise_image("x", noisy, clean, Method("s2s+", config.replace(quantize="floor")), sigma=None, cpus=1)
+    floored = denoise_image(
+        "x", noisy, clean, Method("s2s+", config, RunSettings(quantize="floor")), sigma=None, cpus=1
+    )
     difference = rounded["denoised"].astype(int) - floored["denoised"].astype(int)
     assert set(np.unique(difference)) == {0, 1}  # the same float output, truncated instead of rounded
     for result in (rounded, floored):

@@ -15,6 +15,7 @@ from model.denoiser import SeedMismatch, denoise, prepare, train_seed
 from s2s_sweep.configs import ConfigError
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.methods import Method, denoise_image, load_seed
+from s2s_sweep.run_settings import RunSettings
 from s2s_sweep.runner import RunOptions, run_dataset
 
 TINY = S2SConfig(steps=6, passes=2, lambda_iqa=0.0)
@@ -32,9 +33,9 @@ def test_a_warm_image_starts_from_the_seed_weights_and_trains_warm_steps():
     assert not torch.equal(fresh.state_dict()["head.weight"], seed["head.weight"])
     assert train_seed([image(0)], TINY)["head.weight"].equal(seed["head.weight"])  # reproducible
     assert (
-        TINY.image_steps == 6
-        and TINY.replace(init="warm").image_steps == 3
-        and TINY.replace(init="warm", warm_steps=4).image_steps == 4
+        RunSettings().image_steps(TINY.steps) == 6
+        and RunSettings(init="warm").image_steps(TINY.steps) == 3
+        and RunSettings(init="warm", warm_steps=4).image_steps(TINY.steps) == 4
     )
     warm = denoise(image(1), TINY.replace(steps=3), initial_state=seed)
     cold = denoise(image(1), TINY.replace(steps=3))
@@ -56,10 +57,10 @@ def local_ray():
 
 @pytest.mark.slow
 def test_a_warm_run_trains_its_seed_once_every_image_starts_from_it_and_a_resume_reuses_it(local_ray, tmp_path, capsys):
-    config = TINY.replace(init="warm", warm_steps=2)
+    warm = Method(config=TINY, run=RunSettings(init="warm", warm_steps=2))
     demo = open_dataset("demo")
     options = RunOptions(out=str(tmp_path), run_id="w", flush_seconds=0)
-    first = run_dataset(demo.select(limit=2), config, options).table.to_pandas()
+    first = run_dataset(demo.select(limit=2), warm, options).table.to_pandas()
     printed = capsys.readouterr().out
     assert printed.count("seed: training on astronaut, 6 steps each") == 1
     seed_file = tmp_path / "demo" / "w" / "seed.pt"
@@ -68,7 +69,7 @@ def test_a_warm_run_trains_its_seed_once_every_image_starts_from_it_and_a_resume
     assert set(first["init_source"]) == {"run w seed.pt, 6 steps on astronaut"}
     # the task started from the saved seed: the same image from that seed, outside Ray, gives the same row
     noisy, clean = demo.load("chelsea")
-    again = denoise_image("chelsea", noisy, clean, Method("s2s+", config), 25.0, 1, load_seed(data, "seed.pt"))
+    again = denoise_image("chelsea", noisy, clean, warm, 25.0, 1, load_seed(data, "seed.pt"))
     assert again["psnr"] == first.set_index("image_id").loc["chelsea", "psnr"]
     experiment = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment_by_name("s2s-sweep/demo")
     (run,) = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs([experiment.experiment_id])
@@ -76,13 +77,13 @@ def test_a_warm_run_trains_its_seed_once_every_image_starts_from_it_and_a_resume
         a.path for a in mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").list_artifacts(run.info.run_id)
     }
 
-    resumed = run_dataset(demo.select(limit=3), config, options).table.to_pandas()  # one more image, same run
+    resumed = run_dataset(demo.select(limit=3), warm, options).table.to_pandas()  # one more image, same run
     assert "seed: reusing this run's seed.pt" in capsys.readouterr().out
     assert seed_file.read_bytes() == data and len(resumed) == 3 and set(resumed["init"]) == {"warm"}
 
     from_file = run_dataset(
         demo.select(limit=1),
-        config.replace(init=str(seed_file)),
+        Method(config=TINY, run=RunSettings(init=str(seed_file))),
         RunOptions(out=str(tmp_path), run_id="f", flush_seconds=0),
     ).table
     assert from_file["init"].to_pylist() == ["file"]
@@ -104,7 +105,7 @@ def test_a_seed_image_the_network_cannot_take_is_a_one_line_error_before_any_tra
     ):
         run_dataset(
             open_dataset(f"folder:{folder}"),
-            TINY.replace(init="warm"),
+            Method(config=TINY, run=RunSettings(init="warm")),
             RunOptions(out=str(tmp_path / "out"), run_id="s", flush_seconds=0),
         )
     assert not list((tmp_path / "out").rglob("seed.pt"))

@@ -1,6 +1,6 @@
 """Denoising methods behind one signature: what one Ray task computes for one image.
 
-    method = Method("cbm3d")                                    # or Method("s2s+", S2SConfig(...))
+    method = Method("cbm3d")                     # or Method("s2s+", S2SConfig(...), RunSettings(init="warm"))
     row_values = denoise_image("0001", noisy, clean, method, sigma=25.0, cpus=1)
 
 Self2Self+ (s2s.py) is the method this project runs and searches; beside it, on the user's own
@@ -27,6 +27,7 @@ from s2s_sweep.methods.s2s import SelfToSelfPlus, load_seed, train_seed_task
 from s2s_sweep.methods.wavelet import Wavelet
 from s2s_sweep.methods.zsn2n import ZeroShotNoise2Noise
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim, calculate_ssim_3d
+from s2s_sweep.run_settings import RunSettings, split
 
 REGISTRY: dict[str, DenoisingMethod] = {
     method.name: method
@@ -50,11 +51,12 @@ __all__ += ["load_seed", "train_seed_task", "settings_hash"]
 
 @dataclass(frozen=True)
 class Method:
-    """A method by name and the settings it was given (an S2SConfig: S2S+ takes all of it, the
-    others the fields their `settable` names)."""
+    """A method by name and the settings it was given (an S2SConfig and the run's RunSettings:
+    S2S+ takes all of them, the others the fields their `settable` names)."""
 
     name: str = DEFAULT_METHOD
     config: S2SConfig = field(default_factory=S2SConfig)
+    run: RunSettings = field(default_factory=RunSettings)
 
     def __post_init__(self):
         if self.name not in REGISTRY:
@@ -75,14 +77,14 @@ class Method:
     @property
     def settings(self) -> dict:
         """What the run's config.yaml holds and its hash covers."""
-        return self.spec.settings(self.config)
+        return self.spec.settings(self.config, self.run)
 
     @classmethod
     def from_settings(cls, settings: dict) -> "Method":
         """The inverse of `settings` (a config.yaml without `method` is an S2S+ run)."""
         values = dict(settings)
         name = values.pop("method", DEFAULT_METHOD)
-        return cls(name, REGISTRY[name].config_from(values) if name in REGISTRY else S2SConfig())
+        return cls(name, *split(REGISTRY[name].config_from(values) if name in REGISTRY else {}))
 
     @property
     def hash(self) -> str:
@@ -103,9 +105,9 @@ class Method:
         """The table's settings columns."""
         return {
             **dict.fromkeys(SETTINGS_COLUMNS),
-            **self.spec.row_values(self.config),
+            **self.spec.row_values(self.config, self.run),
             "method": self.name,
-            "quantize": self.config.quantize,
+            "quantize": self.run.quantize,
             "settings": json.dumps(self.settings, sort_keys=True),
         }
 
@@ -118,7 +120,7 @@ class Method:
 
     def fitted(self, plan: Plan) -> "Method":
         """With the plan's training crops and inference tiles, where the method uses them."""
-        return Method(self.name, self.spec.fitted(self.config, plan))
+        return Method(self.name, self.spec.fitted(self.config, plan), self.run)
 
 
 def denoise_image(
@@ -136,9 +138,9 @@ def denoise_image(
     torch.set_num_threads(max(1, int(cpus)))
     if torch.cuda.is_available():  # peak_memory_mb below is this image's own peak
         torch.cuda.reset_peak_memory_stats()
-    values, denoised = method.spec.denoise(noisy, method.config, sigma, initial_state)
+    values, denoised = method.spec.denoise(noisy, method.run.image_config(method.config), sigma, initial_state)
     on_cuda = values["device"].startswith("cuda")
-    denoised = to_uint8(denoised, method.config.quantize)  # the saved PNG, and what the metrics score
+    denoised = to_uint8(denoised, method.run.quantize)  # the saved PNG, and what the metrics score
     scored = clean is not None
     return {
         **values,

@@ -3,8 +3,9 @@
 A method is one file in this package holding a subclass of `DenoisingMethod`, plus one line in
 `REGISTRY` (s2s_sweep/methods/__init__.py). The networks and one-image training of learned
 methods live in model/; a file here says how the runner runs, plans, records and labels it.
-Every method takes an `S2SConfig` (model/config.py) for the settings all methods share: how the
-output becomes 8-bit (`quantize`), the memory budget, the device and the seed; S2S+ takes all of it.
+Every method takes an `S2SConfig` (model/config.py) for the settings all methods share (the memory
+budget, the device, the seed) and the run's `RunSettings` (s2s_sweep/run_settings.py: how the
+output becomes 8-bit, how a network starts); S2S+ takes all of both.
 """
 
 import hashlib
@@ -15,6 +16,7 @@ import numpy as np
 
 from model.config import S2SConfig
 from model.memory import MB, DoesNotFit, Plan
+from s2s_sweep.run_settings import RUN_SETTINGS, RunSettings
 
 UNUSED_SETTINGS = ("device", "log_every", "iqa_weights")  # where and how verbosely it runs: results do not change
 SHARED_SETTABLE = ("quantize", "memory_mb")  # what `--set` may give any method
@@ -40,24 +42,25 @@ class DenoisingMethod:
         dict, ...
     ] = ()  # published timings the report's efficiency table quotes: source, device, s/image
 
-    def settings(self, config: S2SConfig) -> dict:
+    def settings(self, config: S2SConfig, run: RunSettings) -> dict:
         """What the run's config.yaml holds and its hash covers."""
-        return {"method": self.name, **{key: getattr(config, key) for key in self.recorded}, **self.fixed}
+        values = {key: getattr(run if key in RUN_SETTINGS else config, key) for key in self.recorded}
+        return {"method": self.name, **values, **self.fixed}
 
     @property
     def recorded(self) -> tuple[str, ...]:
-        """The S2SConfig fields its settings record (memory_mb changes where, not what)."""
+        """The S2SConfig and RunSettings fields its settings record (memory_mb changes where, not what)."""
         return tuple(key for key in self.settable if key != "memory_mb")
 
-    def config_from(self, values: dict) -> S2SConfig:
-        """The inverse of `settings` (without `method`)."""
-        return S2SConfig(**{key: values[key] for key in self.recorded if key in values})
+    def config_from(self, values: dict) -> dict:
+        """The inverse of `settings` (without `method`): the run settings it records."""
+        return {key: values[key] for key in self.recorded if key in values}
 
     def describe(self, config: S2SConfig) -> str:
         """The method and the settings that tell its runs apart, for tables and MLflow's run list."""
         return self.label
 
-    def row_values(self, config: S2SConfig) -> dict:
+    def row_values(self, config: S2SConfig, run: RunSettings) -> dict:
         """The table's settings columns of this method (the others stay null)."""
         return {}
 
@@ -89,8 +92,9 @@ class DenoisingMethod:
     def denoise(
         self, noisy: np.ndarray, config: S2SConfig, sigma: float | None, initial_state: dict | None
     ) -> tuple[dict, np.ndarray]:
-        """(row values: seconds, device, memory…; the denoised float image in [0, 1]). `sigma`: the
-        dataset's true noise σ (0..255) or None; `initial_state`: a warm start's seed network."""
+        """(row values: seconds, device, memory…; the denoised float image in [0, 1]). `config`: the
+        image's own (a warm start's steps, RunSettings.image_config); `sigma`: the dataset's true
+        noise σ (0..255) or None; `initial_state`: a warm start's seed network."""
         raise NotImplementedError
 
     def protocol_notes(self, ok_rows, settings: dict, paper: dict) -> list[str]:

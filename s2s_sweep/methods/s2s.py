@@ -17,6 +17,7 @@ from model.memory import MB, Plan, fit_memory
 from model.network import S2SPlusNet
 from s2s_sweep.configs import ConfigError
 from s2s_sweep.methods.base import DenoisingMethod
+from s2s_sweep.run_settings import RUN_SETTINGS, RunSettings
 
 OFF_BY_DEFAULT = {"ema_decay": 0.0}  # settings added after runs were recorded, at the value that reproduces them
 ROW_COLUMNS = ("p", "lambda_iqa", "passes", "seed", "ema_decay")  # the rows' columns of its hyperparameters
@@ -34,26 +35,26 @@ class SelfToSelfPlus(DenoisingMethod):
         "polyu": (37.33, 0.9815),
     }
 
-    def settings(self, config: S2SConfig) -> dict:
+    def settings(self, config: S2SConfig, run: RunSettings) -> dict:
         # a stabiliser at its paper value (off) is left out, so runs made before it existed keep their hash
-        values = asdict(config)
+        values = {**asdict(config), **asdict(run)}
         return {"method": self.name, **{k: v for k, v in values.items() if OFF_BY_DEFAULT.get(k, object()) != v}}
 
-    def config_from(self, values: dict) -> S2SConfig:
-        return S2SConfig(**values)
+    def config_from(self, values: dict) -> dict:
+        return dict(values)
 
     @property
     def settable(self) -> tuple[str, ...]:
-        return tuple(S2SConfig.__dataclass_fields__)
+        return (*S2SConfig.__dataclass_fields__, *RUN_SETTINGS)
 
     def describe(self, config: S2SConfig) -> str:
         return f"S2S+ p={config.p} steps={config.steps} passes={config.passes} λ={config.lambda_iqa:g}"
 
-    def row_values(self, config: S2SConfig) -> dict:
-        init = config.init if config.init in ("cold", "warm") else "file"
+    def row_values(self, config: S2SConfig, run: RunSettings) -> dict:
+        init = run.init if run.init in ("cold", "warm") else "file"
         return {
             **{key: getattr(config, key) for key in ROW_COLUMNS},
-            "steps": config.image_steps,  # the steps this image trained
+            "steps": run.image_steps(config.steps),  # the steps this image trained
             "init": init,
         }
 
@@ -72,12 +73,8 @@ class SelfToSelfPlus(DenoisingMethod):
         )
 
     def denoise(self, noisy, config, sigma, initial_state):
-        """Train a network on the image, fresh or from a seed (`image_steps` steps), and denoise it."""
-        result = denoise(
-            noisy,
-            config.replace(memory_mb=gpu_share_memory_mb(config), steps=config.image_steps),
-            initial_state=initial_state,
-        )
+        """Train a network on the image, fresh or from a seed, and denoise it."""
+        result = denoise(noisy, config.replace(memory_mb=gpu_share_memory_mb(config)), initial_state=initial_state)
         on_cuda = torch.device(result.device).type == "cuda"
         values = {
             "train_seconds": result.train_seconds,

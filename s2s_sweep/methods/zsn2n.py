@@ -39,7 +39,7 @@ class ZeroShotNoise2Noise(DenoisingMethod):
     def parameter_count(self, channels: int) -> int:
         return zsn2n.parameter_count(channels)
 
-    def row_values(self, config):
+    def row_values(self, config, run):
         return {"seed": config.seed, "steps": zsn2n.ITERATIONS}
 
     def describe(self, config):

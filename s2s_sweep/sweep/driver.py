@@ -16,6 +16,7 @@ from s2s_sweep.objectives import MIN_AGREEMENT
 from s2s_sweep.objectives import REGISTRY as OBJECTIVES
 from s2s_sweep.plots import sweep_plots
 from s2s_sweep.results import parquet_bytes
+from s2s_sweep.run_settings import RunSettings
 from s2s_sweep.session import connect_ray, open_session, write_record
 from s2s_sweep.sweep.searcher import make_tuner
 from s2s_sweep.sweep.selection import best_config
@@ -45,8 +46,15 @@ class SweepOutcome:
     note: str | None  # where it is the paper's: the line that says so (configs.settings_to_run)
 
 
-def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: SweepOptions) -> SweepOutcome:
-    """Search p, steps and λ_IQA for `dataset`; save and return the best run settings."""
+def run_sweep(
+    dataset: Dataset,
+    space: SearchSpace,
+    base: S2SConfig,
+    options: SweepOptions,
+    run_settings: RunSettings = RunSettings(),
+) -> SweepOutcome:
+    """Search p, steps and λ_IQA for `dataset` from the settings `base` and `run_settings` (how
+    outputs are quantized, how many images a warm trial's seed trains on); save and return the best."""
     objective = OBJECTIVES[space.objective]
     if objective.needs_clean and not dataset.has_clean:
         proxies = [name for name, value in space.agreement.items() if value >= MIN_AGREEMENT]
@@ -76,7 +84,7 @@ def run_sweep(dataset: Dataset, space: SearchSpace, base: S2SConfig, options: Sw
                 f"{error}; or search without it: lambda_iqa: 0 under search: in {space.path}"
             ) from None
     connect_ray(options.address)
-    ids, evaluation, heldout = sweep_inputs(dataset, space, base, options.seed)
+    ids, evaluation, heldout = sweep_inputs(dataset, space, base, run_settings, options.seed)
     checkpoints = evaluation.checkpoints
 
     tracker = RunTracker(uri, f"s2s-sweep/{dataset.key}", store)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,6 +18,7 @@ from s2s_sweep.datasets import Dataset
 from s2s_sweep.images import to_uint8
 from s2s_sweep.objectives import REGISTRY as OBJECTIVES
 from s2s_sweep.objectives import SCORE, Reading, curve_values
+from s2s_sweep.run_settings import RunSettings, join, split
 from s2s_sweep.sweep.space import step_checkpoints, subset_split, trial_lambda
 
 if TYPE_CHECKING:  # replay.py imports this module
@@ -40,23 +41,23 @@ class TrainImages:
 
     images: list  # (image_id, noisy, clean)
     seed_images: list  # noisy images a warm trial's seed trains on
-    base: dict  # S2SConfig fields every trial shares
+    base: dict  # run settings every trial shares (S2SConfig and RunSettings fields, run_settings.join)
     checkpoints: list[int]
     passes: int
 
     def curves(self, config: dict) -> Iterator[tuple[str, dict[str, list[float]]]]:
-        run_config = S2SConfig(
-            **{
+        run_config, run_settings = split(
+            {
                 **self.base,
                 "p": config["p"],
                 "lambda_iqa": trial_lambda(config),
                 "init": config.get("init", self.base["init"]),
             }
         )
-        seed = train_seed(self.seed_images, run_config) if run_config.init == "warm" else None
+        seed = train_seed(self.seed_images, run_config) if run_settings.init == "warm" else None
         for image_id, noisy, clean in self.images:
             estimates = denoise_at_steps(noisy, run_config, self.checkpoints, self.passes, initial_state=seed)
-            yield image_id, image_curves(estimates, noisy, clean, run_config.quantize)
+            yield image_id, image_curves(estimates, noisy, clean, run_settings.quantize)
 
 
 def sweep_trial(config: dict, evaluation: TrainImages | ReplayLandscape, objective: str, cpus: float) -> None:
@@ -86,7 +87,7 @@ def sweep_trial(config: dict, evaluation: TrainImages | ReplayLandscape, objecti
 
 
 def sweep_inputs(
-    dataset: Dataset, space: SearchSpace, base: S2SConfig, seed: int
+    dataset: Dataset, space: SearchSpace, base: S2SConfig, run_settings: RunSettings, seed: int
 ) -> tuple[list[str], TrainImages, list]:
     """Search ids; what the trials evaluate on them: the loaded (id, noisy, clean) images, the
     noisy seed images of warm trials (the dataset's first `warm_images`, as a warm run takes them),
@@ -96,11 +97,13 @@ def sweep_inputs(
     images = [(image_id, *dataset.load(image_id)) for image_id in ids]
     heldout = [(image_id, *dataset.load(image_id)) for image_id in heldout_ids]
     seed_images = (
-        [dataset.load(image_id)[0] for image_id in dataset.ids[: base.warm_images]] if "warm" in space.inits else []
+        [dataset.load(image_id)[0] for image_id in dataset.ids[: run_settings.warm_images]]
+        if "warm" in space.inits
+        else []
     )
     checkpoints = step_checkpoints(space)
     base_fields = {
-        **asdict(base),
+        **join(base, run_settings),
         "steps": max(checkpoints),
         "passes": space.search_passes,
         "seed": seed,

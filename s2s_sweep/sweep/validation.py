@@ -13,13 +13,13 @@ shown, `--config best` runs the paper's configuration (configs.settings_to_run).
 import pyarrow as pa
 import ray
 
-from model.config import S2SConfig
 from model.denoiser import denoise_at_steps, train_seed
 from s2s_sweep.configs import SearchSpace
 from s2s_sweep.images import to_uint8
 from s2s_sweep.objectives import REGISTRY as OBJECTIVES
 from s2s_sweep.objectives import Reading
 from s2s_sweep.rule import RULE_MARGIN_DB, paired_rule
+from s2s_sweep.run_settings import split
 
 MIN_IMAGES = 4  # fewer paired images give no interval worth the name
 
@@ -29,7 +29,7 @@ def seed_for(seed_images: list, base: dict, settings: dict, cpus: float) -> dict
     import torch
 
     torch.set_num_threads(max(1, int(cpus)))
-    return train_seed(seed_images, S2SConfig(**{**base, **settings}))
+    return train_seed(seed_images, split({**base, **settings})[0])
 
 
 def score_settings(noisy, clean, seed: dict | None, base: dict, settings: dict, objective: str, cpus: float) -> float:
@@ -38,9 +38,10 @@ def score_settings(noisy, clean, seed: dict | None, base: dict, settings: dict, 
     import torch
 
     torch.set_num_threads(max(1, int(cpus)))
-    config = S2SConfig(**{**base, **settings})
-    ((estimate, heldout),) = denoise_at_steps(noisy, config, [config.image_steps], config.passes, initial_state=seed)
-    return OBJECTIVES[objective].score(Reading(to_uint8(estimate, config.quantize), heldout, noisy, clean))
+    config, run_settings = split({**base, **settings})
+    steps = [run_settings.image_steps(config.steps)]
+    ((estimate, heldout),) = denoise_at_steps(noisy, config, steps, config.passes, initial_state=seed)
+    return OBJECTIVES[objective].score(Reading(to_uint8(estimate, run_settings.quantize), heldout, noisy, clean))
 
 
 def paired_verdict(candidate: list[float], reference: list[float]) -> dict:
