@@ -140,9 +140,10 @@ def start_ray_head(port: int, env: dict, *options: str) -> None:
     subprocess.run([*command, *options], check=True, capture_output=True, env=env, timeout=120)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_head(tmp_path_factory):
-    """A real single-node Ray cluster started with `ray start --head` on loopback, in a temp folder
+    """A real single-node Ray cluster started with `ray start --head` on loopback, once for the test
+    run (each start costs seconds of CPU; its workers, torch imported, serve the next test), in a temp folder
     of its own: its processes are found by it and stopped alone, and a bare `ray.init()` elsewhere
     never finds this cluster's address file."""
     temp_dir = tempfile.mkdtemp(prefix="s2s-ray-", dir="/tmp")  # short: Ray's socket paths live under it

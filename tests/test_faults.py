@@ -24,7 +24,7 @@ from s2s_sweep.errors import (
     EXIT_TRACKING_BEHIND,
 )
 
-FAST = ["--set", "steps=30", "passes=2", "lambda_iqa=0", f"precision={FLOW_PRECISION}"]
+FAST = ["--set", "steps=10", "passes=2", "lambda_iqa=0", f"precision={FLOW_PRECISION}"]
 
 
 def noise_folder(folder: Path, count: int, side: int = 64) -> Path:

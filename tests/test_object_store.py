@@ -25,7 +25,7 @@ from s2s_sweep.errors import EXIT_OK, EXIT_STORE_LOST
 
 pytest.importorskip("moto", reason="moto[server] (a dev dependency) provides the S3-compatible test server")
 
-FAST = ["--set", "steps=30", "passes=2", "lambda_iqa=0", f"precision={FLOW_PRECISION}"]
+FAST = ["--set", "steps=10", "passes=2", "lambda_iqa=0", f"precision={FLOW_PRECISION}"]
 BUCKET = "bkt"
 
 
@@ -204,7 +204,7 @@ def test_a_store_down_for_seconds_loses_nothing_and_one_down_past_the_patience_r
     proxy = TcpProxy(s3_server)
     env = {**ray_head["env"], "AWS_ACCESS_KEY_ID": "AKIDENV", "AWS_SECRET_ACCESS_KEY": "from-the-environment"}
     out = f"s3://{BUCKET}/outage?endpoint_override=127.0.0.1:{proxy.port}&scheme=http&region=us-east-1"
-    folder = noise_folder(tmp_path / "images", 10, side=96)
+    folder = noise_folder(tmp_path / "images", 10)
     key, fallback = open_dataset(f"folder:{folder}").key, tmp_path / "fallback"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = [
