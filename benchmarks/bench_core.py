@@ -8,8 +8,11 @@ Every variant runs in one process on the same image, `--repeats` times interleav
 alike; the table shows medians and the spread (min-max) over repeats. The headline ratios
 compare fp32 with fp32; bf16 autocast is a separate row, and so is the IQA term (λ 2e-8,
 PaQ-2-PiQ; randomly initialised weight files are generated when --iqa-weights is not given,
-which cost what the real ones cost). Last, the paper protocol (4000 steps with the IQA term +
-500 passes) projected per image from the medians, and where the speed goals stand.
+which cost what the real ones cost). bf16 rows are timed where the hardware computes bf16
+natively (`--precisions auto`; emulated bf16 is slower than fp32 and says nothing of the goals).
+"ours NCHW" is ours in the contiguous layout instead of channels_last (the default), fp32.
+Last, the paper protocol (4000 steps with the IQA term + 500 passes) projected per image from
+the medians, and where the speed goals stand.
 
     python benchmarks/bench_core.py                             # 128² and 256² on this machine
     python benchmarks/bench_core.py --device cuda --sizes 256x256,512x512 --steps 20 --passes 100
@@ -113,7 +116,7 @@ def timed(fn, device) -> float:
     return time.perf_counter() - start
 
 
-def variants(height, width, steps, passes, device, config):
+def variants(height, width, steps, passes, device, config, precisions):
     """(phase, name, precision, iqa, run) per variant; run() does `steps` steps or `passes` passes, warmed up."""
     noisy = torch.rand(1, 3, height, width, device=device)
     reference = ReferenceNet(3, config.p).to(device)
@@ -122,7 +125,7 @@ def variants(height, width, steps, passes, device, config):
         ("train", "reference", "fp32", False, lambda: reference_train_steps(reference, noisy, steps)),
         ("infer", "reference", "fp32", False, lambda: reference_infer(reference, noisy, passes)),
     ]
-    for precision in ("fp32", "bf16"):
+    for precision in precisions:
         for iqa in (False, True):
             step_config = config.replace(
                 precision=precision, steps=steps, log_every=steps, lambda_iqa=PAPER_LAMBDA_IQA if iqa else 0.0
@@ -133,13 +136,21 @@ def variants(height, width, steps, passes, device, config):
             )
         infer_config = config.replace(precision=precision, passes=passes)
         found.append(("infer", "ours", precision, False, lambda n=net, c=infer_config: infer(n, noisy, c)))
+    # the memory layout: ours keeps channels_last (the default); the same in NCHW, fp32, without the IQA term
+    nchw = config.replace(precision="fp32", channels_last=False)
+    step_config, infer_config = nchw.replace(steps=steps, log_every=steps, lambda_iqa=0.0), nchw.replace(passes=passes)
+    net = build_network(3, nchw, device)
+    found.append(
+        ("train", "ours NCHW", "fp32", False, lambda n=net, c=step_config: train(n, noisy, height, width, c, whole))
+    )
+    found.append(("infer", "ours NCHW", "fp32", False, lambda n=net, c=infer_config: infer(n, noisy, c)))
     for *_, run in found:  # warm-up: allocator, cuDNN/oneDNN kernel choice, IQA model load
         run()
     return found
 
 
-def bench_size(height, width, steps, passes, repeats, device, config):
-    found = variants(height, width, steps, passes, device, config)
+def bench_size(height, width, steps, passes, repeats, device, config, precisions):
+    found = variants(height, width, steps, passes, device, config, precisions)
     seconds = {index: [] for index in range(len(found))}
     for _ in range(repeats):
         for index, (*_, run) in enumerate(found):
@@ -176,7 +187,7 @@ def paper_projection(rows):
     """Seconds per image under the paper protocol from the medians: 4000 steps with the IQA term + 500 passes."""
     projections = []
     for size in dict.fromkeys(row["size"] for row in rows):
-        for precision in ("fp32", "bf16"):
+        for precision in dict.fromkeys(r["precision"] for r in rows if r["size"] == size and r["variant"] == "ours"):
             ours = {
                 (r["phase"], r["iqa"]): r["median_s"]
                 for r in rows
@@ -265,10 +276,19 @@ def main():
     parser.add_argument(
         "--iqa-weights", help="TORCH_HOME-style folder with the IQA weights (default: random ones, generated)"
     )
+    parser.add_argument(
+        "--precisions",
+        default="auto",
+        help="fp32, bf16 or both, comma-separated; auto: fp32, and bf16 where the hardware has it natively (emulated "
+        "bf16 is slower than fp32 and its timings would measure the emulation)",
+    )
     parser.add_argument("--json", default="benchmarks/results/bench_core.json")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
+    precisions = args.precisions.split(",") if args.precisions != "auto" else ["fp32"]
+    if args.precisions == "auto" and native_bf16(device.type):
+        precisions.append("bf16")
     with tempfile.TemporaryDirectory() as generated:
         if not args.iqa_weights:
             write_random_iqa_weights(Path(generated))
@@ -276,7 +296,7 @@ def main():
         rows = []
         for size in args.sizes.split(","):
             height, width = map(int, size.split("x"))
-            rows += bench_size(height, width, args.steps, args.passes, args.repeats, device, config)
+            rows += bench_size(height, width, args.steps, args.passes, args.repeats, device, config, precisions)
             print(f"{size} done", flush=True)
     projections, status = paper_projection(rows), goal_status(rows)
     print_tables(rows, projections, status)
@@ -290,6 +310,7 @@ def main():
         "torch": torch.__version__,
         "compile": args.compile,
         "repeats": args.repeats,
+        "precisions": precisions,
         "command": "python benchmarks/bench_core.py "
         + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False) and k != "json"

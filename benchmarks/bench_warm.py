@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import KINDS, centre_crop, kinds_parser, steps_list
+from common import KINDS, centre_crop, kinds_parser, paired_rule, rule_line, steps_list
 
 from model.config import PAPER_DEFAULTS, S2SConfig
 from s2s_sweep.datasets import open_dataset
@@ -176,6 +176,10 @@ def summarise_kind(rows: list[dict]) -> dict:
                 "goal_met_per_seed": {
                     s: bool(gaps[k].mean() >= -WITHIN_DB and gaps[k].min() >= -WORST_DB) for k, s in enumerate(seeds)
                 },
+                # the project's rule over the images (issue 22: by the mean over images, not the worst one)
+                "rule_per_seed": {
+                    s: paired_rule(warm_curves[s][:, half], cold_curves[:, index]) for k, s in enumerate(seeds)
+                },
                 "half_steps_worst_db": float(gaps[worst]),
                 "half_steps_worst_image": images[worst[1]],
                 "half_steps_worst_seed": seeds[worst[0]],
@@ -217,6 +221,10 @@ def summary(args) -> None:
                 line += f"; warm {h['cold_steps'] // 2} − cold {h['cold_steps']}: {gaps} dB"
                 line += f", worst image {worst} — goal {met}"
             print(line)
+            for seed, rule in h.get("rule_per_seed", {}).items():
+                print(
+                    f"    rule, warm {seed} at {h['cold_steps'] // 2} against cold {h['cold_steps']}: {rule_line(rule)}"
+                )
     Path(args.json).write_text(json.dumps({"kinds": table, "within_db": WITHIN_DB, "worst_db": WORST_DB}, indent=2))
     print(f"wrote {args.json}")
 

@@ -56,7 +56,9 @@ class S2SConfig:
     # where and how it runs
     device: str = "auto"  # "auto" picks CUDA when present, else "cpu"; or "cpu", "cuda", "cuda:1"
     precision: str = "auto"  # "fp32", "bf16" (autocast), "auto" = fp32 until bf16 is measured equal (precision_on)
-    channels_last: bool = True  # memory layout only; numerics unchanged
+    # memory layout: the same arithmetic in another summation order (rounding differences grow over a training);
+    # faster on the CPU it was chosen on, slower to train on an AVX2 CPU (docs/benchmarks.md)
+    channels_last: bool = True
     compile: bool = False  # torch.compile the network (slow first step, faster after)
     inference_memory_mb: int = 0  # activation budget of one batch of passes; 0 = automatic
     # large images (model/memory.py decides; 0 = automatic): above 512x512 pixels training

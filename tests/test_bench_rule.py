@@ -78,3 +78,26 @@ def test_bench_variance_summary_measures_spread_jitter_and_the_rule(tmp_path):
     assert ema["rule_vs_raw"]["mean_db"] == pytest.approx(0.05)
     assert ema["halves_seed_spread"] is True
     assert "ema0.99" not in json.loads(out.read_text())["adoptable"]  # one kind only: nothing is adopted
+
+
+def test_bench_warm_judges_warm_at_half_the_steps_by_the_rule_over_images():
+    from bench_warm import DEFAULT_SEED_STEPS, summarise_kind
+
+    def row(image: str, seed_image: str | None, psnr: list[float]) -> dict:
+        steps = [400, 800] if seed_image is None else [200, 400]
+        seed_steps = DEFAULT_SEED_STEPS if seed_image else 0
+        return {"dataset": "polyu", "image_id": image, "seed_image": seed_image, "seed_steps": seed_steps}, {
+            "steps": steps,
+            "psnr": psnr,
+            "noisy_psnr": 20.0,
+        }
+
+    gains = {"a": 0.3, "b": 0.2, "c": 0.25, "d": -2.0}  # warm 400 − cold 800: one image far below
+    rows = []
+    for image, gain in gains.items():
+        for key, values in (row(image, None, [30.0, 31.0]), row(image, "s", [30.5, 31.0 + gain])):
+            rows.append(key | values)
+    (horizon,) = [h for h in summarise_kind(rows)["horizons"] if h["cold_steps"] == 800]
+    rule = horizon["rule_per_seed"]["s"]
+    assert rule == paired_rule([31.0 + gain for gain in gains.values()], [31.0] * 4)
+    assert rule["mean_db"] == pytest.approx(np.mean(list(gains.values()))) and rule["passes"] is False
