@@ -18,8 +18,6 @@ Two SSIM conventions for colour images are in use, and published figures rarely 
 """
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from s2s_sweep.images import to_uint8
 
@@ -34,6 +32,8 @@ def calculate_psnr(img: np.ndarray, img2: np.ndarray) -> float:
     img, img2 = as_uint8(img), as_uint8(img2)
     if img.shape != img2.shape:
         raise ValueError(f"PSNR: image shapes differ, {img.shape} vs {img2.shape}")
+    from skimage.metrics import peak_signal_noise_ratio  # here, not at the top: it loads scipy.stats, a second
+
     with np.errstate(divide="ignore"):  # identical images: inf dB
         return float(peak_signal_noise_ratio(img2, img, data_range=255))
 
@@ -43,6 +43,8 @@ def calculate_ssim(img: np.ndarray, img2: np.ndarray) -> float:
     img, img2 = as_uint8(img), as_uint8(img2)
     if img.shape != img2.shape:
         raise ValueError(f"SSIM: image shapes differ, {img.shape} vs {img2.shape}")
+    from skimage.metrics import structural_similarity  # as in calculate_psnr
+
     return float(
         structural_similarity(
             img,
@@ -66,6 +68,8 @@ def calculate_ssim_3d(img: np.ndarray, img2: np.ndarray) -> float:
         img.astype(np.float32),
         img2.astype(np.float32),
     )  # float32: half the memory of a large photo's maps, ~1e-6 off
+
+    from scipy.ndimage import gaussian_filter
 
     def window_mean(values: np.ndarray) -> np.ndarray:
         # MATLAB's ssim: a normalised separable Gaussian of radius ceil(3 * 1.5) = 5, imfilter(..., 'replicate')
