@@ -31,13 +31,13 @@ def test_denoise_cli_end_to_end_with_metrics(tmp_path, astronaut_pair):
 def test_denoise_cli_with_the_iqa_loss_and_local_weights(tmp_path, astronaut_pair, iqa_weights_dir):
     write_pair(tmp_path, astronaut_pair)
     args = ["--steps", "2", "--passes", "2", "--lambda-iqa", "2e-8", "--iqa-weights", iqa_weights_dir]
-    done = run_module("s2s_sweep.denoise", str(tmp_path / "noisy.png"), "-o", str(tmp_path / "o.png"), *args)
+    done = run_in_process("s2s_sweep.denoise", str(tmp_path / "noisy.png"), "-o", str(tmp_path / "o.png"), *args)
     assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.slow
 def test_denoise_cli_demo_needs_no_files(tmp_path):
-    done = run_module("s2s_sweep.denoise", "--demo", "-o", str(tmp_path / "demo.png"), *FAST)
+    done = run_in_process("s2s_sweep.denoise", "--demo", "-o", str(tmp_path / "demo.png"), *FAST)
     assert done.returncode == 0, done.stderr
     assert np.asarray(Image.open(tmp_path / "demo.png")).shape == (64, 64, 3)
     assert "S2S+    PSNR" in done.stdout
@@ -50,15 +50,12 @@ def one_line_error(done) -> str:
     return lines[-1]
 
 
-def test_bad_inputs_give_one_line_errors(tmp_path, astronaut_pair, capsys):
+def test_bad_inputs_give_one_line_errors(tmp_path, astronaut_pair):
     write_pair(tmp_path, astronaut_pair)
     noisy, out = str(tmp_path / "noisy.png"), str(tmp_path / "o.png")
 
     def error(*args: str) -> str:
-        status, stderr = run_in_process([*args, "-o", out], capsys, "s2s_sweep.denoise")
-        lines = stderr.strip().splitlines()
-        assert status == 2 and lines[-1].startswith("error: ") and "Traceback" not in stderr, stderr
-        return lines[-1]
+        return one_line_error(run_in_process("s2s_sweep.denoise", *args, "-o", out))
 
     assert "missing.png: no such image file" in error(str(tmp_path / "missing.png"))
     assert "p: expected a probability" in error(noisy, "--p", "1.5")
@@ -87,9 +84,11 @@ def test_missing_iqa_weights_stop_before_training(tmp_path, astronaut_pair):
     assert "train:   0%" in done.stderr and not (tmp_path / "o.png").exists()
 
 
-def test_an_internal_error_in_denoise_keeps_its_traceback_and_exits_70(tmp_path, capsys, monkeypatch):
+def test_an_internal_error_in_denoise_keeps_its_traceback_and_exits_70(tmp_path, monkeypatch):
     import s2s_sweep.denoise as cli
 
     monkeypatch.setattr(cli, "denoise", lambda *a: {}["bug"])
-    status, stderr = run_in_process(["--demo", "-o", str(tmp_path / "o.png")], capsys, "s2s_sweep.denoise")
-    assert status == 70 and "Traceback" in stderr and "KeyError: 'bug'" in stderr and "internal error" in stderr
+    done = run_in_process("s2s_sweep.denoise", "--demo", "-o", str(tmp_path / "o.png"))
+    assert done.returncode == 70 and all(
+        text in done.stderr for text in ("Traceback", "KeyError: 'bug'", "internal error")
+    )

@@ -1,7 +1,5 @@
 """The SIDD submission file, from real runs on a local Ray, read back with SciPy block by block."""
 
-import contextlib
-import io
 import subprocess
 from datetime import datetime, timezone
 
@@ -10,13 +8,13 @@ import pandas as pd
 import pytest
 import ray
 import scipy.io
-from conftest import run_module, write_sidd_mat
+from conftest import run_in_process, run_module, write_sidd_mat
 from PIL import Image
 
 from model.config import S2SConfig
 from s2s_sweep.configs import ConfigError
 from s2s_sweep.datasets import open_dataset, sidd_block_id
-from s2s_sweep.export import complete_rows, main
+from s2s_sweep.export import complete_rows
 from s2s_sweep.methods import Method
 from s2s_sweep.results import ResultsTable, read_results
 from s2s_sweep.runner import RunOptions, run_dataset
@@ -48,15 +46,6 @@ def sidd_runs(tmp_path_factory):
     finally:
         ray.shutdown()
     return root, out
-
-
-def run_in_process(module: str, *args: str) -> subprocess.CompletedProcess:
-    """`python -m s2s_sweep.export ARGS` in this process: the CLI's start-up is paid once, by the first test."""
-    assert module == "s2s_sweep.export"
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main(list(args))
-    return subprocess.CompletedProcess([], code, stdout.getvalue(), stderr.getvalue())
 
 
 def export(root, out, run_id, to, *more) -> subprocess.CompletedProcess:

@@ -182,10 +182,10 @@ def test_failed_images_exit_1_and_rerun_with_retry_failed_replacing_their_rows(r
     assert len(list(results.rglob("*.parquet"))) == 1  # compacted
 
 
-def test_an_internal_error_keeps_its_traceback_and_exits_70(capsys, monkeypatch):
+def test_an_internal_error_keeps_its_traceback_and_exits_70(monkeypatch):
     import s2s_sweep.run as cli
 
     monkeypatch.setattr(cli, "run", lambda args: {}["bug"])
-    status, stderr = run_in_process(["demo"], capsys)
-    assert status == EXIT_BUG
-    assert "Traceback" in stderr and "KeyError: 'bug'" in stderr and "internal error" in stderr
+    done = run_in_process("s2s_sweep.run", "demo")
+    assert done.returncode == EXIT_BUG
+    assert "Traceback" in done.stderr and "KeyError: 'bug'" in done.stderr and "internal error" in done.stderr

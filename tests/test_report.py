@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import ray
 import yaml
-from conftest import FLOW_PRECISION, run_module
+from conftest import FLOW_PRECISION, run_in_process, run_module
 
 from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
@@ -59,14 +59,16 @@ def test_a_baseline_runs_like_s2s_recorded_with_its_sigma_and_resumes_only_as_it
     assert run.info.run_name == f"demo wavelet {run_dir.name}" and run.data.params["method"] == "wavelet"
     assert run.data.metrics["final_mean_psnr"] == pytest.approx(table["psnr"].mean())
 
-    other = run_module(
+    other = run_in_process(  # refused before any work: no second interpreter needed
         "s2s_sweep.run", "demo", "--method", "nlm", "--limit", "2", "--out", str(tmp_path), "--resume", run_dir.name
     )
     assert (
         other.returncode == 2
         and "differs from the requested method or configuration" in other.stderr.strip().splitlines()[-1]
     )
-    again = run_module("s2s_sweep.run", "demo", "--set", "steps=5", "--out", str(tmp_path), "--resume", run_dir.name)
+    again = run_in_process(
+        "s2s_sweep.run", "demo", "--set", "steps=5", "--out", str(tmp_path), "--resume", run_dir.name
+    )
     assert again.returncode == 2 and again.stderr.strip().endswith(
         "--method wavelet takes only quantize= and memory_mb="
     )  # it kept its own method

@@ -297,7 +297,7 @@ def test_sweep_on_demo_early_stops_records_everything_replays_and_feeds_run_conf
     assert "running the paper's configuration" in done.stdout
 
 
-def test_sweep_bad_inputs(space_file, tmp_path, capsys):
+def test_sweep_bad_inputs(space_file, tmp_path):
     space = load_space(space_file)
     with pytest.raises(ConfigError, match="--trials 0: expected a budget of at least 1 trial"):
         run_sweep(open_dataset("demo"), space, S2SConfig(), SweepOptions(out=str(tmp_path), trials=0))
@@ -306,11 +306,11 @@ def test_sweep_bad_inputs(space_file, tmp_path, capsys):
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / "a.png")
     with pytest.raises(ConfigError, match="has no clean references.*--config paper"):
         run_sweep(open_dataset(f"folder:{folder}"), space, S2SConfig(), SweepOptions(out=str(tmp_path)))
-    status, stderr = run_in_process(["demo", "--sweep", "--space", str(tmp_path / "missing.yaml")], capsys)
-    assert status == 2 and "missing.yaml: search-space file not found" in stderr
+    done = run_in_process("s2s_sweep.run", "demo", "--sweep", "--space", str(tmp_path / "missing.yaml"))
+    assert done.returncode == 2 and "missing.yaml: search-space file not found" in done.stderr
     unreachable = ["demo", "--sweep", "--space", str(space_file), "--mlflow-uri", "http://127.0.0.1:1"]
-    status, stderr = run_in_process([*unreachable, "--out", str(tmp_path)], capsys)
-    assert status == 2 and "MLflow server not reachable" in stderr
+    done = run_in_process("s2s_sweep.run", *unreachable, "--out", str(tmp_path))
+    assert done.returncode == 2 and "MLflow server not reachable" in done.stderr
 
 
 def test_the_verdict_is_the_rule_on_the_paired_differences():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import ray
 import torch
-from conftest import run_module
+from conftest import run_in_process
 from PIL import Image
 
 from model.config import S2SConfig
@@ -115,7 +115,7 @@ def test_a_seed_image_the_network_cannot_take_is_a_one_line_error_before_any_tra
 def test_denoise_cli_starts_from_a_saved_seed_and_refuses_a_file_that_is_not_one(tmp_path):
     seed_file = tmp_path / "seed.pt"
     torch.save(train_seed([image(0)], TINY.replace(steps=1)), seed_file)
-    done = run_module(
+    done = run_in_process(
         "s2s_sweep.denoise",
         "--demo",
         "-o",
@@ -132,7 +132,7 @@ def test_denoise_cli_starts_from_a_saved_seed_and_refuses_a_file_that_is_not_one
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "out.png").is_file()
     (tmp_path / "bad.pt").write_bytes(b"not a network")
-    done = run_module(
+    done = run_in_process(
         "s2s_sweep.denoise",
         "--demo",
         "-o",
@@ -145,7 +145,7 @@ def test_denoise_cli_starts_from_a_saved_seed_and_refuses_a_file_that_is_not_one
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith(
         f"error: init: {tmp_path / 'bad.pt'}: not a saved Self2Self+ seed network"
     )
-    done = run_module(
+    done = run_in_process(
         "s2s_sweep.denoise", "--demo", "-o", str(tmp_path / "out.png"), "--init", str(tmp_path / "missing.pt")
     )
     assert done.returncode == 2 and "--init" in done.stderr and "missing.pt: cannot read it" in done.stderr
