@@ -23,6 +23,13 @@ def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def check_fields(settings, checks: dict[str, tuple[bool, str]]) -> None:
+    """Raise ValueError naming the first field of `settings` whose check (ok, what was expected) fails."""
+    for field, (ok, expected) in checks.items():
+        if not ok:
+            raise ValueError(f"{field}: expected {expected}, got {getattr(settings, field)!r}")
+
+
 @functools.cache
 def native_bf16(device_type: str) -> bool:
     """Whether this machine computes bf16 natively: a CUDA GPU with bf16 units (Ampere and later;
@@ -108,9 +115,7 @@ class S2SConfig:
             "memory_mb": (is_integer(self.memory_mb) and self.memory_mb >= 0, "an integer >= 0 (0 = what is free)"),
             "log_every": (is_integer(self.log_every) and self.log_every >= 1, "an integer >= 1"),
         }
-        for field, (ok, expected) in checks.items():
-            if not ok:
-                raise ValueError(f"{field}: expected {expected}, got {getattr(self, field)!r}")
+        check_fields(self, checks)
 
     def precision_on(self, device_type: str) -> str:
         """The arithmetic actually used on a device. 'auto' is fp32 everywhere: bf16 autocast would be

@@ -11,7 +11,7 @@ the methods quantize what they return.
 import dataclasses
 from dataclasses import dataclass
 
-from model.config import S2SConfig, is_integer
+from model.config import S2SConfig, check_fields, is_integer
 
 QUANTIZE = ("round", "floor")
 
@@ -34,9 +34,7 @@ class RunSettings:
             "warm_steps": (is_integer(self.warm_steps) and self.warm_steps >= 0, "an integer >= 0 (0 = steps // 2)"),
             "warm_images": (is_integer(self.warm_images) and self.warm_images >= 1, "an integer >= 1"),
         }
-        for field, (ok, expected) in checks.items():
-            if not ok:
-                raise ValueError(f"{field}: expected {expected}, got {getattr(self, field)!r}")
+        check_fields(self, checks)
 
     def image_steps(self, steps: int) -> int:
         """Training steps of one image of a run of `steps`: all of them from a fresh network,
