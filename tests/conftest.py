@@ -143,31 +143,62 @@ def start_ray_head(port: int, env: dict, *options: str) -> None:
     subprocess.run([*command, *options], check=True, capture_output=True, env=env, timeout=120)
 
 
-@pytest.fixture(scope="session")
-def ray_head(tmp_path_factory):
-    """A real single-node Ray cluster started with `ray start --head` on loopback, once for the test
-    run (each start costs seconds of CPU; its workers, torch imported, serve the next test), in a temp folder
+SHARED_HEAD: dict = {}  # the running `ray start` head of ray_head: its address, environment and temp folder
+
+
+@pytest.fixture
+def ray_head():
+    """A real single-node Ray cluster started with `ray start --head` on loopback, in a temp folder
     of its own: its processes are found by it and stopped alone, and a bare `ray.init()` elsewhere
-    never finds this cluster's address file."""
-    temp_dir = tempfile.mkdtemp(prefix="s2s-ray-", dir="/tmp")  # short: Ray's socket paths live under it
-    port, dashboard = free_port(), free_port()
-    # Ray >= 2.59 enables token authentication on local clusters: every client needs the token
-    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # job entrypoints run `python` from this venv
-    start_ray_head(
-        port,
-        env,
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dashboard}",
-        f"--ray-client-server-port={free_port()}",
-        "--num-cpus=2",
-        f"--temp-dir={temp_dir}",
-    )
-    try:
-        yield {"gcs": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dashboard}", "env": env}
-    finally:
-        stop_ray_processes(temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    never finds this cluster's address file. One head serves consecutive tests that ask for it
+    (each start costs seconds of CPU; its workers, torch imported, serve the next test); it stops
+    after the last of them (pytest_runtest_teardown), and those tests run first and together
+    (pytest_collection_modifyitems), so it is started once and never idles through other tests."""
+    if not SHARED_HEAD:
+        temp_dir = tempfile.mkdtemp(prefix="s2s-ray-", dir="/tmp")  # short: Ray's socket paths live under it
+        port, dashboard = free_port(), free_port()
+        # Ray >= 2.59 enables token authentication on local clusters: every client needs the token
+        env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+        env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # job entrypoints run `python` from this venv
+        SHARED_HEAD["temp_dir"] = temp_dir  # before the start: a start that fails half-way is stopped too
+        start_ray_head(
+            port,
+            env,
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            f"--ray-client-server-port={free_port()}",
+            "--num-cpus=2",
+            f"--temp-dir={temp_dir}",
+        )
+        SHARED_HEAD["head"] = {
+            "gcs": f"127.0.0.1:{port}",
+            "dashboard": f"http://127.0.0.1:{dashboard}",
+            "env": env,
+            "temp_dir": temp_dir,
+        }
+    return SHARED_HEAD["head"]
+
+
+def stop_shared_head() -> None:
+    if SHARED_HEAD:
+        stop_ray_processes(SHARED_HEAD["temp_dir"])
+        shutil.rmtree(SHARED_HEAD["temp_dir"], ignore_errors=True)
+        SHARED_HEAD.clear()
+
+
+def pytest_collection_modifyitems(items):
+    """The tests on the shared head first, in their own order (a stable sort), then the rest."""
+    items.sort(key=lambda item: "ray_head" not in getattr(item, "fixturenames", ()))
+
+
+def pytest_runtest_teardown(item, nextitem):
+    """Stop the shared head once the next test does not use it (or there is none)."""
+    if nextitem is None or "ray_head" not in getattr(nextitem, "fixturenames", ()):
+        stop_shared_head()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    stop_shared_head()  # also after an interrupted run
 
 
 def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:

@@ -186,7 +186,7 @@ def test_a_run_and_a_sweep_on_s3_record_no_secret_anywhere(ray_head, s3_server, 
         for done in (first, from_seed, sweep, report)
         for name, text in (("stdout", done.stdout), ("stderr", done.stderr))
     }
-    ray_session = Path("/tmp/ray/session_latest")  # what Ray and Tune logged or pickled for us
+    ray_session = Path(ray_head["temp_dir"]) / "session_latest"  # what the head, its workers and Tune logged
     written |= {
         str(path): path.read_bytes()
         for path in ray_session.rglob("*")
@@ -195,6 +195,7 @@ def test_a_run_and_a_sweep_on_s3_record_no_secret_anywhere(ray_head, s3_server, 
     for secret in (out_secret, mlflow_secret):
         assert not [where for where, data in written.items() if secret.encode() in data]
     assert len(written) > 20  # the search covered the bucket, the MLflow store and the logs
+    assert sum(where.startswith(str(ray_session)) for where in written) > 5  # the head's own logs among them
 
 
 @pytest.mark.slow
