@@ -7,7 +7,9 @@ recorded, not raised: failed images become failed rows, a tracking outage is cau
 on resume, and the end of the run says which of them happened through its status.
 """
 
+import contextlib
 import signal
+import threading
 
 from model.errors import UserError
 
@@ -68,3 +70,25 @@ def raise_on_sigterm() -> None:
         raise Terminated("terminated by SIGTERM")
 
     signal.signal(signal.SIGTERM, handler)
+
+
+@contextlib.contextmanager
+def stops_held():
+    """Hold SIGTERM and SIGINT that arrive inside the block and deliver them as it ends, so a stop
+    never cuts a write to a local SQLite tracking store mid-transaction (the database would stay
+    locked, and the run's KILLED status could not be written). Main thread only: elsewhere Python
+    delivers no signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    for signum in previous:
+        signal.signal(signum, lambda signum, frame: arrived.append(signum))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if arrived:
+            signal.raise_signal(arrived[0])  # to its own handler again: Terminated, KeyboardInterrupt, or exit

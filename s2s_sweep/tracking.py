@@ -11,6 +11,7 @@ calling for the rest of the session (`behind` says why). A later session of the 
 """
 
 import base64
+import contextlib
 import os
 import sys
 import tempfile
@@ -23,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from model.errors import UserError
+from s2s_sweep.errors import stops_held
 from s2s_sweep.store import OutputStore
 from s2s_sweep.uris import adopt_credentials, redact
 
@@ -151,6 +153,9 @@ class RunTracker:
                 f"{str(error).splitlines()[0]})"
             ) from None
         self.uri = uri
+        # a local SQLite store cut mid-write stays locked: stops wait for its calls (ms); a server's are not held,
+        # so a stop during an outage is not kept waiting for the HTTP timeout
+        self.hold_stops = uri.startswith("sqlite:")
         self.run_id: str | None = None
         self.behind: str | None = None  # the first failure of this session, once there is one
 
@@ -182,7 +187,8 @@ class RunTracker:
         if self.behind:
             return None
         try:
-            return getattr(self.client, method)(*args, **kwargs)
+            with stops_held() if self.hold_stops else contextlib.nullcontext():
+                return getattr(self.client, method)(*args, **kwargs)
         except (
             MlflowException,
             OSError,

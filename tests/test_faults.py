@@ -2,6 +2,7 @@
 a tracking server that dies, SIGTERM / Ctrl-C, failed images rerun, and the exit status of
 each (an output store lost mid-run: test_object_store.py)."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -189,3 +190,35 @@ def test_an_internal_error_keeps_its_traceback_and_exits_70(monkeypatch):
     done = run_in_process("s2s_sweep.run", "demo")
     assert done.returncode == EXIT_BUG
     assert "Traceback" in done.stderr and "KeyError: 'bug'" in done.stderr and "internal error" in done.stderr
+
+
+def test_a_stop_during_a_write_to_a_local_tracking_store_waits_for_it_then_ends_the_run_killed(tmp_path):
+    """SIGTERM landing inside an MLflow write to SQLite: the write completes, then Terminated is
+    raised, and the run's KILLED status can still be written (a write cut mid-transaction left the
+    database locked, and the stop waited out SQLite's timeout)."""
+    from s2s_sweep.errors import Terminated, raise_on_sigterm
+    from s2s_sweep.store import OutputStore
+    from s2s_sweep.tracking import RunTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = RunTracker(uri, "s2s-sweep/stop", OutputStore(str(tmp_path)))
+    run_id = tracker.start("stopped", {"p": 0.4})
+    log_batch = tracker.client.log_batch
+
+    def stopped_mid_write(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the write is under way
+        time.sleep(0.2)
+        return log_batch(*args, **kwargs)
+
+    tracker.client.log_batch = stopped_mid_write
+    handler = signal.getsignal(signal.SIGTERM)
+    raise_on_sigterm()
+    try:
+        with pytest.raises(Terminated):
+            tracker.log_metrics({"images_done": 1.0}, step=1)
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    tracker.finish("KILLED")
+    client = mlflow.MlflowClient(uri)
+    assert tracker.behind is None and client.get_run(run_id).info.status == "KILLED"
+    assert [m.value for m in client.get_metric_history(run_id, "images_done")] == [1.0]  # the write completed
