@@ -177,9 +177,7 @@ def summarise_kind(rows: list[dict]) -> dict:
                     s: bool(gaps[k].mean() >= -WITHIN_DB and gaps[k].min() >= -WORST_DB) for k, s in enumerate(seeds)
                 },
                 # the project's rule over the images (issue 22: by the mean over images, not the worst one)
-                "rule_per_seed": {
-                    s: paired_rule(warm_curves[s][:, half], cold_curves[:, index]) for k, s in enumerate(seeds)
-                },
+                "rule_per_seed": {s: paired_rule(warm_curves[s][:, half], cold_curves[:, index]) for s in seeds},
                 "half_steps_worst_db": float(gaps[worst]),
                 "half_steps_worst_image": images[worst[1]],
                 "half_steps_worst_seed": seeds[worst[0]],

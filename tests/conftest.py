@@ -160,23 +160,27 @@ def ray_head():
         # Ray >= 2.59 enables token authentication on local clusters: every client needs the token
         env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
         env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # job entrypoints run `python` from this venv
-        SHARED_HEAD["temp_dir"] = temp_dir  # before the start: a start that fails half-way is stopped too
-        start_ray_head(
-            port,
-            env,
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard}",
-            f"--ray-client-server-port={free_port()}",
-            "--num-cpus=2",
-            f"--temp-dir={temp_dir}",
-        )
-        SHARED_HEAD["head"] = {
+        head = {
             "gcs": f"127.0.0.1:{port}",
             "dashboard": f"http://127.0.0.1:{dashboard}",
             "env": env,
             "temp_dir": temp_dir,
         }
-    return SHARED_HEAD["head"]
+        SHARED_HEAD.update(head)
+        try:
+            start_ray_head(
+                port,
+                env,
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={dashboard}",
+                f"--ray-client-server-port={free_port()}",
+                "--num-cpus=2",
+                f"--temp-dir={temp_dir}",
+            )
+        except BaseException:  # what a start that failed half-way left running goes, and the next test starts afresh
+            stop_shared_head()
+            raise
+    return SHARED_HEAD
 
 
 def stop_shared_head() -> None:

@@ -5,7 +5,6 @@ the runner plans, records and labels it, the seed network of a warm start, and i
 import io
 import pickle
 import time
-from dataclasses import asdict
 
 import numpy as np
 import ray
@@ -17,7 +16,7 @@ from model.memory import MB, Plan, fit_memory
 from model.network import S2SPlusNet
 from s2s_sweep.configs import ConfigError
 from s2s_sweep.methods.base import DenoisingMethod
-from s2s_sweep.run_settings import RUN_SETTINGS, RunSettings
+from s2s_sweep.run_settings import RUN_SETTINGS, RunSettings, join
 
 OFF_BY_DEFAULT = {"ema_decay": 0.0}  # settings added after runs were recorded, at the value that reproduces them
 ROW_COLUMNS = ("p", "lambda_iqa", "passes", "seed", "ema_decay")  # the rows' columns of its hyperparameters
@@ -37,7 +36,7 @@ class SelfToSelfPlus(DenoisingMethod):
 
     def settings(self, config: S2SConfig, run: RunSettings) -> dict:
         # a stabiliser at its paper value (off) is left out, so runs made before it existed keep their hash
-        values = {**asdict(config), **asdict(run)}
+        values = join(config, run)
         return {"method": self.name, **{k: v for k, v in values.items() if OFF_BY_DEFAULT.get(k, object()) != v}}
 
     def config_from(self, values: dict) -> dict:
