@@ -77,15 +77,19 @@ def run_module(*args: str, env: dict | None = None, timeout: float = 300) -> sub
 def run_in_process(module: str, *args: str) -> subprocess.CompletedProcess:
     """`python -m MODULE ARGS` as a call of its main() in this process, as run_module returns it:
     the exit status and what it printed, without a second interpreter's start-up (seconds each).
-    For a CLI that starts no Ray (the denoise, export and report CLIs) or input refused before it would."""
+    For a CLI that starts no Ray (the denoise, export and report CLIs), input refused before it
+    would, or a run or sweep on the `local_ray` this process already has."""
     main = importlib.import_module(module).main
     handler = signal.getsignal(signal.SIGTERM)  # main() may turn SIGTERM into an exception: give it back after
+    environment = dict(os.environ)  # and what it exported (Tune's MLflow callback sets MLFLOW_TRACKING_URI)
     stdout, stderr = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             status = main(list(args))
     finally:
         signal.signal(signal.SIGTERM, handler)
+        os.environ.clear()
+        os.environ.update(environment)
     return subprocess.CompletedProcess([module, *args], status, stdout.getvalue(), stderr.getvalue())
 
 
@@ -190,19 +194,48 @@ def stop_shared_head() -> None:
         SHARED_HEAD.clear()
 
 
+@pytest.fixture(scope="session")
+def local_ray():
+    """Ray started in this process (`ray.init`, 2 CPUs, no dashboard), shared like ray_head by the
+    consecutive tests that ask for it, directly or through a fixture of theirs: one start (seconds
+    of CPU) and one Ray job, whose worker processes, torch imported, serve the next test. Shut down
+    after the last of them (pytest_runtest_teardown): tests that start a Ray of their own come later."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+
+def stop_local_ray() -> None:
+    import ray
+
+    ray.shutdown()
+
+
+# What a group of consecutive tests shares, in the order the groups run, and how it stops.
+SHARED = {"ray_head": stop_shared_head, "local_ray": stop_local_ray}
+
+
+def uses(item, shared: str) -> bool:
+    return shared in getattr(item, "fixturenames", ())  # the whole closure: a fixture's own fixtures too
+
+
 def pytest_collection_modifyitems(items):
-    """The tests on the shared head first, in their own order (a stable sort), then the rest."""
-    items.sort(key=lambda item: "ray_head" not in getattr(item, "fixturenames", ()))
+    """The tests on the shared head first, then those on the local Ray, each in their own order
+    (a stable sort), then the rest."""
+    items.sort(key=lambda item: next((rank for rank, shared in enumerate(SHARED) if uses(item, shared)), len(SHARED)))
 
 
 def pytest_runtest_teardown(item, nextitem):
-    """Stop the shared head once the next test does not use it (or there is none)."""
-    if nextitem is None or "ray_head" not in getattr(nextitem, "fixturenames", ()):
-        stop_shared_head()
+    """Stop what a group shares once the next test does not use it (or there is none)."""
+    for shared, stop in SHARED.items():
+        if uses(item, shared) and (nextitem is None or not uses(nextitem, shared)):
+            stop()
 
 
 def pytest_sessionfinish(session, exitstatus):
-    stop_shared_head()  # also after an interrupted run
+    for stop in SHARED.values():  # also after an interrupted run
+        stop()
 
 
 def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:

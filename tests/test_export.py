@@ -6,7 +6,6 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 import pytest
-import ray
 import scipy.io
 from conftest import run_in_process, run_module, write_sidd_mat
 from PIL import Image
@@ -25,26 +24,20 @@ SHAPE = (2, 3, 48, 48, 3)  # images x blocks of 48² (the official file: 40 x 32
 
 
 @pytest.fixture(scope="module")
-def sidd_runs(tmp_path_factory):
+def sidd_runs(tmp_path_factory, local_ray):
     """A data root with both SIDD .mat files, and an output store holding a complete benchmark run
     ("bench"), a complete validation run ("val"), a demo run and a benchmark run of the first 4 blocks ("part")."""
     root = tmp_path_factory.mktemp("data")
     write_sidd_mat(root / "SIDD", "BenchmarkNoisyBlocksSrgb", None, shape=SHAPE)
     write_sidd_mat(root / "SIDD", shape=SHAPE)
     out = tmp_path_factory.mktemp("out")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        benchmark = open_dataset("sidd-benchmark", data_root=root)
-        for dataset, run_id in ((benchmark, "bench"), (benchmark.select(limit=4), "part")):
-            run_dataset(dataset, Method(config=FAST), RunOptions(out=str(out), run_id=run_id, flush_seconds=0))
-        run_dataset(
-            open_dataset("sidd", data_root=root), Method("wavelet", FAST), RunOptions(out=str(out), run_id="val")
-        )
-        run_dataset(
-            open_dataset("demo").select(limit=1), Method("wavelet", FAST), RunOptions(out=str(out), run_id="demo-run")
-        )
-    finally:
-        ray.shutdown()
+    benchmark = open_dataset("sidd-benchmark", data_root=root)
+    for dataset, run_id in ((benchmark, "bench"), (benchmark.select(limit=4), "part")):
+        run_dataset(dataset, Method(config=FAST), RunOptions(out=str(out), run_id=run_id, flush_seconds=0))
+    run_dataset(open_dataset("sidd", data_root=root), Method("wavelet", FAST), RunOptions(out=str(out), run_id="val"))
+    run_dataset(
+        open_dataset("demo").select(limit=1), Method("wavelet", FAST), RunOptions(out=str(out), run_id="demo-run")
+    )
     return root, out
 
 

@@ -6,9 +6,8 @@ import json
 import mlflow
 import pandas as pd
 import pytest
-import ray
 import yaml
-from conftest import FLOW_PRECISION, run_in_process, run_module
+from conftest import FLOW_PRECISION, run_in_process
 
 from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
@@ -21,24 +20,20 @@ SHORT = S2SConfig(steps=10, passes=2, lambda_iqa=0.0, precision=FLOW_PRECISION)
 
 
 @pytest.fixture(scope="module")
-def outputs(tmp_path_factory):
+def outputs(tmp_path_factory, local_ray):
     """A store with an S2S+ run and two baseline runs on the same 3 demo images, and a ZS-N2N run
     (2000 iterations, as its paper) of the first."""
     out = tmp_path_factory.mktemp("store")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        dataset = open_dataset("demo").select(limit=3)
-        for method in ("s2s+", "nlm", "cbm3d"):
-            run_dataset(dataset, Method(method, SHORT), RunOptions(out=str(out), flush_seconds=0))
-        run_dataset(dataset.select(limit=1), Method("zsn2n", SHORT), RunOptions(out=str(out), flush_seconds=0))
-    finally:
-        ray.shutdown()
+    dataset = open_dataset("demo").select(limit=3)
+    for method in ("s2s+", "nlm", "cbm3d"):
+        run_dataset(dataset, Method(method, SHORT), RunOptions(out=str(out), flush_seconds=0))
+    run_dataset(dataset.select(limit=1), Method("zsn2n", SHORT), RunOptions(out=str(out), flush_seconds=0))
     return out
 
 
 @pytest.mark.slow
-def test_a_baseline_runs_like_s2s_recorded_with_its_sigma_and_resumes_only_as_itself(tmp_path):
-    done = run_module("s2s_sweep.run", "demo", "--method", "wavelet", "--limit", "2", "--out", str(tmp_path))
+def test_a_baseline_runs_like_s2s_recorded_with_its_sigma_and_resumes_only_as_itself(local_ray, tmp_path):
+    done = run_in_process("s2s_sweep.run", "demo", "--method", "wavelet", "--limit", "2", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "demo with wavelet, 2 of 2 images to do" in done.stdout and "[2/2]" in done.stdout
     (run_dir,) = (tmp_path / "demo").iterdir()

@@ -6,7 +6,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import ray
 from conftest import run_in_process, run_module
 from PIL import Image
 
@@ -22,11 +21,7 @@ from s2s_sweep.store import OutputStore
 FAST = S2SConfig(steps=3, passes=2, lambda_iqa=0.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("local_ray")  # every test here runs on it, or refuses before it would
 
 
 def test_demo_run_writes_images_parquet_and_mlflow_then_resumes_without_duplicates(tmp_path, capsys):

@@ -1,6 +1,5 @@
 """The hyperparameter search: real Ray Tune, real Optuna, real MLflow, real Parquet."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,9 +11,8 @@ import optuna
 import pandas as pd
 import pyarrow as pa
 import pytest
-import ray
 import yaml
-from conftest import REPO, run_in_process, run_module
+from conftest import REPO, run_in_process
 from PIL import Image
 from ray import tune
 from ray.tune.search import Searcher
@@ -185,7 +183,9 @@ def landscape_of(trials: pd.DataFrame, curves: pd.DataFrame) -> pa.Table:
 
 
 @pytest.mark.slow
-def test_sweep_on_demo_early_stops_records_everything_replays_and_feeds_run_config_best(tmp_path, monkeypatch):
+def test_sweep_on_demo_early_stops_records_everything_replays_and_feeds_run_config_best(
+    local_ray, tmp_path, monkeypatch
+):
     # Tune's MLflow callback calls mlflow.set_tracking_uri, which exports MLFLOW_TRACKING_URI;
     # set it here (to the default store) so monkeypatch removes it again for later tests.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -195,24 +195,18 @@ def test_sweep_on_demo_early_stops_records_everything_replays_and_feeds_run_conf
     )  # one trial at a time: the order is the seed's alone (for the replay)
     space = load_space(space_file)
     dataset = open_dataset("demo")
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-    try:
-        best = run_sweep(
-            dataset, space, S2SConfig(lambda_iqa=0.0), SweepOptions(out=str(tmp_path), sweep_id="s1", trials=6)
-        ).best
-        # the same search replayed on a table of the curves it recorded: ReplayLandscape for TrainImages, nothing else
-        # swapped
-        folder = tmp_path / "demo" / "sweeps" / "s1"
-        trained = pd.read_parquet(folder / "trials").sort_values("trial_number")
-        evaluation = ReplayLandscape(
-            landscape_of(trained, pd.read_parquet(folder / "curves")), subset_ids(dataset, space), [4, 8, 12]
-        )
-        run_config = tune.RunConfig(name="replay", storage_path=str(tmp_path / "replay"), verbose=0)
-        results = make_tuner(
-            make_trainable(evaluation, space), space, 6, len(evaluation.image_ids), 0, run_config
-        ).fit()
-    finally:
-        ray.shutdown()
+    best = run_sweep(
+        dataset, space, S2SConfig(lambda_iqa=0.0), SweepOptions(out=str(tmp_path), sweep_id="s1", trials=6)
+    ).best
+    # the same search replayed on a table of the curves it recorded: ReplayLandscape for TrainImages, nothing else
+    # swapped
+    folder = tmp_path / "demo" / "sweeps" / "s1"
+    trained = pd.read_parquet(folder / "trials").sort_values("trial_number")
+    evaluation = ReplayLandscape(
+        landscape_of(trained, pd.read_parquet(folder / "curves")), subset_ids(dataset, space), [4, 8, 12]
+    )
+    run_config = tune.RunConfig(name="replay", storage_path=str(tmp_path / "replay"), verbose=0)
+    results = make_tuner(make_trainable(evaluation, space), space, 6, len(evaluation.image_ids), 0, run_config).fit()
     replayed_trials, replayed_curves = sweep_tables(
         results, "replay", len(evaluation.image_ids), [4, 8, 12], "cold", "psnr"
     )
@@ -276,18 +270,8 @@ def test_sweep_on_demo_early_stops_records_everything_replays_and_feeds_run_conf
         "shown": False,
         "why": f"0 held-out images (subset.heldout in {space_file}), fewer than 4",
     }
-    done = run_module(
-        "s2s_sweep.run",
-        "demo",
-        "--config",
-        "best",
-        "--limit",
-        "1",
-        "--set",
-        "passes=2",
-        "--out",
-        str(tmp_path),
-        timeout=300,
+    done = run_in_process(
+        "s2s_sweep.run", "demo", "--config", "best", "--limit", "1", "--set", "passes=2", "--out", str(tmp_path)
     )
     assert done.returncode == 0, done.stderr[-2000:]
     (run_dir,) = [d for d in (tmp_path / "demo").iterdir() if d.name not in ("sweeps", "best_config.yaml")]
@@ -346,7 +330,7 @@ def test_config_best_runs_the_best_only_where_its_validation_showed_it(tmp_path)
 
 
 @pytest.mark.slow
-def test_the_best_is_validated_on_held_out_images_against_the_paper(tmp_path, monkeypatch):
+def test_the_best_is_validated_on_held_out_images_against_the_paper(local_ray, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     rng = np.random.default_rng(0)
     noisy_dir, clean_dir = tmp_path / "noisy", tmp_path / "clean"
@@ -366,11 +350,7 @@ def test_the_best_is_validated_on_held_out_images_against_the_paper(tmp_path, mo
         .replace("paper: {p: 0.4, steps: 10,", "paper: {p: 0.95, steps: 1,")  # a poor reference: shown
     )
     space = load_space(space_file)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        outcome = run_sweep(dataset, space, S2SConfig(lambda_iqa=0.0), SweepOptions(out=str(tmp_path), sweep_id="v"))
-    finally:
-        ray.shutdown()
+    outcome = run_sweep(dataset, space, S2SConfig(lambda_iqa=0.0), SweepOptions(out=str(tmp_path), sweep_id="v"))
     sweep = tmp_path / dataset.key / "sweeps" / "v"
     trials = pd.read_parquet(sweep / "trials")
     searched = set(pd.read_parquet(sweep / "curves")["image_id"])
@@ -392,7 +372,7 @@ def test_the_best_is_validated_on_held_out_images_against_the_paper(tmp_path, mo
 
 
 @pytest.mark.slow
-def test_a_warm_best_is_validated_from_one_seed_network_trained_on_the_warm_images(tmp_path):
+def test_a_warm_best_is_validated_from_one_seed_network_trained_on_the_warm_images(local_ray, tmp_path):
     space_file = tmp_path / "warm.yaml"
     space_file.write_text(WARM_SPACE)
     space = load_space(space_file)
@@ -400,11 +380,7 @@ def test_a_warm_best_is_validated_from_one_seed_network_trained_on_the_warm_imag
     images = [(image_id, *demo.load(image_id)) for image_id in demo.ids]  # 4 "held-out" images
     base = {"lambda_iqa": 0.0, "seed": 0, "log_every": 12, "precision": "fp32"}
     warm = {"p": 0.4, "steps": 12, "lambda_iqa": 0.0, "passes": 4, "init": "warm", "warm_steps": 4}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        block, scores = validate_best(warm, space, images, [images[0][1]], base)
-    finally:
-        ray.shutdown()
+    block, scores = validate_best(warm, space, images, [images[0][1]], base)
     scores = scores.to_pandas().pivot(index="image_id", columns="settings", values="value")
     seed = train_seed([images[0][1]], S2SConfig(**base, p=0.4, steps=12, passes=2))
     noisy, clean = images[1][1:]
@@ -414,7 +390,9 @@ def test_a_warm_best_is_validated_from_one_seed_network_trained_on_the_warm_imag
 
 
 @pytest.mark.slow
-def test_a_folder_without_clean_images_is_swept_by_the_heldout_score_where_the_space_allows_it(tmp_path, monkeypatch):
+def test_a_folder_without_clean_images_is_swept_by_the_heldout_score_where_the_space_allows_it(
+    local_ray, tmp_path, monkeypatch
+):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     folder = tmp_path / "noisy"
     folder.mkdir()
@@ -429,11 +407,7 @@ def test_a_folder_without_clean_images_is_swept_by_the_heldout_score_where_the_s
         )
     )
     space = load_space(space_file)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        best = run_sweep(dataset, space, S2SConfig(lambda_iqa=0.0), SweepOptions(out=str(tmp_path), sweep_id="h")).best
-    finally:
-        ray.shutdown()
+    best = run_sweep(dataset, space, S2SConfig(lambda_iqa=0.0), SweepOptions(out=str(tmp_path), sweep_id="h")).best
     sweep = tmp_path / dataset.key / "sweeps" / "h"
     trials, curves = pd.read_parquet(sweep / "trials"), pd.read_parquet(sweep / "curves")
     assert set(curves["metric"]) == {"heldout_psnr"}  # PSNR and SSIM need the clean images this folder lacks
@@ -447,7 +421,9 @@ def test_a_folder_without_clean_images_is_swept_by_the_heldout_score_where_the_s
 
 
 @pytest.mark.slow
-def test_a_sweep_terminated_mid_way_is_killed_in_mlflow_then_restores_and_finishes_without_duplicates(tmp_path):
+def test_a_sweep_terminated_mid_way_is_killed_in_mlflow_then_restores_and_finishes_without_duplicates(
+    ray_head, tmp_path
+):
     space_file = tmp_path / "space.yaml"
     space_file.write_text(
         SPACE.replace("steps: {low: 4, high: 12, step: 4}", "steps: {low: 8, high: 24, step: 8}")
@@ -464,10 +440,12 @@ def test_a_sweep_terminated_mid_way_is_killed_in_mlflow_then_restores_and_finish
         "4",
         "--out",
         str(tmp_path),
+        "--address",  # a driver of the shared head, as `ray job submit` starts it: no local Ray start-up per driver
+        ray_head["gcs"],
     ]
     # Tune copies results to the sweep folder only when it saves its state: every 10 s by default, which the demo sweep
     # outruns
-    env = {**os.environ, "MLFLOW_TRACKING_URI": "", "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    env = {**ray_head["env"], "MLFLOW_TRACKING_URI": "", "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     with open(tmp_path / "stderr.txt", "w") as stderr:  # a file, not a pipe nobody reads until the end
         driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
     sweep_id = next(line for line in driver.stdout if line.startswith("sweep ")).split()[1].rstrip(":")
@@ -506,14 +484,14 @@ def test_a_sweep_terminated_mid_way_is_killed_in_mlflow_then_restores_and_finish
 
 
 @pytest.mark.slow
-def test_crashing_trials_do_not_kill_the_sweep(space_file, tmp_path):
+def test_crashing_trials_do_not_kill_the_sweep(local_ray, space_file, tmp_path):
     folder, clean = tmp_path / "noisy", tmp_path / "clean"
     rng = np.random.default_rng(0)
     for name, side in (("a_tiny", 20), ("b_big", 64)):  # every trial crashes on its first image, the tiny one
         for where in (folder, clean):
             where.mkdir(exist_ok=True)
             Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(where / f"{name}.png")
-    done = run_module(
+    done = run_in_process(
         "s2s_sweep.run",
         f"folder:{folder}",
         "--clean-dir",
@@ -525,7 +503,6 @@ def test_crashing_trials_do_not_kill_the_sweep(space_file, tmp_path):
         "2",
         "--out",
         str(tmp_path / "out"),
-        timeout=600,
     )
     assert done.returncode == 1 and "no trial finished the whole subset" in done.stderr.strip().splitlines()[-1]
     (sweep_dir,) = (tmp_path / "out").glob("folder-noisy-*/sweeps/*")
@@ -546,11 +523,14 @@ IQA_SPACE = (
 
 
 @pytest.mark.slow
-def test_run_with_sweep_searches_lambda_iqa_then_runs_the_dataset_with_the_best(tmp_path, iqa_weights_dir):
+def test_run_with_sweep_searches_lambda_iqa_then_runs_the_dataset_with_the_best(
+    local_ray, tmp_path, iqa_weights_dir, monkeypatch
+):
     space = tmp_path / "iqa_space.yaml"
     space.write_text(IQA_SPACE)
     out = tmp_path / "out"
-    done = run_module(
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # set but empty, as CI leaves it: the store beside the outputs
+    done = run_in_process(
         "s2s_sweep.run",
         "demo",
         "--sweep",
@@ -564,8 +544,6 @@ def test_run_with_sweep_searches_lambda_iqa_then_runs_the_dataset_with_the_best(
         iqa_weights_dir,
         "--out",
         str(out),
-        env={"MLFLOW_TRACKING_URI": ""},
-        timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     (sweep_dir,) = (out / "demo" / "sweeps").iterdir()
@@ -594,7 +572,7 @@ WARM_SPACE = (
 
 @pytest.mark.slow
 def test_the_start_is_a_dimension_warm_trials_train_their_seed_once_and_the_best_records_warm_steps(
-    tmp_path, monkeypatch
+    local_ray, tmp_path, monkeypatch
 ):
     space_path = tmp_path / "warm.yaml"
     space_path.write_text(WARM_SPACE)
@@ -609,16 +587,12 @@ def test_the_start_is_a_dimension_warm_trials_train_their_seed_once_and_the_best
         load_space(bad)
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        best = run_sweep(
-            open_dataset("demo"),
-            space,
-            S2SConfig(lambda_iqa=0.0),
-            SweepOptions(out=str(tmp_path), sweep_id="w", trials=4),
-        ).best
-    finally:
-        ray.shutdown()
+    best = run_sweep(
+        open_dataset("demo"),
+        space,
+        S2SConfig(lambda_iqa=0.0),
+        SweepOptions(out=str(tmp_path), sweep_id="w", trials=4),
+    ).best
     trials = pd.read_parquet(tmp_path / "demo" / "sweeps" / "w" / "trials")
     assert sorted(zip(trials["init"], trials["p"].round(6))) == [
         ("cold", 0.4),

@@ -5,7 +5,6 @@ import hashlib
 import mlflow
 import numpy as np
 import pytest
-import ray
 import torch
 from conftest import run_in_process
 from PIL import Image
@@ -46,13 +45,6 @@ def test_a_seed_of_another_channel_count_is_a_one_line_error():
     seed = train_seed([image(0)], TINY.replace(steps=1))
     with pytest.raises(SeedMismatch, match="3-channel images; this image has 1 channels"):
         denoise(image(1, (48, 48, 1)), TINY, initial_state=seed)
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.slow
