@@ -4,9 +4,10 @@ Tracking URI: `--mlflow-uri`, else $MLFLOW_TRACKING_URI, else a SQLite store nex
 outputs (OUT/mlflow.db for a local OUT, ~/.cache/s2s-sweep/mlflow.db otherwise), with
 artifacts in OUT/mlartifacts. Browse with the `mlflow ui` command printed at the end.
 
-MLflow is a view of the Parquet record and never holds up the images: every HTTP call is
-tried once with a short timeout, the first failure is warned once, and the tracker stops
-calling for the rest of the session (`behind` says why). A later session of the run
+MLflow is a view of the Parquet record and never holds up the images: once the run is open,
+every HTTP call is tried once with a short timeout, the first failure is warned once, and the
+tracker stops calling for the rest of the session (`behind` says why). Opening it, before any
+work, waits longer: a fresh `mlflow server` creates its database on its first request. A later session of the run
 (`--resume RUN_ID`, even with nothing left to compute) logs what MLflow missed.
 """
 
@@ -30,6 +31,9 @@ from s2s_sweep.uris import adopt_credentials, redact
 
 SHEET_TILE = 128  # contact-sheet tiles are centre crops of this side
 HTTP_TIMEOUT_SECONDS = 5  # one try per MLflow HTTP call, so an outage costs seconds, not the retries' minutes
+# the calls that open the run, before any work: a fresh server's first request creates its database
+# (MLflow's migrations: seconds, longer on a busy machine), which a 5 s timeout failed now and then
+OPENING_TIMEOUT_SECONDS = 60
 # MLflow 3's UI picks its view from this tag: the runs table and charts, not the GenAI traces view
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
@@ -128,6 +132,17 @@ def metric_entities(metrics: dict[str, float | None], step: int) -> list:
     ]
 
 
+@contextlib.contextmanager
+def opening_patience():
+    """MLflow's HTTP calls inside wait up to OPENING_TIMEOUT_SECONDS; after, HTTP_TIMEOUT_SECONDS
+    (MLflow reads $MLFLOW_HTTP_REQUEST_TIMEOUT at each call)."""
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(OPENING_TIMEOUT_SECONDS)
+    try:
+        yield
+    finally:
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(HTTP_TIMEOUT_SECONDS)
+
+
 class RunTracker:
     """One MLflow run for one dataset job (or sweep); resumes the same MLflow run when the job resumes.
     Opening it is checked (a TrackingError before any work); every later call is best effort."""
@@ -136,17 +151,17 @@ class RunTracker:
         import mlflow
 
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(HTTP_TIMEOUT_SECONDS)
         self.client = mlflow.MlflowClient(uri)
         try:
-            found = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = (
-                found.experiment_id
-                if found
-                else self.client.create_experiment(experiment, artifact_location=artifact_location(uri, store))
-            )
-            if not found or found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-                self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            with opening_patience():
+                found = self.client.get_experiment_by_name(experiment)
+                self.experiment_id = (
+                    found.experiment_id
+                    if found
+                    else self.client.create_experiment(experiment, artifact_location=artifact_location(uri, store))
+                )
+                if not found or found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+                    self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         except Exception as error:
             raise TrackingError(
                 f"--mlflow-uri {uri}: cannot use the tracking store ({type(error).__name__}: "
@@ -163,13 +178,15 @@ class RunTracker:
         from mlflow.entities import Param
 
         try:
-            if resume_run_id:
-                self.run_id = resume_run_id
-                self.client.update_run(resume_run_id, status="RUNNING")
-            else:
-                run = self.client.create_run(self.experiment_id, run_name=run_name, tags={"s2s_sweep.kind": kind})
-                self.run_id = run.info.run_id
-                self.client.log_batch(self.run_id, params=[Param(key, str(value)) for key, value in params.items()])
+            with opening_patience():
+                if resume_run_id:
+                    self.run_id = resume_run_id
+                    self.client.update_run(resume_run_id, status="RUNNING")
+                else:
+                    run = self.client.create_run(self.experiment_id, run_name=run_name, tags={"s2s_sweep.kind": kind})
+                    self.run_id = run.info.run_id
+                    params = [Param(key, str(value)) for key, value in params.items()]
+                    self.client.log_batch(self.run_id, params=params)
         except Exception as error:
             raise TrackingError(
                 redact(

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -236,6 +237,56 @@ def pytest_runtest_teardown(item, nextitem):
 def pytest_sessionfinish(session, exitstatus):
     for stop in SHARED.values():  # also after an interrupted run
         stop()
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:port to a target port; `down()` makes every new and open connection
+    fail at once (what a store outage looks like to a client), `up()` restores it;
+    `hold_next_request(seconds)` holds the next request that long before the target gets it
+    (to the client, a server slow to answer once; holding the answer instead would outlast the
+    server's keep-alive and close the connection under the client)."""
+
+    def __init__(self, target: int):
+        self.target, self.port, self.is_up, self.hold = target, free_port(), True, 0.0
+        self.connections: list[socket.socket] = []
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self) -> None:
+        while True:
+            client, _ = self.listener.accept()
+            if not self.is_up:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.connections += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self.pipe, args=(source, sink, source is client), daemon=True).start()
+
+    def pipe(self, source: socket.socket, sink: socket.socket, requests: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if requests and self.hold:
+                    seconds, self.hold = self.hold, 0.0
+                    time.sleep(seconds)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                end.close()
+
+    def down(self) -> None:
+        self.is_up = False
+        for connection in self.connections:
+            connection.close()
+        self.connections = []
+
+    def up(self) -> None:
+        self.is_up = True
+
+    def hold_next_request(self, seconds: float) -> None:
+        self.hold = seconds
 
 
 def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:

@@ -6,7 +6,6 @@ fallback), then a resume that uploads the fallback and completes the run."""
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ import mlflow
 import pandas as pd
 import pyarrow.fs as pafs
 import pytest
-from conftest import BIN, FLOW_PRECISION, REPO, free_port, start_mlflow_server, stop_server, wait_until
+from conftest import BIN, FLOW_PRECISION, REPO, TcpProxy, free_port, start_mlflow_server, stop_server, wait_until
 from test_faults import noise_folder
 from test_sweep import SPACE
 
@@ -27,48 +26,6 @@ pytest.importorskip("moto", reason="moto[server] (a dev dependency) provides the
 
 FAST = ["--set", "steps=10", "passes=2", "lambda_iqa=0", f"precision={FLOW_PRECISION}"]
 BUCKET = "bkt"
-
-
-class TcpProxy:
-    """Forwards 127.0.0.1:port to a target port; `down()` makes every new and open connection
-    fail at once (what a store outage looks like to a client), `up()` restores it."""
-
-    def __init__(self, target: int):
-        self.target, self.port, self.is_up = target, free_port(), True
-        self.connections: list[socket.socket] = []
-        self.listener = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self.accept, daemon=True).start()
-
-    def accept(self) -> None:
-        while True:
-            client, _ = self.listener.accept()
-            if not self.is_up:
-                client.close()
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            self.connections += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self.pipe, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for end in (source, sink):
-                end.close()
-
-    def down(self) -> None:
-        self.is_up = False
-        for connection in self.connections:
-            connection.close()
-        self.connections = []
-
-    def up(self) -> None:
-        self.is_up = True
 
 
 @pytest.fixture(scope="module")
