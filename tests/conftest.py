@@ -31,6 +31,18 @@ NO_DOWNLOADS = {name: "http://127.0.0.1:9" for name in ("http_proxy", "https_pro
 }
 
 
+@pytest.fixture(autouse=True)
+def torch_threads():
+    """Each test starts with this process's own torch thread count: a task function called in a
+    test sets it to its task's CPUs (`denoise_image(..., cpus=1)`), and every later test in the
+    process would otherwise train on one thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def iqa_weights_dir(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("torch_home")
