@@ -1,6 +1,7 @@
 """The rule by which the benchmarks call one setting better, equal or worse (benchmarks/common.py),
-and bench_variance's summary of made-up trainings."""
+bench_variance's summary of made-up trainings, and what bench_layout pairs with."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -11,6 +12,11 @@ from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from common import paired_rule  # noqa: E402
+
+from model.config import S2SConfig  # noqa: E402
+from model.denoiser import denoise  # noqa: E402
+from s2s_sweep.images import to_uint8  # noqa: E402
+from s2s_sweep.metrics import calculate_psnr  # noqa: E402
 
 
 def test_the_rule_is_a_t_interval_over_images_against_minus_a_tenth_of_a_db():
@@ -101,3 +107,36 @@ def test_bench_warm_judges_warm_at_half_the_steps_by_the_rule_over_images():
     rule = horizon["rule_per_seed"]["s"]
     assert rule == paired_rule([31.0 + gain for gain in gains.values()], [31.0] * 4)
     assert rule["mean_db"] == pytest.approx(np.mean(list(gains.values()))) and rule["passes"] is False
+
+
+def test_bench_variance_records_as_raw_final_read_out_what_a_plain_run_ends_with(astronaut_pair):
+    """bench_layout pairs an NCHW run with that read-out instead of training channels_last again."""
+    from bench_layout import QUANTIZE, nchw_training
+    from bench_variance import trajectory
+
+    noisy, clean = (image[:48, :48] for image in astronaut_pair)
+    config = S2SConfig(p=0.4, lambda_iqa=0.0, precision="fp32", seed=3)
+    readouts = argparse.Namespace(ema_decays=[0.99], window=2, passes=4, final_passes=8)
+    recorded = trajectory(noisy, clean, config, [5, 10], readouts)["curves"]["raw"]["psnr"][-1]
+    plain = denoise(noisy, config.replace(steps=10, passes=4)).denoised
+    assert calculate_psnr(to_uint8(plain, QUANTIZE), clean) == recorded
+    reference = {"p": 0.4, "steps": [5, 10], "passes": 4, "precision": "fp32", "seed": 3}
+    nchw = nchw_training(noisy, clean, reference, "cpu")
+    assert nchw["seconds"] > 0 and abs(nchw["psnr"] - recorded) < 1.0  # the other layout, the same training nearly
+
+
+def test_bench_layout_judges_nchw_by_the_rule_over_images_means_over_seeds():
+    from bench_layout import summarise_kind
+
+    rows = [
+        {"image_id": image, "seed": seed, "psnr": base + shift, "reference_psnr": base}
+        for image, base, shifts in (("a", 30.0, (0.02, -0.02)), ("b", 28.0, (0.01, 0.03)), ("c", 33.0, (0.0, -0.01)))
+        for seed, shift in enumerate(shifts)
+    ]
+    entry = summarise_kind(rows)
+    assert entry["images"] == 3 and entry["trainings"] == 6
+    assert entry["largest_training_difference_db"] == pytest.approx(0.03)
+    per_image = [30.0, 28.02, 32.995]  # NCHW's mean over the two seeds of each image
+    expected = paired_rule(per_image, [30.0, 28.0, 33.0])
+    assert entry["rule"]["passes"] and entry["rule"]["mean_db"] == pytest.approx(expected["mean_db"])
+    assert entry["rule"]["ci95_db"] == pytest.approx(expected["ci95_db"])
