@@ -24,21 +24,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import KINDS, centre_crop, kinds_parser, paired_rule, rule_line
+from common import KINDS, QUANTIZE, RAW, centre_crop, kinds_parser, paired_rule, read_lines, rule_line
 
 from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.images import to_uint8
 from s2s_sweep.metrics import calculate_psnr
-from s2s_sweep.run_settings import RunSettings
 
 RESULTS = Path("benchmarks/results")
-RAW = "raw"  # bench_variance's name of the plain read-out
-QUANTIZE = RunSettings().quantize  # as a run quantizes its outputs, and bench_variance scores them
-
-
-def read_lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 def nchw_training(noisy: np.ndarray, clean: np.ndarray, reference: dict, device: str) -> dict:

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import KINDS, PAPER_PASSES, centre_crop, kinds_parser, paired_rule, rule_line
+from common import KINDS, PAPER_PASSES, RAW, centre_crop, kinds_parser, paired_rule, read_lines, rule_line
 
 from model.config import PAPER_DEFAULTS, S2SConfig
 from model.denoiser import denoise
@@ -41,10 +41,6 @@ from s2s_sweep.methods import Method, denoise_image
 RESULTS = Path("benchmarks/results")
 S2S_STEPS, S2S_PASSES = 800, 50  # bench_variance's protocol
 ZSN2N_SEEDS = (0, 1)
-
-
-def read_lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 def s2s_seconds(noisy: np.ndarray, kind: str, args) -> dict:
@@ -131,8 +127,8 @@ def s2s_finals(kind: str, side: int) -> dict[str, dict]:
             by_image.setdefault(row["image_id"], []).append(row)
     return {
         image: {
-            "psnr": float(np.mean([run["curves"]["raw"]["psnr"][-1] for run in runs])),
-            "ssim": float(np.mean([run["curves"]["raw"]["ssim"][-1] for run in runs])),
+            "psnr": float(np.mean([run["curves"][RAW]["psnr"][-1] for run in runs])),
+            "ssim": float(np.mean([run["curves"][RAW]["ssim"][-1] for run in runs])),
             "seeds": len(runs),
         }
         for image, runs in by_image.items()

@@ -38,17 +38,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import KINDS, centre_crop, kinds_parser, paired_rule, rule_line, steps_list
+from common import KINDS, QUANTIZE, RAW, centre_crop, kinds_parser, paired_rule, rule_line, steps_list
 
 from model.config import PAPER_DEFAULTS, S2SConfig
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.images import to_uint8
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
-from s2s_sweep.run_settings import RunSettings
 
 RESULTS = Path("benchmarks/results")
-RAW = "raw"
-QUANTIZE = RunSettings().quantize  # as a run quantizes its outputs by default
 
 
 def trajectory(noisy: np.ndarray, clean: np.ndarray, config: S2SConfig, steps: list[int], args) -> dict:

@@ -1,5 +1,5 @@
-"""What the benchmarks share: the noise kinds they measure, centre crops, step lists, and the rule
-by which one setting is called better, equal or worse than another.
+"""What the benchmarks share: the noise kinds they measure, centre crops, step lists, their pieces
+files, and the rule by which one setting is called better, equal or worse than another.
 
 The rule (s2s_sweep/rule.py, issue "tell better from worse"), stated before measuring: paired over
 the same images, the lower end of the 95% interval of the mean PSNR difference (candidate −
@@ -8,14 +8,24 @@ the pairs are images, not trainings.
 """
 
 import argparse
+import json
+from pathlib import Path
 
 import numpy as np
 
 # the rule lives with the product, which applies it to a sweep's best too; the benchmarks take it from here
 from s2s_sweep.rule import paired_rule  # noqa: F401
+from s2s_sweep.run_settings import RunSettings
 
 KINDS = {"cbsd68-25": "synthetic σ=25", "polyu": "real (PolyU)"}
 PAPER_STEPS, PAPER_PASSES, PAPER_LAMBDA_IQA = 4000, 500, 2e-8  # the paper's CBSD68 protocol per image, for projections
+QUANTIZE = RunSettings().quantize  # outputs are scored as a run saves them, quantized its default way
+RAW = "raw"  # bench_variance's plain read-out (the weights as they are), which bench_peers and bench_layout pair with
+
+
+def read_lines(path: Path) -> list[dict]:
+    """The rows of a JSON-lines pieces file; none while it does not exist."""
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 def centre_crop(image: np.ndarray, side: int) -> np.ndarray:

@@ -7,8 +7,8 @@ artifacts in OUT/mlartifacts. Browse with the `mlflow ui` command printed at the
 MLflow is a view of the Parquet record and never holds up the images: once the run is open,
 every HTTP call is tried once with a short timeout, the first failure is warned once, and the
 tracker stops calling for the rest of the session (`behind` says why). Opening it, before any
-work, waits longer: a fresh `mlflow server` creates its database on its first request. A later session of the run
-(`--resume RUN_ID`, even with nothing left to compute) logs what MLflow missed.
+work, waits longer: a fresh `mlflow server` creates its database on its first request. A later
+session of the run (`--resume RUN_ID`, even with nothing left to compute) logs what MLflow missed.
 """
 
 import base64
@@ -185,8 +185,8 @@ class RunTracker:
                 else:
                     run = self.client.create_run(self.experiment_id, run_name=run_name, tags={"s2s_sweep.kind": kind})
                     self.run_id = run.info.run_id
-                    params = [Param(key, str(value)) for key, value in params.items()]
-                    self.client.log_batch(self.run_id, params=params)
+                    logged = [Param(key, str(value)) for key, value in params.items()]
+                    self.client.log_batch(self.run_id, params=logged)
         except Exception as error:
             raise TrackingError(
                 redact(

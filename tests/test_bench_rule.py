@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from common import paired_rule  # noqa: E402
+from common import QUANTIZE, paired_rule  # noqa: E402
 
 from model.config import S2SConfig  # noqa: E402
 from model.denoiser import denoise  # noqa: E402
@@ -111,7 +111,7 @@ def test_bench_warm_judges_warm_at_half_the_steps_by_the_rule_over_images():
 
 def test_bench_variance_records_as_raw_final_read_out_what_a_plain_run_ends_with(astronaut_pair):
     """bench_layout pairs an NCHW run with that read-out instead of training channels_last again."""
-    from bench_layout import QUANTIZE, nchw_training
+    from bench_layout import nchw_training
     from bench_variance import trajectory
 
     noisy, clean = (image[:48, :48] for image in astronaut_pair)
