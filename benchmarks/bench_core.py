@@ -33,7 +33,7 @@ from torch import nn
 
 from model.config import S2SConfig, native_bf16
 from model.denoiser import build_network, infer, resolve_device, train
-from model.losses import write_random_iqa_weights
+from model.iqa_weights import write_random_iqa_weights
 from model.memory import estimate
 
 # ratio to the reference at 256² (issue 10): training fp32, training bf16, inference fp32, inference bf16

@@ -11,6 +11,11 @@ with --passes passes in several ways at once, so every read-out shares the same 
   the last checkpoints; with read-outs 100 steps apart, steps s-300..s), at k x the passes;
 - and, at the final step, raw with --final-passes passes (the ensemble's own noise).
 
+`--lr-decay F` trains with the learning rate falling over the last F of the steps (S2SConfig.lr_decay),
+a stabiliser that needs trainings of its own: its rows join the same file, each paired with the held
+training of the same image and seed (the two are the same trajectory until the decay starts), and
+the summary adds a read-out `lr_decay<F>`: the decayed training's raw weights at the final step.
+
 Why 96² crops and 800 steps by default: they are the protocol of the landscape and the warm-start
 tables (benchmarks/results/landscape, bench_warm.json), so these spreads apply to those figures
 directly, and 800 steps is where CBSD68 crops plateau and PolyU crops are past their first peak.
@@ -107,17 +112,21 @@ def run(args) -> None:
         "window": args.window,
         "precision": args.precision,
     }
-    for row in rows:  # a piece of another protocol must not join the file
+    for row in rows:  # a piece of another protocol must not join the file (lr_decay: a read-out of the same one)
         if {key: row[key] for key in protocol} != protocol:
             raise SystemExit(
                 f"{args.pieces}: holds pieces of { ({key: row[key] for key in protocol}) }, not {protocol}; use those "
                 "settings or another --pieces"
             )
-    done = {(row["dataset"], row["image_id"], row["seed"]) for row in rows}
+    done = {(row["dataset"], row["image_id"], row["seed"]) for row in rows if decay_of(row) == args.lr_decay}
     for kind in args.kinds:
         dataset = open_dataset(kind, args.data_root)
         config = S2SConfig(
-            p=PAPER_DEFAULTS[kind.split("-")[0]]["p"], lambda_iqa=0.0, precision=args.precision, device=args.device
+            p=PAPER_DEFAULTS[kind.split("-")[0]]["p"],
+            lambda_iqa=0.0,
+            lr_decay=args.lr_decay,
+            precision=args.precision,
+            device=args.device,
         )
         ids = dataset.ids[: args.images]
         # two seeds of each image first, image by image, then the further seeds: a partial file already gives a spread
@@ -144,6 +153,7 @@ def run(args) -> None:
                 "final_passes": args.final_passes,
                 "window": args.window,
                 "precision": args.precision,
+                "lr_decay": args.lr_decay,
                 "device": args.device,
                 "seconds": time.perf_counter() - began,
             }
@@ -169,6 +179,22 @@ def read_pieces(folder: str) -> list[dict]:
         json.loads(line)
         for path in sorted(Path(folder).glob("bench_variance_*.jsonl"))
         for line in path.read_text().splitlines()
+    ]
+
+
+def decay_of(row: dict) -> float:
+    """The row's lr_decay (rows written before the option trained with a held rate)."""
+    return row.get("lr_decay", 0.0)
+
+
+def with_decayed(held: list[dict], decayed: list[dict], name: str) -> list[dict]:
+    """The held trainings that have a decayed partner (same image and seed), each with a second curve `name`:
+    the partner's raw read-outs; summarise_kind then pairs the two like any other read-out."""
+    partners = {(row["image_id"], row["seed"]): row for row in decayed}
+    return [
+        {**row, "curves": {RAW: row["curves"][RAW], name: partners[row["image_id"], row["seed"]]["curves"][RAW]}}
+        for row in held
+        if (row["image_id"], row["seed"]) in partners
     ]
 
 
@@ -233,8 +259,23 @@ def summarise_kind(rows: list[dict]) -> dict:
 
 def summary(args) -> None:
     rows = read_pieces(args.pieces)
-    table = {kind: summarise_kind([row for row in rows if row["dataset"] == kind]) for kind in KINDS}
-    table = {kind: entry for kind, entry in table.items() if entry}
+    table, decays = {}, sorted({decay_of(row) for row in rows} - {0.0})
+    for kind in KINDS:
+        held = [row for row in rows if row["dataset"] == kind and decay_of(row) == 0.0]
+        entry = summarise_kind(held)
+        for decay in decays:
+            name = f"lr_decay{decay:g}"
+            paired = summarise_kind(
+                with_decayed(held, [r for r in rows if r["dataset"] == kind and decay_of(r) == decay], name)
+            )
+            if paired:  # over its own images and seeds, which may be fewer than the held read-outs'
+                entry["readouts"][name] = {
+                    **paired["readouts"][name],
+                    "images": paired["images"],
+                    "seeds": paired["seeds"],
+                }
+        if entry:
+            table[kind] = entry
     for kind, entry in table.items():
         print(
             f"\n{KINDS[kind]}: {entry['images']} images x {entry['seeds']} seeds, read out at {entry['steps']}; "
@@ -246,6 +287,8 @@ def summary(args) -> None:
             "rule against raw"
         )
         for name, r in entry["readouts"].items():
+            if "images" in r:
+                name = f"{name} ({r['images']}x{r['seeds']})"
             verdict = (
                 ""
                 if name == RAW
@@ -262,7 +305,9 @@ def summary(args) -> None:
         if name != RAW
         and len(table) == len(KINDS)
         and all(
-            e["readouts"][name]["rule_vs_raw"]["passes"] and e["readouts"][name]["halves_seed_spread"]
+            name in e["readouts"]
+            and e["readouts"][name]["rule_vs_raw"]["passes"]
+            and e["readouts"][name]["halves_seed_spread"]
             for e in table.values()
         )
     ]
@@ -279,6 +324,9 @@ def main() -> None:
     parser.add_argument("--final-passes", type=int, default=500)
     parser.add_argument("--ema-decays", type=float, nargs="*", default=[0.99, 0.995])
     parser.add_argument("--window", type=int, default=4, help="read-outs averaged by the last<k> read-out")
+    parser.add_argument(
+        "--lr-decay", type=float, default=0.0, help="train with S2SConfig.lr_decay (0: the held rate of the paper)"
+    )
     parser.add_argument(
         "--precision", default="fp32", choices=["fp32", "bf16"], help="fp32: the product's default (precision auto)"
     )

@@ -59,6 +59,9 @@ class S2SConfig:
     lr: float = 4e-4  # Adam, betas (0.9, 0.999)
     # read out a bias-corrected moving average of the weights (model/averaging.py); 0 = the raw weights, as the paper
     ema_decay: float = 0.0
+    # the learning rate falls linearly over this last fraction of the steps (the final step takes lr / (n + 1) of n
+    # decayed steps); 0 = held, as the paper. Tied to the final step, so one training cannot be read out early at it
+    lr_decay: float = 0.0
     seed: int = 0
     # where and how it runs
     device: str = "auto"  # "auto" picks CUDA when present, else "cpu"; or "cpu", "cuda", "cuda:1"
@@ -88,6 +91,7 @@ class S2SConfig:
                 is_number(self.ema_decay) and 0.0 <= self.ema_decay < 1.0,
                 "a number in [0, 1) (0 = the raw weights)",
             ),
+            "lr_decay": (is_number(self.lr_decay) and 0.0 <= self.lr_decay <= 1.0, "a fraction in [0, 1] (0 = held)"),
             "seed": (is_integer(self.seed) and self.seed >= 0, "an integer >= 0"),
             "device": (
                 isinstance(self.device, str)

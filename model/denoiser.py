@@ -26,7 +26,8 @@ from model.errors import ImageUnusable
 from model.losses import iqa_loss, load_iqa_model, masked_l1_loss
 from model.masking import INFERENCE_STREAM, INIT_STREAM, TRAIN_STREAM, bernoulli_mask, make_generator
 from model.memory import MB, Plan, fit_memory, passes_per_batch
-from model.network import S2SPlusNet, check_image_size, pad_to_network
+from model.network import S2SPlusNet, pad_to_network
+from model.sizes import check_image_size
 from model.tiles import CropSampler, tiles
 
 # on_step(step, steps, loss) is called every `log_every` steps and after the last one
@@ -101,6 +102,14 @@ def make_optimizer(net: S2SPlusNet, config: S2SConfig, device: torch.device) -> 
     return torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.9, 0.999), fused=device.type == "cuda")
 
 
+def learning_rate(config: S2SConfig, step: int) -> float:
+    """Step `step`'s rate: config.lr, then over the last n = round(lr_decay x steps) steps a linear fall that
+    reaches lr / (n + 1) at the final step (never 0: every step still learns)."""
+    decayed = round(config.lr_decay * config.steps)
+    remaining = config.steps - step + 1  # this step included
+    return config.lr * min(1.0, remaining / (decayed + 1))
+
+
 def train(
     net: S2SPlusNet,
     noisy: torch.Tensor,
@@ -140,6 +149,9 @@ def train(
             loss = loss + config.lambda_iqa * iqa_loss(iqa_model, output)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if config.lr_decay:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, step)
         optimizer.step()
         for average in averages:
             average.update(net)
@@ -311,6 +323,8 @@ def denoise_at_steps(
     """Train once up to max(steps) (fresh, or from `initial_state`) and return the `passes`-pass
     (denoised, held-out) estimates (H, W, C) at each of `steps`: the PSNR-vs-steps curve of one
     training, the sweep's fidelity axis; the held-out estimate scores it without a clean image."""
+    if config.lr_decay and len(set(steps)) > 1:
+        raise ValueError(f"lr_decay {config.lr_decay}: a schedule tied to the final step; read out only there")
     height, width, _ = noisy.shape
     net, padded = prepare(noisy, config, initial_state)
     plan = fit_memory(height, width, config, memory_budget(config, padded.device), padded.device.type)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from model.config import S2SConfig
 from model.errors import ImageUnusable
-from model.network import padded_size
+from model.sizes import padded_size
 
 WHOLE_IMAGE_PIXELS = 512 * 512
 DEFAULT_CROP = 256

@@ -14,21 +14,15 @@ element, so a batch of B inference passes equals B sequential passes with the sa
 generators: the result does not depend on how passes are batched.
 """
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.errors import ImageUnusable
 from model.masking import keep_mask
+from model.sizes import LEVELS, check_image_size, padded_size
 
 ENCODER_WIDTH = 48
 DECODER_WIDTH = 96
-LEVELS = 5  # five 2x poolings: H and W must be multiples of 32
-SIDE_MULTIPLE = 2**LEVELS
-# The deepest feature map (H/32) must be at least 2 pixels for its reflect padding.
-MIN_PADDED_SIDE = 2 * SIDE_MULTIPLE
 
 
 def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -100,26 +94,6 @@ class S2SPlusNet(nn.Module):
         keep = keep_mask((height, width, channels), self.p, generators, h.device)
         scale = keep.to(h.dtype).mul_(1.0 / (1.0 - self.p))  # 0 or 1/(1-p)
         return h * scale.permute(0, 3, 1, 2)  # (B, C, H, W) view of (B, H, W, C)
-
-
-def padded_size(height: int, width: int) -> tuple[int, int]:
-    """Smallest network-compatible size (multiples of 32, at least 64) holding the image."""
-    return tuple(max(MIN_PADDED_SIDE, math.ceil(s / SIDE_MULTIPLE) * SIDE_MULTIPLE) for s in (height, width))
-
-
-class ImageTooSmall(ImageUnusable, ValueError):
-    """An image with a side too short for the network's 32x downsampling."""
-
-
-def check_image_size(height: int, width: int, name: str = "image") -> None:
-    """Reflect padding can only mirror less than a full side, which sets the smallest image."""
-    padded_h, padded_w = padded_size(height, width)
-    if padded_h - height >= height or padded_w - width >= width:
-        min_side = MIN_PADDED_SIDE // 2 + 1
-        raise ImageTooSmall(
-            f"{name}: {height}x{width} pixels is too small; Self2Self+ needs each side "
-            f">= {min_side} pixels (the network downsamples 32x and reflect-pads to a multiple of 32)"
-        )
 
 
 def pad_to_network(image: torch.Tensor) -> torch.Tensor:

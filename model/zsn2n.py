@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from model.denoiser import resolve_device
-from model.network import ImageTooSmall
+from model.sizes import ImageTooSmall
 
 CHANNELS = 48
 ITERATIONS = 2000

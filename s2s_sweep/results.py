@@ -43,6 +43,10 @@ SCHEMA = pa.schema(
             pa.float64(),
         ),  # S2S+: 0 = read out the raw weights (the paper); else a moving average of them (model/averaging.py)
         (
+            "lr_decay",
+            pa.float64(),
+        ),  # S2S+: 0 = a held learning rate (the paper); else the fraction of steps it falls over
+        (
             "init",
             pa.string(),
         ),  # S2S+: "cold" (a fresh network), "warm" (the run's seed network) or "file" (a saved seed)

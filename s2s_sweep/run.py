@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from model.losses import ensure_iqa_weights
+from model.iqa_weights import ensure_iqa_weights
 from s2s_sweep.configs import (
     FLAG_FIELDS,
     ConfigError,

@@ -46,7 +46,7 @@ import yaml
 from ray.autoscaler.sdk import request_resources
 
 from model.memory import MB, DoesNotFit, Plan
-from model.network import check_image_size
+from model.sizes import check_image_size
 from s2s_sweep.configs import ConfigError
 from s2s_sweep.datasets import Dataset, DatasetError
 from s2s_sweep.errors import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_TRACKING_BEHIND, USER_ERRORS, stop_request

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from model.config import native_bf16
-from model.losses import write_random_iqa_weights
+from model.iqa_weights import write_random_iqa_weights
 from s2s_sweep.datasets import add_gaussian_noise
 
 REPO = Path(__file__).resolve().parents[1]

@@ -64,6 +64,9 @@ def test_bench_variance_summary_measures_spread_jitter_and_the_rule(tmp_path):
                     "final_passes": 500,
                 }
             )
+            if image != "c":  # --lr-decay 0.3 trained for two images: raw ends 4x closer together, 0.02 dB higher
+                decayed = {"psnr": [base - 2, base, base, base + offset / 4 + 0.02], "ssim": [0.8] * 4}
+                rows.append({**rows[-1], "lr_decay": 0.3, "curves": {**curves, "raw": decayed}})
     (tmp_path / "bench_variance_polyu.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "summary.json"
     done = subprocess.run(
@@ -84,6 +87,10 @@ def test_bench_variance_summary_measures_spread_jitter_and_the_rule(tmp_path):
     assert ema["rule_vs_raw"]["mean_db"] == pytest.approx(0.05)
     assert ema["halves_seed_spread"] is True
     assert "ema0.99" not in json.loads(out.read_text())["adoptable"]  # one kind only: nothing is adopted
+    decayed = kind["readouts"]["lr_decay0.3"]  # paired with the held trainings of the same images and seeds
+    assert decayed["images"] == 2 and decayed["seeds"] == 2
+    assert decayed["seed_spread_db"] == pytest.approx(np.std([-0.125, 0.125], ddof=1))
+    assert decayed["rule_vs_raw"]["mean_db"] == pytest.approx(0.02) and decayed["rule_vs_raw"]["n"] == 2
 
 
 def test_bench_warm_judges_warm_at_half_the_steps_by_the_rule_over_images():

@@ -4,7 +4,8 @@ import pytest
 import torch
 from conftest import NO_DOWNLOADS
 
-from model.losses import IQAWeightsMissing, iqa_loss, load_iqa_model, masked_l1_loss
+from model.iqa_weights import IQAWeightsMissing
+from model.losses import iqa_loss, load_iqa_model, masked_l1_loss
 from model.masking import bernoulli_mask, make_generator
 
 CPU = torch.device("cpu")

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from model.masking import bernoulli_mask, make_generator
-from model.network import S2SPlusNet, check_image_size, pad_to_network, padded_size
+from model.network import S2SPlusNet, pad_to_network
+from model.sizes import check_image_size, padded_size
 
 CPU = torch.device("cpu")
 

@@ -285,6 +285,8 @@ def test_sweep_bad_inputs(space_file, tmp_path):
     space = load_space(space_file)
     with pytest.raises(ConfigError, match="--trials 0: expected a budget of at least 1 trial"):
         run_sweep(open_dataset("demo"), space, S2SConfig(), SweepOptions(out=str(tmp_path), trials=0))
+    with pytest.raises(ConfigError, match="--set lr_decay=0.3: a sweep reads one training at every step budget"):
+        run_sweep(open_dataset("demo"), space, S2SConfig(lr_decay=0.3), SweepOptions(out=str(tmp_path)))
     folder = tmp_path / "noisy"
     folder.mkdir()
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / "a.png")

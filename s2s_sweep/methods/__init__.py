@@ -14,7 +14,6 @@ import json
 from dataclasses import dataclass, field
 
 import ray
-import torch
 
 from model.config import S2SConfig
 from model.memory import MB, Plan, peak_rss_bytes
@@ -43,7 +42,7 @@ METHODS = tuple(REGISTRY)
 DEFAULT_METHOD = METHODS[0]
 LABELS = {name: method.label for name, method in REGISTRY.items()}
 # the rows' columns of method settings; a method fills those it has (row_values), the rest stay null
-SETTINGS_COLUMNS = ("p", "lambda_iqa", "passes", "seed", "ema_decay", "steps", "init")
+SETTINGS_COLUMNS = ("p", "lambda_iqa", "passes", "seed", "ema_decay", "lr_decay", "steps", "init")
 
 __all__ = ["METHODS", "DEFAULT_METHOD", "LABELS", "REGISTRY", "Method", "denoise_image", "estimate_noise_sigma"]
 __all__ += ["load_seed", "train_seed_task", "settings_hash"]
@@ -135,6 +134,8 @@ def denoise_image(
     """The work of one Ray task: denoise, score the input and the output. `sigma`: the dataset's
     true noise σ (0..255), None to estimate it (classic baselines); `initial_state`: the seed
     network of a warm start (S2S+). Plain function, so it also runs without Ray."""
+    import torch  # here, not at the top: a run's driver imports this module and never trains
+
     torch.set_num_threads(max(1, int(cpus)))
     if torch.cuda.is_available():  # peak_memory_mb below is this image's own peak
         torch.cuda.reset_peak_memory_stats()

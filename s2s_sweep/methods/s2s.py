@@ -1,6 +1,10 @@
 """Self2Self+ (Ko & Lee, 2023; the paper in ../shared/paper): the method this project runs and
 searches. Its network and one-image training are model/ (network.py, denoiser.py); here is how
-the runner plans, records and labels it, the seed network of a warm start, and its GPU share."""
+the runner plans, records and labels it, the seed network of a warm start, and its GPU share.
+
+Torch and the training code (model/denoiser.py, model/network.py) are imported inside the functions
+that need them, which run in the tasks: a run's driver imports this module to plan and record, and
+needs neither (it saves torch's ~3 s import and its memory)."""
 
 import io
 import pickle
@@ -8,18 +12,18 @@ import time
 
 import numpy as np
 import ray
-import torch
 
 from model.config import S2SConfig
-from model.denoiser import denoise, train_seed
 from model.memory import MB, Plan, fit_memory
-from model.network import S2SPlusNet
 from s2s_sweep.configs import ConfigError
 from s2s_sweep.methods.base import DenoisingMethod
 from s2s_sweep.run_settings import RUN_SETTINGS, RunSettings, join
 
-OFF_BY_DEFAULT = {"ema_decay": 0.0}  # settings added after runs were recorded, at the value that reproduces them
-ROW_COLUMNS = ("p", "lambda_iqa", "passes", "seed", "ema_decay")  # the rows' columns of its hyperparameters
+OFF_BY_DEFAULT = {
+    "ema_decay": 0.0,
+    "lr_decay": 0.0,
+}  # settings added after runs were recorded, at the value that reproduces them
+ROW_COLUMNS = ("p", "lambda_iqa", "passes", "seed", "ema_decay", "lr_decay")  # the rows' columns of its hyperparameters
 
 
 class SelfToSelfPlus(DenoisingMethod):
@@ -58,6 +62,8 @@ class SelfToSelfPlus(DenoisingMethod):
         }
 
     def parameter_count(self, channels: int) -> int:
+        from model.network import S2SPlusNet
+
         return sum(parameter.numel() for parameter in S2SPlusNet(channels).parameters())
 
     def plan(self, config, height, width, budget_bytes, device_type, name) -> Plan:
@@ -73,6 +79,10 @@ class SelfToSelfPlus(DenoisingMethod):
 
     def denoise(self, noisy, config, sigma, initial_state):
         """Train a network on the image, fresh or from a seed, and denoise it."""
+        import torch
+
+        from model.denoiser import denoise
+
         result = denoise(noisy, config.replace(memory_mb=gpu_share_memory_mb(config)), initial_state=initial_state)
         on_cuda = torch.device(result.device).type == "cuda"
         values = {
@@ -109,6 +119,8 @@ class SelfToSelfPlus(DenoisingMethod):
 def gpu_share_memory_mb(config: S2SConfig) -> int:
     """`memory_mb` for a task that holds a fraction of a GPU (--gpus-per-image 0.25): that fraction of
     the GPU's memory, so images packed on one GPU do not each plan for all that is free."""
+    import torch
+
     in_task = ray.is_initialized() and ray.get_runtime_context().get_task_id() is not None  # not the driver
     share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0) if in_task else 0
     if config.memory_mb or not 0 < share < 1 or not torch.cuda.is_available():
@@ -119,6 +131,10 @@ def gpu_share_memory_mb(config: S2SConfig) -> int:
 def train_seed_task(images: list[np.ndarray], config: S2SConfig, cpus: float) -> tuple[bytes, float]:
     """The Ray task of a warm start's seed: a network trained `steps` on each image in turn, as
     the bytes of its state dict (the run saves them as seed.pt), and the seconds it took."""
+    import torch
+
+    from model.denoiser import train_seed
+
     torch.set_num_threads(max(1, int(cpus)))
     started = time.perf_counter()
     state = train_seed(images, config.replace(memory_mb=gpu_share_memory_mb(config)))
@@ -129,6 +145,10 @@ def train_seed_task(images: list[np.ndarray], config: S2SConfig, cpus: float) ->
 
 def load_seed(data: bytes, name: str) -> dict:
     """A saved seed's state dict; a file that is not one is a one-line error naming it."""
+    import torch
+
+    from model.network import S2SPlusNet
+
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         S2SPlusNet(channels=state["encoder_in.0.conv.weight"].shape[1] // 2).load_state_dict(state)

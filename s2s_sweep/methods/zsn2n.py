@@ -2,11 +2,9 @@
 its paper states it (network, down-sampler, losses, optimiser and iterations in model/zsn2n.py).
 It runs where S2S+ runs (a GPU where the cluster has one, else the task's CPUs), on the whole
 image, with the same rows, MLflow records and report; only `seed` (its initialisation),
-`quantize` and `memory_mb` are settable."""
+`quantize` and `memory_mb` are settable. model/zsn2n.py (and torch) load when first used: a run's
+driver imports this module to plan and record, and never trains."""
 
-import torch
-
-from model import zsn2n
 from model.memory import MB, PROCESS_BYTES
 from s2s_sweep.methods.base import SHARED_SETTABLE, DenoisingMethod
 
@@ -14,12 +12,6 @@ from s2s_sweep.methods.base import SHARED_SETTABLE, DenoisingMethod
 class ZeroShotNoise2Noise(DenoisingMethod):
     name = "zsn2n"
     label = "ZS-N2N"
-    fixed = {
-        "iterations": zsn2n.ITERATIONS,
-        "lr": zsn2n.LEARNING_RATE,
-        "lr_halved_after": zsn2n.DECAY_AFTER,
-        "hidden_channels": zsn2n.CHANNELS,
-    }
     settable = (*SHARED_SETTABLE, "seed")
     learned = True
     quoted_speed = (  # the paper's timings, as issue 24 summarises them (not re-checked against the paper offline)
@@ -33,20 +25,32 @@ class ZeroShotNoise2Noise(DenoisingMethod):
     bytes_per_pixel = 2000
     workspace_bytes = 350 * MB
 
+    @property
+    def fixed(self) -> dict:
+        zsn2n = model_zsn2n()
+        return {
+            "iterations": zsn2n.ITERATIONS,
+            "lr": zsn2n.LEARNING_RATE,
+            "lr_halved_after": zsn2n.DECAY_AFTER,
+            "hidden_channels": zsn2n.CHANNELS,
+        }
+
     def peak_bytes(self, height: int, width: int, device_type: str = "cpu") -> int:
         return PROCESS_BYTES[device_type] + self.workspace_bytes + self.bytes_per_pixel * height * width
 
     def parameter_count(self, channels: int) -> int:
-        return zsn2n.parameter_count(channels)
+        return model_zsn2n().parameter_count(channels)
 
     def row_values(self, config, run):
-        return {"seed": config.seed, "steps": zsn2n.ITERATIONS}
+        return {"seed": config.seed, "steps": model_zsn2n().ITERATIONS}
 
     def describe(self, config):
         return f"ZS-N2N seed={config.seed}"
 
     def denoise(self, noisy, config, sigma, initial_state):
-        result = zsn2n.zsn2n_denoise(noisy, seed=config.seed, device=config.device)
+        import torch
+
+        result = model_zsn2n().zsn2n_denoise(noisy, seed=config.seed, device=config.device)
         values = {
             "train_seconds": result.train_seconds,
             "inference_seconds": result.inference_seconds,
@@ -55,3 +59,10 @@ class ZeroShotNoise2Noise(DenoisingMethod):
             "memory_mb": self.peak_bytes(*noisy.shape[:2], torch.device(result.device).type) / MB,
         }
         return values, result.denoised
+
+
+def model_zsn2n():
+    """model/zsn2n.py, imported on first use (it loads torch)."""
+    from model import zsn2n
+
+    return zsn2n

@@ -8,7 +8,7 @@ from ray import tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
 from model.config import S2SConfig
-from model.losses import IQAWeightsMissing, ensure_iqa_weights
+from model.iqa_weights import IQAWeightsMissing, ensure_iqa_weights
 from s2s_sweep.configs import ConfigError, SearchSpace, heldout_line, settings_to_run
 from s2s_sweep.datasets import Dataset
 from s2s_sweep.errors import stop_request
@@ -66,6 +66,11 @@ def run_sweep(
     trials = space.trials if options.trials is None else options.trials
     if trials < 1:
         raise ConfigError(f"--trials {trials}: expected a budget of at least 1 trial")
+    if base.lr_decay:
+        raise ConfigError(
+            f"--set lr_decay={base.lr_decay:g}: a sweep reads one training at every step budget, and a learning rate "
+            "falling towards the final step cannot be read out earlier; sweep with lr_decay=0"
+        )
     session = open_session(
         options.out,
         options.mlflow_uri,

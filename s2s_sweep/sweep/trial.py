@@ -12,7 +12,6 @@ import numpy as np
 from ray import tune
 
 from model.config import S2SConfig
-from model.denoiser import denoise_at_steps, train_seed
 from s2s_sweep.configs import SearchSpace
 from s2s_sweep.datasets import Dataset
 from s2s_sweep.images import to_uint8
@@ -46,6 +45,8 @@ class TrainImages:
     passes: int
 
     def curves(self, config: dict) -> Iterator[tuple[str, dict[str, list[float]]]]:
+        from model.denoiser import denoise_at_steps, train_seed  # in the trial's actor: the driver never trains
+
         run_config, run_settings = split(
             {
                 **self.base,

@@ -13,7 +13,6 @@ shown, `--config best` runs the paper's configuration (configs.settings_to_run).
 import pyarrow as pa
 import ray
 
-from model.denoiser import denoise_at_steps, train_seed
 from s2s_sweep.configs import SearchSpace
 from s2s_sweep.images import to_uint8
 from s2s_sweep.objectives import REGISTRY as OBJECTIVES
@@ -26,7 +25,9 @@ MIN_IMAGES = 4  # fewer paired images give no interval worth the name
 
 def seed_for(seed_images: list, base: dict, settings: dict, cpus: float) -> dict:
     """The seed network a warm best starts its images from, trained once for every held-out image."""
-    import torch
+    import torch  # these run in Ray tasks; the sweep's driver imports this module and never trains
+
+    from model.denoiser import train_seed
 
     torch.set_num_threads(max(1, int(cpus)))
     return train_seed(seed_images, split({**base, **settings})[0])
@@ -36,6 +37,8 @@ def score_settings(noisy, clean, seed: dict | None, base: dict, settings: dict, 
     """`objective`'s score of one image denoised with `settings` (run settings as best_config.yaml
     writes them), from `seed` where they are a warm start."""
     import torch
+
+    from model.denoiser import denoise_at_steps
 
     torch.set_num_threads(max(1, int(cpus)))
     config, run_settings = split({**base, **settings})
