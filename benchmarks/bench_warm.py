@@ -6,7 +6,12 @@ IQA weights are not to be had offline), the same seed everywhere:
 - cold: a fresh network, one training up to the largest --cold-steps, PSNR/SSIM at each of them;
 - warm: for each --seed-images seed (its images not among the evaluated ones), a seed network
   trained --seed-steps on its image, or on each of its images in turn (model.denoiser.train_seed);
-  every evaluated image then starts from it (fresh Adam state) and is read out at each of --warm-steps.
+  every evaluated image then starts from it (fresh Adam state) and is read out at each of --warm-steps;
+- matched (--matched-pool): each evaluated image starts from the seed of the pool image whose noise σ,
+  estimated from the noisy crop alone (skimage's wavelet estimate, as the classic baselines use), is
+  nearest its own: on real noise, whose level varies from camera and ISO to camera and ISO, a seed of
+  the wrong level may be what keeps warm starts from reaching the cold result. The summary treats
+  "matched" as one more seed.
 Each curve is appended to --pieces as soon as it is done and a rerun skips what is there, so it
 runs in the background, in pieces (one process per kind on a 2-core machine); seeds are kept in
 --seed-cache. The summary gives per kind the mean curves, the warm steps at which the mean warm
@@ -29,6 +34,7 @@ from common import KINDS, centre_crop, kinds_parser, paired_rule, rule_line, ste
 
 from model.config import PAPER_DEFAULTS, S2SConfig
 from s2s_sweep.datasets import open_dataset
+from s2s_sweep.methods import estimate_noise_sigma
 from s2s_sweep.metrics import calculate_psnr
 from s2s_sweep.run_settings import RunSettings
 from s2s_sweep.sweep import image_curves
@@ -61,6 +67,11 @@ def load_seed(kind: str, dataset, seed_id: str, config: S2SConfig, args) -> dict
     return state
 
 
+def matched_seed(sigma: float, pool: dict[str, float]) -> str:
+    """The pool image whose estimated noise σ is nearest `sigma` (the first of equals)."""
+    return min(pool, key=lambda image_id: abs(pool[image_id] - sigma))
+
+
 def run(args) -> None:
     import torch
 
@@ -70,10 +81,7 @@ def run(args) -> None:
     pieces = Path(args.pieces)
     pieces.parent.mkdir(parents=True, exist_ok=True)
     done = (
-        {
-            (r["dataset"], r["image_id"], r["seed_image"], r["seed_steps"])
-            for r in map(json.loads, pieces.read_text().splitlines())
-        }
+        {(r["dataset"], r["image_id"], seed_label(r)) for r in map(json.loads, pieces.read_text().splitlines())}
         if pieces.exists()
         else set()
     )
@@ -91,10 +99,20 @@ def run(args) -> None:
             device=args.device,
             seed=0,
         )
+        pool = {  # matched seeds: each pool image's estimated σ, on the crop its seed trains on
+            dataset.ids[int(index)]: estimate_noise_sigma(
+                centre_crop(dataset.load(dataset.ids[int(index)])[0], args.side)
+            )
+            for index in (args.matched_pool.split(",") if args.matched_pool else [])
+        }
         for image_id in dataset.ids[: args.images]:
             noisy, clean = (centre_crop(image, args.side) for image in dataset.load(image_id))
-            for seed_id in [None, *seed_ids]:  # None: cold
-                if (kind, image_id, seed_id, args.seed_steps if seed_id else 0) in done:
+            sigma = estimate_noise_sigma(noisy)
+            starts = [(None, False), *((seed_id, False) for seed_id in seed_ids)]  # None: cold
+            starts += [(matched_seed(sigma, pool), True)] if pool else []
+            for seed_id, matched in starts:
+                key = {"seed_image": seed_id, "seed_steps": args.seed_steps if seed_id else 0, "matched": matched}
+                if (kind, image_id, seed_label(key)) in done:
                     continue
                 state = load_seed(kind, dataset, seed_id, config, args) if seed_id else None
                 steps = warm_steps if seed_id else cold_steps
@@ -108,8 +126,9 @@ def run(args) -> None:
                 row = {
                     "dataset": kind,
                     "image_id": image_id,
-                    "seed_image": seed_id,
-                    "seed_steps": args.seed_steps if seed_id else 0,
+                    **key,
+                    "noisy_sigma": sigma,
+                    "seed_sigma": pool[seed_id] if matched else None,
                     "steps": steps,
                     "psnr": curves["psnr"],
                     "ssim": curves["ssim"],
@@ -123,9 +142,9 @@ def run(args) -> None:
                 }
                 with pieces.open("a") as file:
                     file.write(json.dumps(row) + "\n")
+                start = "cold" if seed_id is None else f"warm from {seed_id}" + (" (matched)" if matched else "")
                 print(
-                    f"{kind} {image_id} {'cold' if seed_id is None else f'warm from {seed_id}'}: "
-                    + " ".join(f"{s}:{p:.2f}" for s, p in zip(steps, curves["psnr"])),
+                    f"{kind} {image_id} {start}: " + " ".join(f"{s}:{p:.2f}" for s, p in zip(steps, curves["psnr"])),
                     flush=True,
                 )
 
@@ -141,13 +160,13 @@ def steps_to_reach(steps: list[int], curve: np.ndarray, target: float) -> float 
     return None
 
 
-def seed_label(row: dict) -> str:
-    """A seed by its images, and its steps where they are not --seed-steps' default."""
-    return (
-        row["seed_image"]
-        if row["seed_steps"] == DEFAULT_SEED_STEPS
-        else f"{row['seed_image']} ({row['seed_steps']} steps)"
-    )
+def seed_label(row: dict) -> str | None:
+    """A seed by its images ("matched" for the noise-matched ones), and its steps where they are not
+    --seed-steps' default; None for a cold row."""
+    if row["seed_image"] is None:
+        return None
+    name = "matched" if row.get("matched") else row["seed_image"]
+    return name if row["seed_steps"] == DEFAULT_SEED_STEPS else f"{name} ({row['seed_steps']} steps)"
 
 
 def summarise_kind(rows: list[dict]) -> dict:
@@ -234,6 +253,12 @@ def main() -> None:
         default="10,11",
         help="seeds, by the indices of the images each trains on (not evaluated): 10,11 = two seeds; "
         "10+21 = one seed trained on both",
+    )
+    parser.add_argument(
+        "--matched-pool",
+        default="",
+        help="indices of pool images (not evaluated), e.g. 10,11,12,13,14,15: each evaluated image also starts "
+        "from the seed of the pool image nearest its estimated noise σ",
     )
     parser.add_argument("--cold-steps", default="100,200,300,400,600,800,1000,1200")
     parser.add_argument("--warm-steps", default="100,200,300,400,500,600,800")

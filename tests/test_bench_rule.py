@@ -147,3 +147,25 @@ def test_bench_layout_judges_nchw_by_the_rule_over_images_means_over_seeds():
     expected = paired_rule(per_image, [30.0, 28.0, 33.0])
     assert entry["rule"]["passes"] and entry["rule"]["mean_db"] == pytest.approx(expected["mean_db"])
     assert entry["rule"]["ci95_db"] == pytest.approx(expected["ci95_db"])
+
+
+def test_bench_warm_matches_each_image_to_the_pool_seed_of_the_nearest_noise_and_sums_them_up_as_one_seed():
+    from bench_warm import DEFAULT_SEED_STEPS, matched_seed, summarise_kind
+
+    pool = {"iso100": 4.0, "iso1600": 12.0, "iso3200": 18.0}
+    assert [matched_seed(sigma, pool) for sigma in (3.0, 9.0, 15.1, 40.0)] == [
+        "iso100",
+        "iso1600",
+        "iso3200",
+        "iso3200",
+    ]
+    rows = []
+    for image, seed_image, gain in (("a", "iso100", 0.2), ("b", "iso3200", 0.1), ("c", "iso100", 0.3)):
+        base = {"dataset": "polyu", "image_id": image, "noisy_psnr": 20.0}
+        rows.append(base | {"seed_image": None, "seed_steps": 0, "steps": [400, 800], "psnr": [30.0, 31.0]})
+        warm = {"seed_image": seed_image, "seed_steps": DEFAULT_SEED_STEPS, "matched": True}
+        rows.append(base | warm | {"steps": [200, 400], "psnr": [30.5, 31.0 + gain]})
+    entry = summarise_kind(rows)
+    assert entry["seed_images"] == ["matched"] and entry["images"] == 3  # one seed per image, one column
+    (horizon,) = [h for h in entry["horizons"] if h["cold_steps"] == 800]
+    assert horizon["rule_per_seed"]["matched"]["mean_db"] == pytest.approx(0.2)
