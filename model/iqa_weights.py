@@ -1,7 +1,8 @@
 """Where the PaQ-2-PiQ weights of the IQA loss (model/losses.py) live, and how they get there.
 
-Torch, torchvision and pyiqa are imported only where a file is missing or written: the driver of
-a run checks the weights before any task starts, and that check alone must not load torch."""
+The driver of a run checks the weights before any task starts, and with --iqa-weights that check
+loads nothing heavy; torch comes in to find its own hub folder (no --iqa-weights), and torchvision
+and pyiqa only where a file is missing (their download addresses) or written."""
 
 import contextlib
 from pathlib import Path
