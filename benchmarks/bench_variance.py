@@ -30,7 +30,12 @@ final PSNR over seeds, then the root mean square over images), read-out jitter (
 consecutive read-out differences over the last half of training: mean |Δ| and their standard
 deviation, RMS over trainings), ensemble noise (RMS of final PSNR at --passes minus at
 --final-passes), mean final PSNR, and for each stabiliser the rule against raw
-(benchmarks/common.py) and whether it halves the seed spread.
+(benchmarks/common.py) and whether it halves the seed spread. And whether a seed's noise is shared
+across images: every image trains with the same seed on a crop of the same size, so with the same
+mask and dropout stream; `shared_seed_noise` is the mean correlation, between images, of their
+read-out increments with the image's own mean over seeds taken out, and a permutation p (each
+image's steps shuffled). Where it is clearly above 0, images at one seed are not independent
+samples, which the rule's t-interval assumes.
 
     python benchmarks/bench_variance.py run --data-root ../shared/data --kinds cbsd68-25 &
     python benchmarks/bench_variance.py run --data-root ../shared/data --kinds polyu &
@@ -203,6 +208,25 @@ def rms(values) -> float:
     return float(np.sqrt(np.mean(np.square(values)))) if values else math.nan
 
 
+def shared_seed_noise(curves: np.ndarray, permutations: int = 2000) -> dict:
+    """curves (images, seeds, read-outs): the mean correlation between images of the same seed's read-out
+    increments, each image's mean over its seeds taken out, and the permutation p of a value that high."""
+    increments = np.diff(curves, axis=2)
+    residuals = increments - increments.mean(axis=1, keepdims=True)  # what the seed adds to the image's curve
+
+    def mean_correlation(values: np.ndarray) -> float:
+        upper = np.triu_indices(values.shape[0], 1)
+        return float(np.mean([np.corrcoef(values[:, seed])[upper].mean() for seed in range(values.shape[1])]))
+
+    observed = mean_correlation(residuals)
+    rng = np.random.default_rng(0)
+    null = [
+        mean_correlation(np.stack([image[:, rng.permutation(image.shape[1])] for image in residuals]))
+        for _ in range(permutations)
+    ]
+    return {"mean_r": observed, "p": float(np.mean(np.array(null) >= observed))}
+
+
 def summarise_kind(rows: list[dict]) -> dict:
     """The measures of the module docstring for one kind, over the images that have >= 2 seeds."""
     by_image: dict[str, list[dict]] = {}
@@ -246,6 +270,9 @@ def summarise_kind(rows: list[dict]) -> dict:
         run["curves"][RAW]["psnr"][-1] - run["final_passes_psnr"] for image in images for run in by_image[image]
     )
     result["passes"], result["final_passes"] = rows[0]["passes"], rows[0]["final_passes"]
+    result["shared_seed_noise"] = shared_seed_noise(
+        np.array([[run["curves"][RAW]["psnr"] for run in by_image[image]] for image in images])
+    )
     for name in readouts:
         if name == RAW:
             continue
@@ -280,7 +307,8 @@ def summary(args) -> None:
         print(
             f"\n{KINDS[kind]}: {entry['images']} images x {entry['seeds']} seeds, read out at {entry['steps']}; "
             f"ensemble noise ({entry['passes']} vs {entry['final_passes']} passes, RMS) "
-            f"{entry['ensemble_noise_db']:.3f} dB"
+            f"{entry['ensemble_noise_db']:.3f} dB; a seed's noise shared across images: mean r "
+            f"{entry['shared_seed_noise']['mean_r']:+.2f} (permutation p {entry['shared_seed_noise']['p']:.3f})"
         )
         print(
             f"  {'read-out':<10} {'seed spread':>11} {'jitter |Δ|':>10} {'jitter sd':>9} {'max |Δ|':>8} {'PSNR':>7}  "

@@ -169,3 +169,15 @@ def test_bench_warm_matches_each_image_to_the_pool_seed_of_the_nearest_noise_and
     assert entry["seed_images"] == ["matched"] and entry["images"] == 3  # one seed per image, one column
     (horizon,) = [h for h in entry["horizons"] if h["cold_steps"] == 800]
     assert horizon["rule_per_seed"]["matched"]["mean_db"] == pytest.approx(0.2)
+
+
+def test_bench_variance_sees_a_seed_noise_shared_across_images_and_none_where_each_image_has_its_own():
+    from bench_variance import shared_seed_noise
+
+    rng = np.random.default_rng(1)
+    trend = np.linspace(20.0, 30.0, 9)  # (read-outs,) the curve every image climbs
+    per_seed = rng.normal(0.0, 1.0, (3, 9))  # what each seed's mask stream does, the same on every image
+    shared = trend + per_seed[None] + rng.normal(0.0, 0.1, (6, 3, 9))  # (images, seeds, read-outs)
+    independent = trend + rng.normal(0.0, 1.0, (6, 3, 9))
+    assert shared_seed_noise(shared, 500)["mean_r"] > 0.8 and shared_seed_noise(shared, 500)["p"] < 0.01
+    assert abs(shared_seed_noise(independent, 500)["mean_r"]) < 0.2 and shared_seed_noise(independent, 500)["p"] > 0.05
