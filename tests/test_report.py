@@ -210,6 +210,11 @@ def test_the_paper_column_says_how_a_short_run_differs_from_the_paper():
         "warm starts from run w seed.pt, 300 steps on 0000, 150 steps per image; the paper trains each image from "
         "scratch" in protocol_notes(warm)
     )
+    steadied = Run("cbsd68-25", "cbsd68-25", "s", {**s2s.settings, "ema_decay": 0.99, "lr_decay": 0.3}, rows)
+    assert protocol_notes(steadied)[-3:-1] == [
+        "read out from a moving average of the weights (decay 0.99)",
+        "learning rate decayed over the last 30% of the steps",
+    ]
 
 
 def test_the_efficiency_table_gives_seconds_memory_and_parameters_per_method_and_marks_the_best():

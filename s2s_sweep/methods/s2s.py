@@ -106,6 +106,10 @@ class SelfToSelfPlus(DenoisingMethod):
             notes.append(f"{int((ok_rows['crop'] > 0).sum())} of {len(ok_rows)} images trained on crops")
         if (ok_rows["precision"] == "bf16").any():
             notes.append("bf16 arithmetic")
+        if settings.get("ema_decay"):  # the stabilisers (docs/variance.md): off in the paper
+            notes.append(f"read out from a moving average of the weights (decay {settings['ema_decay']:g})")
+        if settings.get("lr_decay"):
+            notes.append(f"learning rate decayed over the last {settings['lr_decay']:.0%} of the steps")
         if settings.get("init", "cold") != "cold" and len(ok_rows):  # rows record each image's steps and start
             notes.append(
                 f"warm starts from {ok_rows['init_source'].iloc[0]}, {int(ok_rows['steps'].iloc[0])} steps per image; "
