@@ -18,7 +18,8 @@ the summary adds a read-out `lr_decay<F>`: the decayed training's raw weights at
 
 Why 96² crops and 800 steps by default: they are the protocol of the landscape and the warm-start
 tables (benchmarks/results/landscape, bench_warm.json), so these spreads apply to those figures
-directly, and 800 steps is where CBSD68 crops plateau and PolyU crops are past their first peak.
+directly; at 800 steps PolyU crops are past their first peak, while CBSD68 crops still climb
+(~0.4 dB per 100 steps: docs/variance.md), which weighs against any average of recent weights.
 fp32 because it is what `precision: auto` runs (bf16 is itself a decision this measure serves).
 One training with its read-outs takes ~9 minutes of one core on an AVX2 CPU without native bf16
 (0.47 s a step), so 16 images x 3 seeds is ~7 core-hours: it runs over several sessions, resumably.

@@ -79,12 +79,10 @@ class SelfToSelfPlus(DenoisingMethod):
 
     def denoise(self, noisy, config, sigma, initial_state):
         """Train a network on the image, fresh or from a seed, and denoise it."""
-        import torch
-
         from model.denoiser import denoise
 
         result = denoise(noisy, config.replace(memory_mb=gpu_share_memory_mb(config)), initial_state=initial_state)
-        on_cuda = torch.device(result.device).type == "cuda"
+        on_cuda = result.device.startswith("cuda")  # as denoise_image reads it
         values = {
             "train_seconds": result.train_seconds,
             "inference_seconds": result.inference_seconds,

@@ -48,15 +48,13 @@ class ZeroShotNoise2Noise(DenoisingMethod):
         return f"ZS-N2N seed={config.seed}"
 
     def denoise(self, noisy, config, sigma, initial_state):
-        import torch
-
         result = model_zsn2n().zsn2n_denoise(noisy, seed=config.seed, device=config.device)
         values = {
             "train_seconds": result.train_seconds,
             "inference_seconds": result.inference_seconds,
             "device": result.device,
             "precision": "fp32",
-            "memory_mb": self.peak_bytes(*noisy.shape[:2], torch.device(result.device).type) / MB,
+            "memory_mb": self.peak_bytes(*noisy.shape[:2], "cuda" if result.device.startswith("cuda") else "cpu") / MB,
         }
         return values, result.denoised
 
