@@ -181,3 +181,19 @@ def test_bench_variance_sees_a_seed_noise_shared_across_images_and_none_where_ea
     independent = trend + rng.normal(0.0, 1.0, (6, 3, 9))
     assert shared_seed_noise(shared, 500)["mean_r"] > 0.8 and shared_seed_noise(shared, 500)["p"] < 0.01
     assert abs(shared_seed_noise(independent, 500)["mean_r"]) < 0.2 and shared_seed_noise(independent, 500)["p"] > 0.05
+
+
+def test_bench_variance_pools_the_kinds_shared_seed_noise_against_their_independent_nulls():
+    from bench_variance import pooled_seed_noise, shared_seed_noise
+
+    rng = np.random.default_rng(2)
+    trend = np.linspace(20.0, 30.0, 9)
+    weakly_shared = [  # per kind: a seed's stream adds the same 0.5 dB-scale wiggle to every image, under 1 dB of noise
+        trend + 0.5 * rng.normal(0.0, 1.0, (3, 9))[None] + rng.normal(0.0, 1.0, (8, 3, 9)) for _ in range(2)
+    ]
+    kinds = [shared_seed_noise(curves, 500, seed) for seed, curves in enumerate(weakly_shared)]
+    pooled = pooled_seed_noise(kinds)
+    assert pooled["mean_r"] == pytest.approx(np.mean([kind["mean_r"] for kind in kinds])) and pooled["kinds"] == 2
+    assert pooled["p"] < 0.05
+    independent = [shared_seed_noise(trend + rng.normal(0.0, 1.0, (8, 3, 9)), 500, seed) for seed in range(2)]
+    assert pooled_seed_noise(independent)["p"] > 0.05
