@@ -44,7 +44,8 @@ def curve_rows(
     """One training of `noisy` up to max(steps), evaluated as a sweep trial evaluates it (TrainImages):
     a row per read-out."""
     started = time.perf_counter()
-    evaluation = TrainImages([(image_id, noisy, clean)], [], join(config, RunSettings()), steps, passes)
+    # seeding "run": every image at the seed it names (0), the protocol the committed table was built with
+    evaluation = TrainImages([(image_id, noisy, clean)], [], join(config, RunSettings(seeding="run")), steps, passes)
     ((_, curves),) = evaluation.curves({"p": config.p, "lambda_iqa": config.lambda_iqa})
     seconds = time.perf_counter() - started
     fixed = {

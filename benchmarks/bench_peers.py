@@ -37,6 +37,7 @@ from model.config import PAPER_DEFAULTS, S2SConfig
 from model.denoiser import denoise
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.methods import Method, denoise_image
+from s2s_sweep.run_settings import RunSettings
 
 RESULTS = Path("benchmarks/results")
 S2S_STEPS, S2S_PASSES = 800, 50  # bench_variance's protocol
@@ -82,9 +83,8 @@ def run(args) -> None:
             noisy, clean = (centre_crop(image, args.side) for image in dataset.load(image_id))
             row = {"dataset": kind, "image_id": image_id, "side": args.side, "methods": {}}
             for seed in ZSN2N_SEEDS:
-                row["methods"][f"zsn2n seed {seed}"] = timed(
-                    image_id, noisy, clean, Method("zsn2n", S2SConfig(seed=seed)), None
-                )
+                zsn2n = Method("zsn2n", S2SConfig(seed=seed), RunSettings(seeding="run"))  # the seed it names, as built
+                row["methods"][f"zsn2n seed {seed}"] = timed(image_id, noisy, clean, zsn2n, None)
             row["methods"]["cbm3d"] = timed(image_id, noisy, clean, Method("cbm3d"), dataset.sigma)
             row["s2s_timing"] = s2s_seconds(noisy, kind, args)
             row["noisy_psnr"] = row["methods"]["cbm3d"]["noisy_psnr"]

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ImageError(f"{args.clean}: shape {clean.shape} differs from the noisy image's {noisy.shape}")
 
         started = time.perf_counter()
-        config = run_settings.image_config(config)
+        config = config.replace(steps=run_settings.image_steps(config.steps))  # one image: --seed is its own
         with (
             tqdm(total=config.steps, desc="train", unit="step") as train_bar,
             tqdm(total=config.passes, desc="infer", unit="pass") as infer_bar,

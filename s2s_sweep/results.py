@@ -37,7 +37,8 @@ SCHEMA = pa.schema(
         ("steps", pa.int64()),  # the steps this image trained: `steps` cold, `warm_steps` from a seed
         ("lambda_iqa", pa.float64()),
         ("passes", pa.int64()),
-        ("seed", pa.int64()),
+        ("seed", pa.int64()),  # the run's seed
+        ("image_seed", pa.int64()),  # learned methods: the seed this image trained with (RunSettings.image_seed)
         (
             "ema_decay",
             pa.float64(),

@@ -1,5 +1,6 @@
 """What a dataset run sets beyond the training and inference of one image (model/config.S2SConfig):
-how each image's network starts, and how every method's output becomes 8-bit.
+how each image's network starts, which seed each image trains with, and how every method's output
+becomes 8-bit.
 
 A run's settings travel as one flat mapping (its config.yaml, `--config`, `--set`, a sweep's
 best_config.yaml); `split` is where that mapping becomes the one-image S2SConfig plus these,
@@ -9,11 +10,21 @@ the methods quantize what they return.
 """
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 
 from model.config import S2SConfig, check_fields, is_integer
 
 QUANTIZE = ("round", "floor")
+SEEDING = ("image", "run")
+
+
+def image_seed(seed: int, image_id: str) -> int:
+    """The seed image `image_id` of a run seeded `seed` trains with under `seeding: image`: a stream of its
+    own (images that share one share its noise: docs/variance.md), and the same in every run and sweep
+    trial of that seed, so settings compared on one image keep their common random numbers."""
+    digest = hashlib.sha256(f"{seed}/{image_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1  # 31 bits: a seed every tool accepts
 
 
 @dataclass(frozen=True)
@@ -26,6 +37,10 @@ class RunSettings:
     init: str = "cold"
     warm_steps: int = 0  # training steps of each warm-started image; 0 = steps // 2
     warm_images: int = 1  # images the "warm" seed trains on, in turn
+    # "image": each image trains with a seed of its own derived from the run's seed and its id (image_seed);
+    # "run": every image with the run's seed, as runs recorded before 2026-11-30 did (same-size images then
+    # share one mask and dropout stream and its noise: docs/variance.md)
+    seeding: str = "image"
 
     def __post_init__(self):
         checks = {
@@ -33,6 +48,7 @@ class RunSettings:
             "init": (isinstance(self.init, str) and bool(self.init), "cold, warm or the path of a saved seed network"),
             "warm_steps": (is_integer(self.warm_steps) and self.warm_steps >= 0, "an integer >= 0 (0 = steps // 2)"),
             "warm_images": (is_integer(self.warm_images) and self.warm_images >= 1, "an integer >= 1"),
+            "seeding": (self.seeding in SEEDING, " or ".join(SEEDING)),
         }
         check_fields(self, checks)
 
@@ -41,9 +57,13 @@ class RunSettings:
         `warm_steps` from a seed."""
         return steps if self.init == "cold" else self.warm_steps or max(1, steps // 2)
 
-    def image_config(self, config: S2SConfig) -> S2SConfig:
-        """The one-image config each image of the run trains with."""
-        return config.replace(steps=self.image_steps(config.steps))
+    def image_seed(self, seed: int, image_id: str) -> int:
+        """The seed image `image_id` of a run seeded `seed` trains with."""
+        return image_seed(seed, image_id) if self.seeding == "image" else seed
+
+    def image_config(self, config: S2SConfig, image_id: str) -> S2SConfig:
+        """The one-image config image `image_id` of the run trains with: its steps and its seed."""
+        return config.replace(steps=self.image_steps(config.steps), seed=self.image_seed(config.seed, image_id))
 
     def replace(self, **changes) -> "RunSettings":
         return dataclasses.replace(self, **changes)

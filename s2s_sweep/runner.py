@@ -202,6 +202,7 @@ class DatasetRun:
             **self.method.row_values(),
             run_id=self.run_id,
             image_id=image_id,
+            image_seed=self.method.image_seed(image_id),
             status="failed" if error else "ok",
             error=error,
             code_version=self.version,

@@ -8,7 +8,7 @@ from conftest import REPO
 from model.config import PAPER_DEFAULTS, S2SConfig
 from s2s_sweep.configs import SPACES_DIR, ConfigError, load_space, parse_set, resolve_run_config, space_file_for
 from s2s_sweep.methods import Method
-from s2s_sweep.methods.s2s import OFF_BY_DEFAULT
+from s2s_sweep.methods.base import ADDED_LATER
 from s2s_sweep.run import main as run_main
 from s2s_sweep.run_settings import RUN_SETTINGS, RunSettings, join, split
 
@@ -132,11 +132,13 @@ def test_a_runs_settings_split_into_the_one_image_config_and_the_runs_own():
     assert split(join(config, run)) == (config, run)
     with pytest.raises(ConfigError, match="--set: warm_images: expected an integer >= 1, got 0"):
         parse_set(["warm_images=0"])
-    # a config.yaml recorded when S2SConfig held them still resumes as the same run
+    # a config.yaml recorded when S2SConfig held them, before the settings added later, still resumes as the same
+    # run: at their ADDED_LATER values (one seed for every image, no stabiliser)
     fields = join(S2SConfig(steps=8), RunSettings(quantize="floor", init="warm"))
-    recorded = {"method": "s2s+", **{key: value for key, value in fields.items() if key not in OFF_BY_DEFAULT}}
+    recorded = {"method": "s2s+", **{key: value for key, value in fields.items() if key not in ADDED_LATER}}
     method = Method.from_settings(recorded)
-    assert method.run == RunSettings(quantize="floor", init="warm") and method.settings == recorded
+    assert method.run == RunSettings(quantize="floor", init="warm", seeding="run") and method.settings == recorded
+    assert Method("s2s+", S2SConfig(steps=8), RunSettings(quantize="floor", init="warm")).hash != method.hash
 
 
 def test_run_config_from_paper_best_file_and_set(tmp_path, capsys):

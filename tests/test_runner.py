@@ -14,7 +14,7 @@ from s2s_sweep.datasets import open_dataset
 from s2s_sweep.methods import Method, denoise_image
 from s2s_sweep.metrics import calculate_psnr
 from s2s_sweep.results import read_results
-from s2s_sweep.run_settings import RunSettings
+from s2s_sweep.run_settings import RunSettings, image_seed
 from s2s_sweep.runner import Progress, RunOptions, run_dataset
 from s2s_sweep.store import OutputStore
 
@@ -50,6 +50,7 @@ def test_demo_run_writes_images_parquet_and_mlflow_then_resumes_without_duplicat
         -1 <= row["ssim_3d"] <= 1 and 0 < row["noisy_ssim_3d"] < 1
     )  # both SSIM conventions recorded (3 steps do not denoise)
     assert row["ema_decay"] == 0.0  # the raw weights, the paper's read-out
+    assert (frame["seed"] == 0).all() and list(frame["image_seed"]) == [image_seed(0, i) for i in frame["image_id"]]
     output = capsys.readouterr().out
     assert "[3/3]" in output and "ETA" in output and "mlflow ui --backend-store-uri" in output
 

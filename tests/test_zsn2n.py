@@ -35,13 +35,14 @@ def test_a_short_training_denoises_and_is_reproducible_from_its_seed(astronaut_p
     assert first.denoised.shape == noisy.shape and first.denoised.min() >= 0 and first.denoised.max() <= 1
 
 
-def test_its_settings_are_the_papers_and_only_seed_quantize_and_memory_are_settable(tmp_path, capsys):
+def test_its_settings_are_the_papers_and_only_seed_seeding_quantize_and_memory_are_settable(tmp_path, capsys):
     method = Method("zsn2n", S2SConfig(seed=2, steps=99, p=0.6))
     settings = method.settings
     assert settings == {
         "method": "zsn2n",
         "quantize": "round",
         "seed": 2,
+        "seeding": "image",  # each image its own seed (run_settings.py), as for S2S+
         "iterations": 2000,
         "lr": 0.001,
         "lr_halved_after": 1500,
@@ -53,7 +54,7 @@ def test_its_settings_are_the_papers_and_only_seed_quantize_and_memory_are_setta
     assert (row["seed"], row["steps"], row["p"], row["method"]) == (2, 2000, None, "zsn2n")
     assert method.spec.learned  # takes a GPU where the cluster has one, like S2S+
     assert main(["demo", "--method", "zsn2n", "--set", "p=0.5", "--out", str(tmp_path)]) == 2
-    assert "--method zsn2n takes only quantize= and memory_mb= and seed=" in capsys.readouterr().err
+    assert "--method zsn2n takes only quantize= and memory_mb= and seed= and seeding=" in capsys.readouterr().err
 
 
 @pytest.mark.slow

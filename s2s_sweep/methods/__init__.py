@@ -19,7 +19,7 @@ from model.config import S2SConfig
 from model.memory import MB, Plan, peak_rss_bytes
 from s2s_sweep.configs import ConfigError
 from s2s_sweep.images import to_uint8
-from s2s_sweep.methods.base import DenoisingMethod, estimate_noise_sigma, settings_hash
+from s2s_sweep.methods.base import ADDED_LATER, DenoisingMethod, estimate_noise_sigma, settings_hash
 from s2s_sweep.methods.cbm3d import CBM3D
 from s2s_sweep.methods.nlm import NLMeans
 from s2s_sweep.methods.s2s import SelfToSelfPlus, load_seed, train_seed_task
@@ -81,7 +81,7 @@ class Method:
     @classmethod
     def from_settings(cls, settings: dict) -> "Method":
         """The inverse of `settings` (a config.yaml without `method` is an S2S+ run)."""
-        values = dict(settings)
+        values = {**ADDED_LATER, **settings}  # a config.yaml older than a setting ran at its ADDED_LATER value
         name = values.pop("method", DEFAULT_METHOD)
         return cls(name, *split(REGISTRY[name].config_from(values) if name in REGISTRY else {}))
 
@@ -99,6 +99,10 @@ class Method:
     def run_name(self, dataset: str, run_id: str) -> str:
         """What the MLflow UI's run list shows."""
         return f"{dataset} {self.description} {run_id}"
+
+    def image_seed(self, image_id: str) -> int | None:
+        """The seed image `image_id` trains with (RunSettings.image_seed); None for a method without a seed."""
+        return self.run.image_seed(self.config.seed, image_id) if "seed" in self.spec.settable else None
 
     def row_values(self) -> dict:
         """The table's settings columns."""
@@ -139,7 +143,9 @@ def denoise_image(
     torch.set_num_threads(max(1, int(cpus)))
     if torch.cuda.is_available():  # peak_memory_mb below is this image's own peak
         torch.cuda.reset_peak_memory_stats()
-    values, denoised = method.spec.denoise(noisy, method.run.image_config(method.config), sigma, initial_state)
+    values, denoised = method.spec.denoise(
+        noisy, method.run.image_config(method.config, image_id), sigma, initial_state
+    )
     on_cuda = values["device"].startswith("cuda")
     denoised = to_uint8(denoised, method.run.quantize)  # the saved PNG, and what the metrics score
     scored = clean is not None

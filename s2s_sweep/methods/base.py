@@ -20,6 +20,19 @@ from s2s_sweep.run_settings import RUN_SETTINGS, RunSettings
 
 UNUSED_SETTINGS = ("device", "log_every", "iqa_weights")  # where and how verbosely it runs: results do not change
 SHARED_SETTABLE = ("quantize", "memory_mb")  # what `--set` may give any method
+# settings added after runs were recorded, at the value those runs ran with: a method's settings leave a key out
+# at that value (so such runs keep their hash), and a saved config.yaml without it reads as that value (a resume
+# goes on as the run began)
+ADDED_LATER = {
+    "ema_decay": 0.0,
+    "lr_decay": 0.0,
+    "seeding": "run",  # before 2026-11-30 every image trained with the run's seed (run_settings.py)
+}
+
+
+def recorded_settings(values: dict) -> dict:
+    """`values` without the keys at their ADDED_LATER value."""
+    return {key: value for key, value in values.items() if ADDED_LATER.get(key, object()) != value}
 
 
 def settings_hash(settings: dict) -> str:
@@ -45,7 +58,7 @@ class DenoisingMethod:
     def settings(self, config: S2SConfig, run: RunSettings) -> dict:
         """What the run's config.yaml holds and its hash covers."""
         values = {key: getattr(run if key in RUN_SETTINGS else config, key) for key in self.recorded}
-        return {"method": self.name, **values, **self.fixed}
+        return {"method": self.name, **recorded_settings(values), **self.fixed}
 
     @property
     def recorded(self) -> tuple[str, ...]:

@@ -16,13 +16,9 @@ import ray
 from model.config import S2SConfig
 from model.memory import MB, Plan, fit_memory
 from s2s_sweep.configs import ConfigError
-from s2s_sweep.methods.base import DenoisingMethod
+from s2s_sweep.methods.base import DenoisingMethod, recorded_settings
 from s2s_sweep.run_settings import RUN_SETTINGS, RunSettings, join
 
-OFF_BY_DEFAULT = {
-    "ema_decay": 0.0,
-    "lr_decay": 0.0,
-}  # settings added after runs were recorded, at the value that reproduces them
 ROW_COLUMNS = ("p", "lambda_iqa", "passes", "seed", "ema_decay", "lr_decay")  # the rows' columns of its hyperparameters
 
 
@@ -39,9 +35,7 @@ class SelfToSelfPlus(DenoisingMethod):
     }
 
     def settings(self, config: S2SConfig, run: RunSettings) -> dict:
-        # a stabiliser at its paper value (off) is left out, so runs made before it existed keep their hash
-        values = join(config, run)
-        return {"method": self.name, **{k: v for k, v in values.items() if OFF_BY_DEFAULT.get(k, object()) != v}}
+        return {"method": self.name, **recorded_settings(join(config, run))}
 
     def config_from(self, values: dict) -> dict:
         return dict(values)

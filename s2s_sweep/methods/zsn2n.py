@@ -1,9 +1,9 @@
 """Zero-Shot Noise2Noise (Mansour & Heckel, CVPR 2023): a fast learned zero-shot peer of S2S+, as
 its paper states it (network, down-sampler, losses, optimiser and iterations in model/zsn2n.py).
 It runs where S2S+ runs (a GPU where the cluster has one, else the task's CPUs), on the whole
-image, with the same rows, MLflow records and report; only `seed` (its initialisation),
-`quantize` and `memory_mb` are settable. model/zsn2n.py (and torch) load when first used: a run's
-driver imports this module to plan and record, and never trains."""
+image, with the same rows, MLflow records and report; only `seed` (its initialisation), `seeding`
+(run_settings.py), `quantize` and `memory_mb` are settable. model/zsn2n.py (and torch) load when
+first used: a run's driver imports this module to plan and record, and never trains."""
 
 from model.memory import MB, PROCESS_BYTES
 from s2s_sweep.methods.base import SHARED_SETTABLE, DenoisingMethod
@@ -12,7 +12,7 @@ from s2s_sweep.methods.base import SHARED_SETTABLE, DenoisingMethod
 class ZeroShotNoise2Noise(DenoisingMethod):
     name = "zsn2n"
     label = "ZS-N2N"
-    settable = (*SHARED_SETTABLE, "seed")
+    settable = (*SHARED_SETTABLE, "seed", "seeding")
     learned = True
     quoted_speed = (  # the paper's timings, as issue 24 summarises them (not re-checked against the paper offline)
         {"source": "Mansour & Heckel 2023", "device": "GPU", "seconds per image": "12–20 (256²)"},

@@ -56,8 +56,9 @@ class TrainImages:
             }
         )
         seed = train_seed(self.seed_images, run_config) if run_settings.init == "warm" else None
-        for image_id, noisy, clean in self.images:
-            estimates = denoise_at_steps(noisy, run_config, self.checkpoints, self.passes, initial_state=seed)
+        for image_id, noisy, clean in self.images:  # each with the seed a run gives it; its steps are the checkpoints
+            image_config = run_config.replace(seed=run_settings.image_seed(run_config.seed, image_id))
+            estimates = denoise_at_steps(noisy, image_config, self.checkpoints, self.passes, initial_state=seed)
             yield image_id, image_curves(estimates, noisy, clean, run_settings.quantize)
 
 

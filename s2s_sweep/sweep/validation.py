@@ -33,17 +33,19 @@ def seed_for(seed_images: list, base: dict, settings: dict, cpus: float) -> dict
     return train_seed(seed_images, split({**base, **settings})[0])
 
 
-def score_settings(noisy, clean, seed: dict | None, base: dict, settings: dict, objective: str, cpus: float) -> float:
-    """`objective`'s score of one image denoised with `settings` (run settings as best_config.yaml
-    writes them), from `seed` where they are a warm start."""
+def score_settings(
+    image_id: str, noisy, clean, seed: dict | None, base: dict, settings: dict, objective: str, cpus: float
+) -> float:
+    """`objective`'s score of image `image_id` denoised with `settings` (run settings as best_config.yaml
+    writes them), from `seed` where they are a warm start, with the image's seed as a run gives it."""
     import torch
 
     from model.denoiser import denoise_at_steps
 
     torch.set_num_threads(max(1, int(cpus)))
     config, run_settings = split({**base, **settings})
-    steps = [run_settings.image_steps(config.steps)]
-    ((estimate, heldout),) = denoise_at_steps(noisy, config, steps, config.passes, initial_state=seed)
+    config = run_settings.image_config(config, image_id)
+    ((estimate, heldout),) = denoise_at_steps(noisy, config, [config.steps], config.passes, initial_state=seed)
     return OBJECTIVES[objective].score(Reading(to_uint8(estimate, run_settings.quantize), heldout, noisy, clean))
 
 
@@ -81,7 +83,9 @@ def validate_best(best: dict, space: SearchSpace, images: list, seed_images: lis
     }
     task = ray.remote(**resources)(score_settings)
     pending = {
-        (name, image_id): task.remote(noisy, clean, seeds[name], base, settings, objective.name, space.cpus_per_trial)
+        (name, image_id): task.remote(
+            image_id, noisy, clean, seeds[name], base, settings, objective.name, space.cpus_per_trial
+        )
         for name, settings in candidates.items()
         for image_id, noisy, clean in images
     }
