@@ -35,8 +35,9 @@ deviation, RMS over trainings), ensemble noise (RMS of final PSNR at --passes mi
 across images: every image trains with the same seed on a crop of the same size, so with the same
 mask and dropout stream; `shared_seed_noise` is the mean correlation, between images, of their
 read-out increments with the image's own mean over seeds taken out, and a permutation p (each
-image's steps shuffled). Where it is clearly above 0, images at one seed are not independent
-samples, which the rule's t-interval assumes.
+image's steps shuffled), and pooled over the kinds: the rule for the seeding (docs/variance.md),
+by which the product now gives each image a seed of its own (it was clearly above 0 at 8 x 3).
+This benchmark keeps training every image at the seed it names: that is the measurement.
 
     python benchmarks/bench_variance.py run --data-root ../shared/data --kinds cbsd68-25 &
     python benchmarks/bench_variance.py run --data-root ../shared/data --kinds polyu &
