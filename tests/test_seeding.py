@@ -26,7 +26,9 @@ def noisy_clean():
 def test_an_image_seed_is_the_images_own_the_same_every_time_and_seeding_run_keeps_the_runs():
     seeds = {image_seed(seed, image_id) for seed in (0, 1) for image_id in ("0000", "0001", "chair_5")}
     assert len(seeds) == 6 and all(0 <= seed < 2**31 for seed in seeds)
-    assert image_seed(0, "0000") == image_seed(0, "0000")  # not Python's salted hash: the same in every process
+    # pinned: not Python's salted hash (the same in every process and on every node), and a change to the
+    # derivation would change every run's results
+    assert (image_seed(0, "0000"), image_seed(1, "chair_5")) == (347610843, 719246850)
     assert RunSettings().image_seed(7, "0000") == image_seed(7, "0000")
     assert RunSettings(seeding="run").image_seed(7, "0000") == 7
     with pytest.raises(ValueError, match="seeding: expected image or run, got 'pixel'"):
