@@ -19,7 +19,7 @@ from model.config import S2SConfig
 from model.memory import MB, Plan, peak_rss_bytes
 from s2s_sweep.configs import ConfigError
 from s2s_sweep.images import to_uint8
-from s2s_sweep.methods.base import ADDED_LATER, DenoisingMethod, estimate_noise_sigma, settings_hash
+from s2s_sweep.methods.base import ADDED_LATER, DenoisingMethod, device_type, estimate_noise_sigma, settings_hash
 from s2s_sweep.methods.cbm3d import CBM3D
 from s2s_sweep.methods.nlm import NLMeans
 from s2s_sweep.methods.s2s import SelfToSelfPlus, load_seed, train_seed_task
@@ -146,7 +146,7 @@ def denoise_image(
     values, denoised = method.spec.denoise(
         noisy, method.run.image_config(method.config, image_id), sigma, initial_state
     )
-    on_cuda = values["device"].startswith("cuda")
+    on_cuda = device_type(values["device"]) == "cuda"
     denoised = to_uint8(denoised, method.run.quantize)  # the saved PNG, and what the metrics score
     scored = clean is not None
     return {

@@ -35,6 +35,11 @@ def recorded_settings(values: dict) -> dict:
     return {key: value for key, value in values.items() if ADDED_LATER.get(key, object()) != value}
 
 
+def device_type(device: str) -> str:
+    """ "cuda" or "cpu" from a result's device string ("cuda:0", "cpu"), without importing torch."""
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
 def settings_hash(settings: dict) -> str:
     keep = {k: v for k, v in settings.items() if k not in UNUSED_SETTINGS}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]

@@ -16,7 +16,7 @@ import ray
 from model.config import S2SConfig
 from model.memory import MB, Plan, fit_memory
 from s2s_sweep.configs import ConfigError
-from s2s_sweep.methods.base import DenoisingMethod, recorded_settings
+from s2s_sweep.methods.base import DenoisingMethod, device_type, recorded_settings
 from s2s_sweep.run_settings import RUN_SETTINGS, RunSettings, join
 
 ROW_COLUMNS = ("p", "lambda_iqa", "passes", "seed", "ema_decay", "lr_decay")  # the rows' columns of its hyperparameters
@@ -76,12 +76,11 @@ class SelfToSelfPlus(DenoisingMethod):
         from model.denoiser import denoise
 
         result = denoise(noisy, config.replace(memory_mb=gpu_share_memory_mb(config)), initial_state=initial_state)
-        on_cuda = result.device.startswith("cuda")  # as denoise_image reads it
         values = {
             "train_seconds": result.train_seconds,
             "inference_seconds": result.inference_seconds,
             "device": result.device,
-            "precision": config.precision_on("cuda" if on_cuda else "cpu"),
+            "precision": config.precision_on(device_type(result.device)),
             "crop": result.plan.crop,
             "crop_batch": result.plan.batch,
             "tile": result.plan.tile,

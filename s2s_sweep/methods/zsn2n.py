@@ -6,7 +6,7 @@ image, with the same rows, MLflow records and report; only `seed` (its initialis
 first used: a run's driver imports this module to plan and record, and never trains."""
 
 from model.memory import MB, PROCESS_BYTES
-from s2s_sweep.methods.base import SHARED_SETTABLE, DenoisingMethod
+from s2s_sweep.methods.base import SHARED_SETTABLE, DenoisingMethod, device_type
 
 
 class ZeroShotNoise2Noise(DenoisingMethod):
@@ -54,7 +54,7 @@ class ZeroShotNoise2Noise(DenoisingMethod):
             "inference_seconds": result.inference_seconds,
             "device": result.device,
             "precision": "fp32",
-            "memory_mb": self.peak_bytes(*noisy.shape[:2], "cuda" if result.device.startswith("cuda") else "cpu") / MB,
+            "memory_mb": self.peak_bytes(*noisy.shape[:2], device_type(result.device)) / MB,
         }
         return values, result.denoised
 
