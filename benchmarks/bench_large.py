@@ -2,7 +2,9 @@
 
 (a) quality: on 256x256 centre crops of CBSD68 σ = 25 and of PolyU real noise (where both
     modes fit), whole-image training against training on batches of random crops with the
-    same pixels per step (--crops "128x4" = 4 crops of 128x128 = 256x256 pixels), same seed,
+    same pixels per step (--crops "128x4" = 4 crops of 128x128 = 256x256 pixels), same seed
+    (each image its own, as a run trains it: --seeding image; rows without `seeding` trained
+    every image at seed 0, "run"; the summary takes "image" rows where there are any),
     steps, passes and precision. Mean and spread of the PSNR/SSIM difference per noise kind,
     beside the noise floor: the same whole-image training with another seed ("whole seed 1"),
     i.e. how far two runs of one method differ at this budget.
@@ -25,12 +27,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import centre_crop
+from common import centre_crop, one_seeding, paired_rule, read_lines, rule_line
 
 from model.config import S2SConfig
 from model.memory import MB, estimate, estimate_memory
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
+from s2s_sweep.run_settings import RunSettings
 
 RESULTS = Path("benchmarks/results")
 KINDS = {"cbsd68-25": "synthetic σ=25", "polyu": "real (PolyU)"}
@@ -43,11 +46,8 @@ def quality(args) -> None:
 
     pieces = Path(args.pieces)
     pieces.parent.mkdir(parents=True, exist_ok=True)
-    done = (
-        {(r["dataset"], r["image_id"], r["mode"]) for r in map(json.loads, pieces.read_text().splitlines())}
-        if pieces.exists()
-        else set()
-    )
+    done = {(r["dataset"], r["image_id"], r["mode"], r.get("seeding", "run")) for r in read_lines(pieces)}
+    run_settings = RunSettings(seeding=args.seeding)
     crop, batch = map(int, args.crops.split("x"))
     modes = {"whole": {}, f"crops {args.crops}": {"crop_size": crop, "crop_batch": batch}, SEED_FLOOR: {"seed": 1}}
     base = S2SConfig(p=0.4, steps=args.steps, passes=args.passes, lambda_iqa=0.0, precision=args.precision, seed=0)
@@ -57,9 +57,10 @@ def quality(args) -> None:
             image_id = dataset.ids[index]
             noisy, clean = (centre_crop(image, args.side) for image in dataset.load(image_id))
             for mode, settings in modes.items():
-                if (name, image_id, mode) in done:
+                if (name, image_id, mode, args.seeding) in done:
                     continue
                 config = base.replace(p=0.7 if name == "polyu" else 0.4, **settings)  # the paper's p per kind
+                config = config.replace(seed=run_settings.image_seed(config.seed, image_id))
                 started = time.perf_counter()
                 result = denoise(noisy, config)
                 row = {
@@ -74,6 +75,7 @@ def quality(args) -> None:
                     "steps": config.steps,
                     "passes": config.passes,
                     "precision": config.precision,
+                    "seeding": args.seeding,
                     "seed": config.seed,
                 }
                 with pieces.open("a") as stream:
@@ -92,18 +94,19 @@ def spread(values: np.ndarray) -> float:
 
 def summarise_quality(pieces: Path, cropped: str, out: Path) -> None:
     """Per noise kind: crops − whole (paired by image), beside whole seed 1 − whole (the noise floor)."""
-    rows = [json.loads(line) for line in pieces.read_text().splitlines()]
+    rows = read_lines(pieces)
     report = {"rows": rows, "summary": {}}
     print(
         f"| noise | images | whole PSNR | {cropped} PSNR | Δ PSNR crops − whole | Δ SSIM | Δ PSNR seed 1 − seed 0 "
         f"(whole) | images to resolve ±{RESOLVE_DB} dB |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    rules = []
     for name, kind in KINDS.items():
         by_image = {}
-        for row in rows:
-            if row["dataset"] == name:
-                by_image.setdefault(row["image_id"], {})[row["mode"]] = row
+        kind_rows, seeding = one_seeding([row for row in rows if row["dataset"] == name])
+        for row in kind_rows:
+            by_image.setdefault(row["image_id"], {})[row["mode"]] = row
         pairs = [(m["whole"], m[cropped]) for m in by_image.values() if "whole" in m and cropped in m]
         floor = np.array(
             [m[SEED_FLOOR]["psnr"] - m["whole"]["psnr"] for m in by_image.values() if "whole" in m and SEED_FLOOR in m]
@@ -114,6 +117,7 @@ def summarise_quality(pieces: Path, cropped: str, out: Path) -> None:
         d_ssim = np.array([c["ssim"] - w["ssim"] for w, c in pairs])
         summary = {
             "images": len(pairs),
+            "seeding": seeding,
             "whole_psnr": float(np.mean([w["psnr"] for w, _ in pairs])),
             "crops_psnr": float(np.mean([c["psnr"] for _, c in pairs])),
             "delta_psnr_mean": float(d_psnr.mean()),
@@ -124,6 +128,7 @@ def summarise_quality(pieces: Path, cropped: str, out: Path) -> None:
             "seed_floor_psnr_sd": spread(floor),
             # paired images for a 95% interval of ±RESOLVE_DB on the mean difference, given the spread seen
             "images_to_resolve": int(np.ceil((1.96 * spread(d_psnr) / RESOLVE_DB) ** 2)),
+            "rule": paired_rule([c["psnr"] for _, c in pairs], [w["psnr"] for w, _ in pairs]),
         }
         report["summary"][name] = summary
         floor_text = (
@@ -136,6 +141,8 @@ def summarise_quality(pieces: Path, cropped: str, out: Path) -> None:
             f"{summary['delta_psnr_mean']:+.2f} ± {summary['delta_psnr_sd']:.2f} | {summary['delta_ssim_mean']:+.4f} | "
             f"{floor_text} | {summary['images_to_resolve']} |"
         )
+        rules.append(f"{kind} (seeding {seeding}), crops − whole: {rule_line(summary['rule'])}")
+    print("\n".join(rules))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"wrote {out}")
@@ -230,6 +237,9 @@ def main():
     q.add_argument("--passes", type=int, default=50)
     q.add_argument("--crops", default="128x4", help="SIDExBATCH: crops per step with the whole image's pixels")
     q.add_argument("--precision", default="bf16")
+    q.add_argument(
+        "--seeding", choices=["image", "run"], default="image", help="image: each image its own seed, as a run"
+    )
     q.add_argument("--pieces", default=str(RESULTS / "bench_large_quality.jsonl"))
     q.add_argument("--json", default=str(RESULTS / "bench_large_quality.json"))
     r = sub.add_parser("summary")

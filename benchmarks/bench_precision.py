@@ -1,16 +1,23 @@
-"""Is bf16 autocast as good as fp32? PSNR/SSIM of both at equal protocol, and their speed.
+"""Is bf16 autocast as good as fp32? PSNR/SSIM of both at equal protocol, their speed, and the
+decision `precision: auto` takes from them.
 
 Per noise kind (CBSD68 σ = 25, PolyU real noise), the first --images images, centre crops of
---side, the kind's paper p, the same seed, steps and passes, λ_IQA 0 (the real IQA weights are
-not to be had offline); only `precision` differs. Each (image, precision) result is appended to
---pieces as soon as it is done and a rerun skips what is there, so it runs in the background, in
-pieces. The summary gives per kind the mean PSNR/SSIM of each precision, the paired difference
-(mean ± sd, worst image) and the seconds per image. `precision: auto` is to take bf16 on
-hardware that has it natively (model/config.py native_bf16) only once this gap is shown within
-0.05 dB on every kind. On a GPU, run it first (`--device cuda`): the CPU figures stand for
-CUDA's bf16 until then.
+--side, the kind's paper p, steps and passes, λ_IQA 0 (the real IQA weights are not to be had
+offline), each image at its own seed (`seeding: image`, as a run trains it: docs/variance.md; rows
+without `seeding` were trained at seed 0 everywhere, "run"); only `precision` differs. Each
+(image, precision) result is appended to --pieces as soon as it is done and a rerun skips what is
+there, so it runs in the background, in pieces. Rows record whether the machine computes bf16
+natively (model/config.py native_bf16): emulated bf16 says nothing of the speed of native bf16.
 
-    python benchmarks/bench_precision.py run --data-root ../shared/data [--images 8] [--steps 600]
+The summary gives, per kind and protocol, the mean PSNR/SSIM of each precision, the paired
+difference and the rule's verdict (benchmarks/common.py: the lower end of its 95% interval above
+−0.1 dB) with the images a verdict would need, and the seconds per image. The decision: `precision:
+auto` takes bf16 on a device type (cpu, cuda) where rows measured natively there, at ≥ MIN_IMAGES
+images per kind, pass the rule on every kind; the JSON's `auto_bf16` lists those device types and
+model/config.py BF16_AUTO must equal it (tests/test_bench_rule.py checks). On a GPU it is one
+command, and cheap there:
+
+    python benchmarks/bench_precision.py run --data-root ../shared/data --device cuda [--images 16]
     python benchmarks/bench_precision.py summary
 """
 
@@ -19,16 +26,23 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import KINDS, centre_crop, kinds_parser
+from common import KINDS, centre_crop, kinds_parser, paired_rule, read_lines, rule_line
 
 from model.config import PAPER_DEFAULTS, S2SConfig, native_bf16
 from s2s_sweep.datasets import open_dataset
 from s2s_sweep.images import to_uint8
 from s2s_sweep.metrics import calculate_psnr, calculate_ssim
+from s2s_sweep.run_settings import RunSettings
 
 RESULTS = Path("benchmarks/results")
 PRECISIONS = ("fp32", "bf16")
-GAP_DB = 0.05  # what `precision: auto` requires of bf16
+MIN_IMAGES = 16  # per kind, before a verdict may change the default (issue "tell better from worse")
+PROTOCOL = ("side", "p", "steps", "passes", "device", "seeding")
+
+
+def protocol_of(row: dict) -> tuple:
+    """What two rows must share to be paired; rows from before per-image seeds were seeded "run"."""
+    return tuple(row.get(key, "run") for key in PROTOCOL)
 
 
 def run(args) -> None:
@@ -39,106 +53,129 @@ def run(args) -> None:
     torch.set_num_threads(args.threads)
     pieces = Path(args.pieces)
     pieces.parent.mkdir(parents=True, exist_ok=True)
-    done = (
-        {(r["dataset"], r["image_id"], r["precision"]) for r in map(json.loads, pieces.read_text().splitlines())}
-        if pieces.exists()
-        else set()
-    )
+    done = {(r["dataset"], r["image_id"], r["precision"], protocol_of(r)) for r in read_lines(pieces)}
+    run_settings = RunSettings(seeding=args.seeding)
+    native = native_bf16(args.device.split(":")[0])
     datasets = {name: open_dataset(name, args.data_root).select(limit=args.images) for name in args.kinds}
-    for index in range(args.images):  # the kinds interleaved, so a partial run covers both
+    todo = []  # (kind, image, precision, protocol), the kinds interleaved so a partial run covers both
+    for index in range(args.images):
         for name, dataset in datasets.items():
-            image_id = dataset.ids[index]
-            noisy, clean = (centre_crop(image, args.side) for image in dataset.load(image_id))
-            p = PAPER_DEFAULTS[name.split("-")[0]]["p"]
+            protocol = {"side": args.side, "p": PAPER_DEFAULTS[name.split("-")[0]]["p"], "steps": args.steps}
+            protocol |= {"passes": args.passes, "device": args.device, "seeding": args.seeding}
             for precision in PRECISIONS:
-                if (name, image_id, precision) in done:
-                    continue
-                config = S2SConfig(
-                    p=p,
-                    steps=args.steps,
-                    passes=args.passes,
-                    lambda_iqa=0.0,
-                    precision=precision,
-                    device=args.device,
-                    seed=0,
-                )
-                started = time.perf_counter()
-                denoised = to_uint8(denoise(noisy, config).denoised)
-                row = {
-                    "dataset": name,
-                    "image_id": image_id,
-                    "precision": precision,
-                    "side": args.side,
-                    "p": p,
-                    "steps": args.steps,
-                    "passes": args.passes,
-                    "device": args.device,
-                    "psnr": calculate_psnr(denoised, clean),
-                    "ssim": calculate_ssim(denoised, clean),
-                    "noisy_psnr": calculate_psnr(noisy, clean),
-                    "seconds": time.perf_counter() - started,
-                }
-                with pieces.open("a") as file:
-                    file.write(json.dumps(row) + "\n")
-                print(f"{name} {image_id} {precision}: {row['psnr']:.2f} dB, {row['seconds']:.0f} s", flush=True)
+                if (name, dataset.ids[index], precision, protocol_of(protocol)) not in done:
+                    todo.append((name, dataset.ids[index], precision, protocol))
+    started_all = time.perf_counter()
+    for finished, (name, image_id, precision, protocol) in enumerate(todo, start=1):
+        noisy, clean = (centre_crop(image, args.side) for image in datasets[name].load(image_id))
+        config = S2SConfig(
+            p=protocol["p"],
+            steps=args.steps,
+            passes=args.passes,
+            lambda_iqa=0.0,
+            precision=precision,
+            device=args.device,
+            seed=run_settings.image_seed(args.seed, image_id),
+        )
+        started = time.perf_counter()
+        denoised = to_uint8(denoise(noisy, config).denoised)
+        row = {"dataset": name, "image_id": image_id, "precision": precision, **protocol}
+        row |= {
+            "seed": config.seed,
+            "native_bf16": native,
+            "psnr": calculate_psnr(denoised, clean),
+            "ssim": calculate_ssim(denoised, clean),
+            "noisy_psnr": calculate_psnr(noisy, clean),
+            "seconds": time.perf_counter() - started,
+        }
+        with pieces.open("a") as file:
+            file.write(json.dumps(row) + "\n")
+        eta = (time.perf_counter() - started_all) / finished * (len(todo) - finished)
+        print(
+            f"[{finished}/{len(todo)}, ETA {eta / 60:.0f} min] {name} {image_id} {precision}: "
+            f"{row['psnr']:.2f} dB, {row['seconds']:.0f} s",
+            flush=True,
+        )
     summary(args)
 
 
+def compare(pairs: list[tuple[dict, dict]]) -> dict:
+    """bf16 against fp32 over (fp32 row, bf16 row) pairs of one kind and protocol."""
+    fp32, bf16 = (np.array([pair[k]["psnr"] for pair in pairs]) for k in (0, 1))
+    delta_ssim = np.array([b["ssim"] - f["ssim"] for f, b in pairs])
+    fp32_s, bf16_s = (float(np.mean([pair[k]["seconds"] for pair in pairs])) for k in (0, 1))
+    natives = {pair[1].get("native_bf16") for pair in pairs}
+    return {
+        "images": len(pairs),
+        "fp32_psnr": float(fp32.mean()),
+        "bf16_psnr": float(bf16.mean()),
+        "delta_psnr_worst": float((bf16 - fp32)[np.argmax(np.abs(bf16 - fp32))]),
+        "delta_ssim_mean": float(delta_ssim.mean()),
+        "fp32_seconds": fp32_s,
+        "bf16_seconds": bf16_s,
+        "speedup": fp32_s / bf16_s,
+        "native_bf16": natives.pop() if len(natives) == 1 else None,  # None: not recorded, or mixed
+        "rule": paired_rule(list(bf16), list(fp32)),
+    }
+
+
+def decide(results: list[dict]) -> list[str]:
+    """The device types on which `precision: auto` takes bf16: a protocol measured natively there with
+    ≥ MIN_IMAGES images on every kind, each passing the rule."""
+    chosen = set()
+    for protocol in {r["protocol_key"] for r in results}:
+        kinds = {r["kind"]: r for r in results if r["protocol_key"] == protocol}
+        if set(kinds) == set(KINDS) and all(
+            r["native_bf16"] is True and r["images"] >= MIN_IMAGES and r["rule"]["passes"] for r in kinds.values()
+        ):
+            chosen.add(next(iter(kinds.values()))["protocol"]["device"].split(":")[0])
+    return sorted(chosen)
+
+
 def summary(args) -> None:
-    rows = [json.loads(line) for line in Path(args.pieces).read_text().splitlines()]
-    by_key = {(r["dataset"], r["image_id"], r["precision"]): r for r in rows}
-    table = {}
-    print(
-        f"{'noise':<16} {'n':>3} {'fp32 PSNR':>9} {'bf16 PSNR':>9} {'Δ bf16−fp32 dB':>16} {'worst':>7} {'Δ SSIM':>8} "
-        f"{'s fp32':>7} {'s bf16':>7} {'speed-up':>8}"
-    )
-    for name, label in KINDS.items():
-        pairs = [
-            (by_key[(d, i, "fp32")], by_key[(d, i, "bf16")])
-            for d, i, precision in by_key
-            if d == name and precision == "fp32" and (d, i, "bf16") in by_key
-        ]
-        if not pairs:
+    rows = read_lines(Path(args.pieces))
+    by_key = {(r["dataset"], r["image_id"], r["precision"], protocol_of(r)): r for r in rows}
+    results = []
+    for (kind, image_id, precision, protocol), fp32 in by_key.items():
+        if precision != "fp32" or (kind, image_id, "bf16", protocol) not in by_key:
             continue
-        delta = np.array([b["psnr"] - f["psnr"] for f, b in pairs])
-        delta_ssim = np.array([b["ssim"] - f["ssim"] for f, b in pairs])
-        fp32_s, bf16_s = (float(np.mean([pair[k]["seconds"] for pair in pairs])) for k in (0, 1))
-        table[name] = {
-            "images": len(pairs),
-            "fp32_psnr": float(np.mean([f["psnr"] for f, _ in pairs])),
-            "bf16_psnr": float(np.mean([b["psnr"] for _, b in pairs])),
-            "delta_psnr_mean": float(delta.mean()),
-            "delta_psnr_sd": float(delta.std(ddof=1)) if len(delta) > 1 else 0.0,
-            "delta_psnr_worst": float(delta[np.argmax(np.abs(delta))]),
-            "delta_ssim_mean": float(delta_ssim.mean()),
-            "fp32_seconds": fp32_s,
-            "bf16_seconds": bf16_s,
-            "speedup": fp32_s / bf16_s,
-            "protocol": {k: pairs[0][0][k] for k in ("side", "p", "steps", "passes", "device")},
-        }
-        t = table[name]
-        print(
-            f"{label:<16} {t['images']:>3} {t['fp32_psnr']:>9.2f} {t['bf16_psnr']:>9.2f} {t['delta_psnr_mean']:>+9.3f} "
-            f"± {t['delta_psnr_sd']:.3f} "
-            f"{t['delta_psnr_worst']:>+7.3f} {t['delta_ssim_mean']:>+8.4f} {fp32_s:>7.0f} {bf16_s:>7.0f} "
-            f"{t['speedup']:>7.2f}x"
-        )
-    within = all(abs(t["delta_psnr_mean"]) <= GAP_DB for t in table.values())
-    native = native_bf16(rows[0]["device"].split(":")[0]) if rows else False
+        results.append((kind, protocol, fp32, by_key[(kind, image_id, "bf16", protocol)]))
+    table = []
+    for kind, protocol in sorted({(kind, protocol) for kind, protocol, _, _ in results}, key=str):
+        pairs = [(f, b) for k, p, f, b in results if (k, p) == (kind, protocol)]
+        entry = {"kind": kind, "protocol": dict(zip(PROTOCOL, protocol)), "protocol_key": str(protocol)}
+        table.append(entry | compare(pairs))
     print(
-        f"bf16 within {GAP_DB} dB of fp32 on every kind: {'yes' if within else 'NO'}; bf16 native on this "
-        f"{rows[0]['device'] if rows else 'device'}: {'yes' if native else 'no (emulated)'}"
+        f"{'noise':<16} {'seeding':<7} {'dev':<5} {'native':<6} {'fp32 PSNR':>9} {'bf16 PSNR':>9} {'worst':>7} "
+        f"{'Δ SSIM':>8} {'s fp32':>7} {'s bf16':>7} {'speed-up':>8}  rule (bf16 − fp32)"
+    )
+    for t in table:
+        native = {True: "yes", False: "no", None: "?"}[t["native_bf16"]]
+        print(
+            f"{KINDS[t['kind']]:<16} {t['protocol']['seeding']:<7} {t['protocol']['device']:<5} {native:<6} "
+            f"{t['fp32_psnr']:>9.2f} {t['bf16_psnr']:>9.2f} {t['delta_psnr_worst']:>+7.3f} "
+            f"{t['delta_ssim_mean']:>+8.4f} {t['fp32_seconds']:>7.0f} {t['bf16_seconds']:>7.0f} "
+            f"{t['speedup']:>7.2f}x  {rule_line(t['rule'])}"
+        )
+    auto_bf16 = decide(table)
+    print(
+        f"precision auto takes bf16 on: {', '.join(auto_bf16) or 'no device type'} (a native measurement with "
+        f">= {MIN_IMAGES} images per kind passing the rule on every kind; model/config.py BF16_AUTO follows it)"
     )
     Path(args.json).write_text(
-        json.dumps({"kinds": table, "gap_db": GAP_DB, "within": within, "native_bf16": native}, indent=2)
+        json.dumps({"results": table, "min_images": MIN_IMAGES, "auto_bf16": auto_bf16}, indent=2) + "\n"
     )
     print(f"wrote {args.json}")
 
 
 def main() -> None:
-    parser = kinds_parser(__doc__, images=8, side=128)
+    parser = kinds_parser(__doc__, images=MIN_IMAGES, side=128)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--passes", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeding", choices=["image", "run"], default="image", help="image: each image its own seed, as a run"
+    )
     parser.add_argument("--pieces", default=str(RESULTS / "bench_precision.jsonl"))
     parser.add_argument("--json", default=str(RESULTS / "bench_precision.json"))
     args = parser.parse_args()

@@ -2,7 +2,9 @@
 
 Per noise kind (CBSD68 σ = 25, PolyU real noise), the first --images images, centre crops of
 --side (0: whole images, the paper's protocol on a GPU), the kind's paper p, λ_IQA 0 (the real
-IQA weights are not to be had offline), the same seed everywhere:
+IQA weights are not to be had offline), each evaluated image at its own seed, cold and warm alike
+(`--seeding image`, as a run trains it; rows without `seeding` trained every image at seed 0, "run",
+and the summary takes one seeding: "image" where the file has any), seed networks at seed 0:
 - cold: a fresh network, one training up to the largest --cold-steps, PSNR/SSIM at each of them;
 - warm: for each --seed-images seed (its images not among the evaluated ones), a seed network
   trained --seed-steps on its image, or on each of its images in turn (model.denoiser.train_seed);
@@ -30,7 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import KINDS, centre_crop, kinds_parser, paired_rule, rule_line, steps_list
+from common import KINDS, centre_crop, kinds_parser, one_seeding, paired_rule, read_lines, rule_line, steps_list
 
 from model.config import PAPER_DEFAULTS, S2SConfig
 from s2s_sweep.datasets import open_dataset
@@ -80,11 +82,8 @@ def run(args) -> None:
     torch.set_num_threads(args.threads)
     pieces = Path(args.pieces)
     pieces.parent.mkdir(parents=True, exist_ok=True)
-    done = (
-        {(r["dataset"], r["image_id"], seed_label(r)) for r in map(json.loads, pieces.read_text().splitlines())}
-        if pieces.exists()
-        else set()
-    )
+    done = {(r["dataset"], r["image_id"], seed_label(r), r.get("seeding", "run")) for r in read_lines(pieces)}
+    run_settings = RunSettings(seeding=args.seeding)
     cold_steps, warm_steps = steps_list(args.cold_steps), steps_list(args.warm_steps)
     for kind in args.kinds:
         dataset = open_dataset(kind, args.data_root)
@@ -112,16 +111,17 @@ def run(args) -> None:
             starts += [(matched_seed(sigma, pool), True)] if pool else []
             for seed_id, matched in starts:
                 key = {"seed_image": seed_id, "seed_steps": args.seed_steps if seed_id else 0, "matched": matched}
-                if (kind, image_id, seed_label(key)) in done:
+                if (kind, image_id, seed_label(key), args.seeding) in done:
                     continue
                 state = load_seed(kind, dataset, seed_id, config, args) if seed_id else None
                 steps = warm_steps if seed_id else cold_steps
                 started = time.perf_counter()
+                image_config = config.replace(seed=run_settings.image_seed(config.seed, image_id))
                 curves = image_curves(
-                    denoise_at_steps(noisy, config, steps, args.passes, initial_state=state),
+                    denoise_at_steps(noisy, image_config, steps, args.passes, initial_state=state),
                     noisy,
                     clean,
-                    RunSettings().quantize,
+                    run_settings.quantize,
                 )
                 row = {
                     "dataset": kind,
@@ -138,6 +138,8 @@ def run(args) -> None:
                     "passes": args.passes,
                     "precision": args.precision,
                     "device": args.device,
+                    "seeding": args.seeding,
+                    "seed": image_config.seed,
                     "seconds": time.perf_counter() - started,
                 }
                 with pieces.open("a") as file:
@@ -170,6 +172,7 @@ def seed_label(row: dict) -> str | None:
 
 
 def summarise_kind(rows: list[dict]) -> dict:
+    rows, seeding = one_seeding(rows)
     cold = {r["image_id"]: r for r in rows if r["seed_image"] is None}
     seeds = sorted({seed_label(r) for r in rows if r["seed_image"] is not None})
     warm = {seed: {r["image_id"]: r for r in rows if seed_label(r) == seed} for seed in seeds}
@@ -205,6 +208,7 @@ def summarise_kind(rows: list[dict]) -> dict:
         horizons.append(entry)
     return {
         "images": len(images),
+        "seeding": seeding,
         "seed_images": seeds,
         "seed_steps": {seed: warm[seed][images[0]]["seed_steps"] for seed in seeds},
         "cold_steps": cold_steps,
@@ -217,12 +221,12 @@ def summarise_kind(rows: list[dict]) -> dict:
 
 
 def summary(args) -> None:
-    rows = [json.loads(line) for line in Path(args.pieces).read_text().splitlines()]
+    rows = read_lines(Path(args.pieces))
     table = {kind: summarise_kind([r for r in rows if r["dataset"] == kind]) for kind in KINDS}
     table = {kind: entry for kind, entry in table.items() if entry}
     for kind, t in table.items():
         print(
-            f"\n{KINDS[kind]}: {t['images']} images, noisy {t['noisy_psnr']:.2f} dB, seeds "
+            f"\n{KINDS[kind]}: {t['images']} images (seeding {t['seeding']}), noisy {t['noisy_psnr']:.2f} dB, seeds "
             f"{', '.join(t['seed_images'])} (default {DEFAULT_SEED_STEPS} steps)"
         )
         print("  cold  " + "  ".join(f"{s}:{p:.2f}" for s, p in zip(t["cold_steps"], t["cold_mean"])))
@@ -265,6 +269,9 @@ def main() -> None:
     parser.add_argument("--seed-steps", type=int, default=DEFAULT_SEED_STEPS)
     parser.add_argument("--passes", type=int, default=50)
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    parser.add_argument(
+        "--seeding", choices=["image", "run"], default="image", help="image: each image its own seed, as a run"
+    )
     parser.add_argument("--seed-cache", default="~/.cache/s2s-sweep/warm_seeds")
     parser.add_argument("--pieces", default=str(RESULTS / "bench_warm.jsonl"))
     parser.add_argument("--json", default=str(RESULTS / "bench_warm.json"))

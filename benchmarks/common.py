@@ -28,6 +28,14 @@ def read_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
+def one_seeding(rows: list[dict]) -> tuple[list[dict], str]:
+    """The rows of one seeding protocol, for a summary that pairs rows by image: those that trained each
+    image at its own seed ("image", as a run does since docs/variance.md's seeding rule) where there
+    are any, else those that trained every image at one seed ("run"; rows from before it recorded none)."""
+    seeding = "image" if any(row.get("seeding") == "image" for row in rows) else "run"
+    return [row for row in rows if row.get("seeding", "run") == seeding], seeding
+
+
 def centre_crop(image: np.ndarray, side: int) -> np.ndarray:
     """The central side x side piece of an (H, W, C) image (all of a shorter side); side 0 keeps the whole image."""
     if side <= 0:

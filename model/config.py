@@ -14,6 +14,12 @@ PAPER_DEFAULTS = {
     "polyu": {"p": 0.7, "steps": 5000},
 }
 
+# The device types on which `precision: auto` means bf16 autocast (where native_bf16 holds): those where
+# benchmarks/bench_precision.py, measured natively on >= 16 images per kind, passed the rule on every
+# kind. Its committed result's `auto_bf16` (tests/test_bench_rule.py holds the two equal). None yet:
+# the only native measurement (an AVX512-BF16 CPU, 8 images per kind) did not pass on PolyU (docs/benchmarks.md).
+BF16_AUTO: frozenset[str] = frozenset()
+
 
 def is_integer(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -122,10 +128,12 @@ class S2SConfig:
         check_fields(self, checks)
 
     def precision_on(self, device_type: str) -> str:
-        """The arithmetic actually used on a device. 'auto' is fp32 everywhere: bf16 autocast would be
-        chosen where the hardware has it natively (native_bf16) once benchmarks/bench_precision.py
-        shows it within 0.05 dB of fp32, and so far it does not (README, "Precision")."""
-        return "fp32" if self.precision == "auto" else self.precision
+        """The arithmetic actually used on a device. 'auto' is bf16 autocast where the hardware has it
+        natively and benchmarks/bench_precision.py has shown it equal to fp32 by the rule on that
+        device type (BF16_AUTO), fp32 elsewhere."""
+        if self.precision != "auto":
+            return self.precision
+        return "bf16" if device_type in BF16_AUTO and native_bf16(device_type) else "fp32"
 
     def replace(self, **changes) -> "S2SConfig":
         return dataclasses.replace(self, **changes)

@@ -197,3 +197,79 @@ def test_bench_variance_pools_the_kinds_shared_seed_noise_against_their_independ
     assert pooled["p"] < 0.05
     independent = [shared_seed_noise(trend + rng.normal(0.0, 1.0, (8, 3, 9)), 500, seed) for seed in range(2)]
     assert pooled_seed_noise(independent)["p"] > 0.05
+
+
+def precision_rows(kind: str, images: int, gap_db: float, native: bool | None, seeding: str | None) -> list[dict]:
+    """Made-up bench_precision rows: bf16 `gap_db` off fp32 on every image, ±0.05 dB of jitter."""
+    rows = []
+    for index in range(images):
+        protocol = {"dataset": kind, "image_id": f"{index:04d}", "side": 96, "p": 0.4, "steps": 800, "passes": 50}
+        protocol |= {"device": "cuda"} | ({"seeding": seeding} if seeding else {})
+        fp32 = 30.0 + index % 5
+        bf16 = fp32 + gap_db + (0.05 if index % 2 else -0.05)
+        for precision, psnr, seconds in (("fp32", fp32, 2.0), ("bf16", bf16, 1.0)):
+            row = protocol | {"precision": precision, "psnr": psnr, "ssim": 0.9, "seconds": seconds}
+            rows.append(row | ({"native_bf16": native} if native is not None else {}))
+    return rows
+
+
+@pytest.mark.parametrize(
+    "images, gap_db, native, decided",
+    [
+        (16, 0.0, True, ["cuda"]),  # native, enough images, equal: auto takes bf16
+        (8, 0.0, True, []),  # too few images for a default, however well they agree
+        (16, -0.3, True, []),  # the rule fails
+        (16, 0.0, False, []),  # emulated: its equality says nothing of native speed
+        (16, 0.0, None, []),  # native-ness not recorded (rows from before it was)
+    ],
+)
+def test_bench_precision_lets_auto_take_bf16_only_from_a_native_measurement_of_enough_images_passing_the_rule(
+    tmp_path, images, gap_db, native, decided
+):
+    pieces = tmp_path / "pieces.jsonl"
+    rows = [row for kind in ("cbsd68-25", "polyu") for row in precision_rows(kind, images, gap_db, native, "image")]
+    pieces.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "summary.json"
+    subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_precision.py"), "summary", "--pieces", pieces, "--json", out],
+        check=True,
+        cwd=REPO,
+    )
+    result = json.loads(out.read_text())
+    assert result["auto_bf16"] == decided
+    assert {entry["rule"]["n"] for entry in result["results"]} == {images}
+
+
+def test_bench_precision_pairs_only_within_a_protocol_and_the_config_follows_its_committed_decision():
+    from bench_precision import compare, protocol_of
+
+    old = precision_rows("polyu", 2, 0.0, None, None)  # rows from before `seeding` was recorded
+    new = precision_rows("polyu", 2, 0.0, True, "image")
+    assert protocol_of(old[0])[-1] == "run" and protocol_of(old[0]) != protocol_of(new[0])
+    assert compare([(old[0], old[1]), (old[2], old[3])])["native_bf16"] is None
+    from model.config import BF16_AUTO
+
+    committed = json.loads((REPO / "benchmarks" / "results" / "bench_precision.json").read_text())
+    assert BF16_AUTO == frozenset(committed["auto_bf16"])  # the default is the benchmark's decision
+
+
+def test_a_benchmark_summary_pairs_rows_of_one_seeding_the_per_image_one_where_there_is_any():
+    from bench_warm import DEFAULT_SEED_STEPS, summarise_kind
+    from common import one_seeding
+
+    def rows(seeding: str | None, gain: float) -> list[dict]:
+        out = []
+        for image in ("a", "b", "c"):
+            base = {"dataset": "polyu", "image_id": image, "noisy_psnr": 20.0}
+            base |= {"seeding": seeding} if seeding else {}
+            out.append(base | {"seed_image": None, "seed_steps": 0, "steps": [400, 800], "psnr": [30.0, 31.0]})
+            warm = {"seed_image": "s", "seed_steps": DEFAULT_SEED_STEPS}
+            out.append(base | warm | {"steps": [200, 400], "psnr": [30.5, 31.0 + gain]})
+        return out
+
+    old, new = rows(None, -1.0), rows("image", 0.2)  # old rows: before `seeding` was recorded
+    assert one_seeding(old) == (old, "run")
+    assert one_seeding(old + new) == (new, "image")
+    entry = summarise_kind(old + new)
+    (horizon,) = [h for h in entry["horizons"] if h["cold_steps"] == 800]
+    assert entry["seeding"] == "image" and horizon["rule_per_seed"]["s"]["mean_db"] == pytest.approx(0.2)
