@@ -46,7 +46,11 @@ def quality(args) -> None:
 
     pieces = Path(args.pieces)
     pieces.parent.mkdir(parents=True, exist_ok=True)
-    done = {(r["dataset"], r["image_id"], r["mode"], r.get("seeding", "run")) for r in read_lines(pieces)}
+
+    def protocol(row: dict) -> tuple:  # what a piece was trained under (the first rows' side, 256, went unrecorded)
+        return row.get("side", 256), row["steps"], row["passes"], row["precision"], row.get("seeding", "run")
+
+    done = {(r["dataset"], r["image_id"], r["mode"], protocol(r)) for r in read_lines(pieces)}
     run_settings = RunSettings(seeding=args.seeding)
     crop, batch = map(int, args.crops.split("x"))
     modes = {"whole": {}, f"crops {args.crops}": {"crop_size": crop, "crop_batch": batch}, SEED_FLOOR: {"seed": 1}}
@@ -57,7 +61,8 @@ def quality(args) -> None:
             image_id = dataset.ids[index]
             noisy, clean = (centre_crop(image, args.side) for image in dataset.load(image_id))
             for mode, settings in modes.items():
-                if (name, image_id, mode, args.seeding) in done:
+                wanted = (args.side, args.steps, args.passes, args.precision, args.seeding)
+                if (name, image_id, mode, wanted) in done:
                     continue
                 config = base.replace(p=0.7 if name == "polyu" else 0.4, **settings)  # the paper's p per kind
                 config = config.replace(seed=run_settings.image_seed(config.seed, image_id))
@@ -67,6 +72,7 @@ def quality(args) -> None:
                     "dataset": name,
                     "image_id": image_id,
                     "mode": mode,
+                    "side": args.side,
                     "crop": result.plan.crop,
                     "batch": result.plan.batch,
                     "psnr": calculate_psnr(result.denoised, clean),
