@@ -51,6 +51,8 @@ def steps_list(text: str) -> list[int]:
 
 def rule_line(result: dict) -> str:
     """One line of the rule's verdict, for a benchmark's table."""
+    if result["n"] < 2:
+        return f"{result['mean_db']:+.3f} dB over {result['n']} image: an interval needs 2 or more; rule does not pass"
     low, high = result["ci95_db"]
     needed = (
         "no n would show it"
