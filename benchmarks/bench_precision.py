@@ -146,14 +146,15 @@ def summary(args) -> None:
         entry = {"kind": kind, "protocol": dict(zip(PROTOCOL, protocol)), "protocol_key": str(protocol)}
         table.append(entry | compare(pairs))
     print(
-        f"{'noise':<16} {'seeding':<7} {'dev':<5} {'native':<6} {'fp32 PSNR':>9} {'bf16 PSNR':>9} {'worst':>7} "
-        f"{'Δ SSIM':>8} {'s fp32':>7} {'s bf16':>7} {'speed-up':>8}  rule (bf16 − fp32)"
+        f"{'noise':<16} {'crop/steps':<10} {'seeding':<7} {'dev':<5} {'native':<6} {'fp32 PSNR':>9} "
+        f"{'bf16 PSNR':>9} {'worst':>7} {'Δ SSIM':>8} {'s fp32':>7} {'s bf16':>7} {'speed-up':>8}  rule (bf16 − fp32)"
     )
     for t in table:
         native = {True: "yes", False: "no", None: "?"}[t["native_bf16"]]
+        crop_steps = f"{t['protocol']['side']}²/{t['protocol']['steps']}"
         print(
-            f"{KINDS[t['kind']]:<16} {t['protocol']['seeding']:<7} {t['protocol']['device']:<5} {native:<6} "
-            f"{t['fp32_psnr']:>9.2f} {t['bf16_psnr']:>9.2f} {t['delta_psnr_worst']:>+7.3f} "
+            f"{KINDS[t['kind']]:<16} {crop_steps:<10} {t['protocol']['seeding']:<7} {t['protocol']['device']:<5} "
+            f"{native:<6} {t['fp32_psnr']:>9.2f} {t['bf16_psnr']:>9.2f} {t['delta_psnr_worst']:>+7.3f} "
             f"{t['delta_ssim_mean']:>+8.4f} {t['fp32_seconds']:>7.0f} {t['bf16_seconds']:>7.0f} "
             f"{t['speedup']:>7.2f}x  {rule_line(t['rule'])}"
         )
