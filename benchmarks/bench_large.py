@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import centre_crop, one_seeding, paired_rule, read_lines, rule_line
+from common import add_seeding_option, centre_crop, one_seeding, paired_rule, read_lines, rule_line
 
 from model.config import S2SConfig
 from model.memory import MB, estimate, estimate_memory
@@ -243,9 +243,7 @@ def main():
     q.add_argument("--passes", type=int, default=50)
     q.add_argument("--crops", default="128x4", help="SIDExBATCH: crops per step with the whole image's pixels")
     q.add_argument("--precision", default="bf16")
-    q.add_argument(
-        "--seeding", choices=["image", "run"], default="image", help="image: each image its own seed, as a run"
-    )
+    add_seeding_option(q)
     q.add_argument("--pieces", default=str(RESULTS / "bench_large_quality.jsonl"))
     q.add_argument("--json", default=str(RESULTS / "bench_large_quality.json"))
     r = sub.add_parser("summary")

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import KINDS, centre_crop, kinds_parser, paired_rule, read_lines, rule_line
+from common import KINDS, add_seeding_option, centre_crop, kinds_parser, paired_rule, read_lines, rule_line
 
 from model.config import PAPER_DEFAULTS, S2SConfig, native_bf16
 from s2s_sweep.datasets import open_dataset
@@ -174,9 +174,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--passes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--seeding", choices=["image", "run"], default="image", help="image: each image its own seed, as a run"
-    )
+    add_seeding_option(parser)
     parser.add_argument("--pieces", default=str(RESULTS / "bench_precision.jsonl"))
     parser.add_argument("--json", default=str(RESULTS / "bench_precision.json"))
     args = parser.parse_args()

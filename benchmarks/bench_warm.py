@@ -32,7 +32,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import KINDS, centre_crop, kinds_parser, one_seeding, paired_rule, read_lines, rule_line, steps_list
+from common import (
+    KINDS,
+    add_seeding_option,
+    centre_crop,
+    kinds_parser,
+    one_seeding,
+    paired_rule,
+    read_lines,
+    rule_line,
+    steps_list,
+)
 
 from model.config import PAPER_DEFAULTS, S2SConfig
 from s2s_sweep.datasets import open_dataset
@@ -269,9 +279,7 @@ def main() -> None:
     parser.add_argument("--seed-steps", type=int, default=DEFAULT_SEED_STEPS)
     parser.add_argument("--passes", type=int, default=50)
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
-    parser.add_argument(
-        "--seeding", choices=["image", "run"], default="image", help="image: each image its own seed, as a run"
-    )
+    add_seeding_option(parser)
     parser.add_argument("--seed-cache", default="~/.cache/s2s-sweep/warm_seeds")
     parser.add_argument("--pieces", default=str(RESULTS / "bench_warm.jsonl"))
     parser.add_argument("--json", default=str(RESULTS / "bench_warm.json"))

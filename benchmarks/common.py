@@ -80,6 +80,13 @@ def objective_spearman(frame) -> dict:
     }
 
 
+def add_seeding_option(parser: argparse.ArgumentParser) -> None:
+    """--seeding: how the images of a benchmark's fresh run are seeded ("image": each its own, as a run does)."""
+    parser.add_argument(
+        "--seeding", choices=["image", "run"], default="image", help="image: each image its own seed, as a run"
+    )
+
+
 def kinds_parser(description: str, images: int, side: int) -> argparse.ArgumentParser:
     """The command line every per-kind benchmark shares: `run` (appends resumable pieces; one
     process per kind on a 2-core machine) or `summary` (prints the table, writes the JSON)."""
