@@ -173,3 +173,14 @@ def test_bf16_is_native_on_cuda_from_ampere_on_and_auto_follows_the_benchmark():
     assert native_bf16("cuda") is (major >= 8)  # Ampere and later have bf16 units
     expected = "bf16" if "cuda" in BF16_AUTO and major >= 8 else "fp32"
     assert S2SConfig(precision="auto").precision_on("cuda") == expected
+
+
+def test_auto_takes_bf16_on_a_device_type_the_benchmark_passed_only_where_that_hardware_has_it_natively(
+    monkeypatch,
+):
+    import model.config
+
+    monkeypatch.setattr(model.config, "BF16_AUTO", frozenset({"cpu"}))  # as if bench_precision had passed on CPUs
+    assert S2SConfig(precision="auto").precision_on("cpu") == ("bf16" if native_bf16("cpu") else "fp32")
+    assert S2SConfig(precision="auto").precision_on("cuda") == "fp32"  # not passed there
+    assert S2SConfig(precision="fp32").precision_on("cpu") == "fp32"  # a named precision is never overridden
