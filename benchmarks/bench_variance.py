@@ -314,6 +314,8 @@ def summary(args) -> None:
                     **paired["readouts"][name],
                     "images": paired["images"],
                     "seeds": paired["seeds"],
+                    # what "halves" compared with: the held rate's spread over the same images and seeds
+                    "raw_seed_spread_db": paired["readouts"][RAW]["seed_spread_db"],
                 }
         if entry:
             table[kind] = entry
@@ -336,6 +338,7 @@ def summary(args) -> None:
                 if name == RAW
                 else rule_line(r["rule_vs_raw"])
                 + ("; halves the spread" if r["halves_seed_spread"] else "; does not halve the spread")
+                + (f" (raw on these: {r['raw_seed_spread_db']:.3f})" if "raw_seed_spread_db" in r else "")
             )
             print(
                 f"  {name:<10} {r['seed_spread_db']:>11.3f} {r['jitter_mean_abs_db']:>10.3f} {r['jitter_sd_db']:>9.3f} "
