@@ -143,7 +143,9 @@ def summary(args) -> None:
     table = []
     for kind, protocol in sorted({(kind, protocol) for kind, protocol, _, _ in results}, key=str):
         pairs = [(f, b) for k, p, f, b in results if (k, p) == (kind, protocol)]
-        entry = {"kind": kind, "protocol": dict(zip(PROTOCOL, protocol)), "protocol_key": str(protocol)}
+        entry = {"kind": kind, "protocol": dict(zip(PROTOCOL, protocol))}
+        # what the kinds of one measurement share: all but p, which is each kind's paper p
+        entry["protocol_key"] = str({key: value for key, value in entry["protocol"].items() if key != "p"})
         table.append(entry | compare(pairs))
     print(
         f"{'noise':<16} {'crop/steps':<10} {'seeding':<7} {'dev':<5} {'native':<6} {'fp32 PSNR':>9} "
