@@ -151,8 +151,10 @@ class RunTracker:
         import mlflow
 
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-        self.client = mlflow.MlflowClient(uri)
         try:
+            # the client opens its store at once, so a store MLflow refuses (an unknown scheme; a
+            # plain folder, which MLflow >= 3.x turns away) fails here
+            self.client = mlflow.MlflowClient(uri)
             with opening_patience():
                 found = self.client.get_experiment_by_name(experiment)
                 self.experiment_id = (
@@ -164,8 +166,10 @@ class RunTracker:
                     self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         except Exception as error:
             raise TrackingError(
-                f"--mlflow-uri {uri}: cannot use the tracking store ({type(error).__name__}: "
-                f"{str(error).splitlines()[0]})"
+                redact(
+                    f"--mlflow-uri {uri}: cannot use the tracking store ({type(error).__name__}: "
+                    f"{str(error).strip().splitlines()[0]})"
+                )
             ) from None
         self.uri = uri
         # a local SQLite store cut mid-write stays locked: stops wait for its calls (ms); a server's are not held,

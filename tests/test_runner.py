@@ -156,6 +156,10 @@ def test_unwritable_output_fails_before_training(tmp_path):
             ["demo", "--mlflow-uri", "http://127.0.0.1:1"],
             "--mlflow-uri http://127.0.0.1:1: MLflow server not reachable",
         ),
+        (  # a store MLflow's client refuses as it opens (it raised a traceback before)
+            ["demo", "--mlflow-uri", "nosuch://tracking"],
+            "--mlflow-uri nosuch://tracking: cannot use the tracking store",
+        ),
     ],
 )
 def test_bad_input_gets_a_one_line_error_before_any_training(tmp_path, args, expected):
