@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import add_seeding_option, centre_crop, one_seeding, paired_rule, read_lines, rule_line
+from common import add_seeding_option, centre_crop, one_seeding, paired_rule, read_lines, rule_line, seeding_of
 
 from model.config import S2SConfig
 from model.memory import MB, estimate, estimate_memory
@@ -48,9 +48,10 @@ def quality(args) -> None:
     pieces.parent.mkdir(parents=True, exist_ok=True)
 
     def protocol(row: dict) -> tuple:  # what a piece was trained under (the first rows' side, 256, went unrecorded)
-        return row.get("side", 256), row["steps"], row["passes"], row["precision"], row.get("seeding", "run")
+        return row.get("side", 256), row["steps"], row["passes"], row["precision"], seeding_of(row)
 
     done = {(r["dataset"], r["image_id"], r["mode"], protocol(r)) for r in read_lines(pieces)}
+    wanted = protocol(vars(args))
     run_settings = RunSettings(seeding=args.seeding)
     crop, batch = map(int, args.crops.split("x"))
     modes = {"whole": {}, f"crops {args.crops}": {"crop_size": crop, "crop_batch": batch}, SEED_FLOOR: {"seed": 1}}
@@ -61,7 +62,6 @@ def quality(args) -> None:
             image_id = dataset.ids[index]
             noisy, clean = (centre_crop(image, args.side) for image in dataset.load(image_id))
             for mode, settings in modes.items():
-                wanted = (args.side, args.steps, args.passes, args.precision, args.seeding)
                 if (name, image_id, mode, wanted) in done:
                     continue
                 config = base.replace(p=0.7 if name == "polyu" else 0.4, **settings)  # the paper's p per kind

@@ -26,7 +26,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import KINDS, add_seeding_option, centre_crop, kinds_parser, paired_rule, read_lines, rule_line
+from common import (
+    KINDS,
+    add_seeding_option,
+    centre_crop,
+    kinds_parser,
+    paired_rule,
+    read_lines,
+    rule_line,
+    seeding_of,
+)
 
 from model.config import PAPER_DEFAULTS, S2SConfig, native_bf16
 from s2s_sweep.datasets import open_dataset
@@ -41,8 +50,8 @@ PROTOCOL = ("side", "p", "steps", "passes", "device", "seeding")
 
 
 def protocol_of(row: dict) -> tuple:
-    """What two rows must share to be paired; rows from before per-image seeds were seeded "run"."""
-    return tuple(row.get(key, "run") for key in PROTOCOL)
+    """What two rows must share to be paired."""
+    return tuple(seeding_of(row) if key == "seeding" else row[key] for key in PROTOCOL)
 
 
 def run(args) -> None:
@@ -122,9 +131,13 @@ def compare(pairs: list[tuple[dict, dict]]) -> dict:
 def decide(results: list[dict]) -> list[str]:
     """The device types on which `precision: auto` takes bf16: a protocol measured natively there with
     ≥ MIN_IMAGES images on every kind, each passing the rule."""
+
+    def measurement(result: dict) -> tuple:  # what the kinds of one measurement share: all but each kind's p
+        return tuple(value for key, value in result["protocol"].items() if key != "p")
+
     chosen = set()
-    for protocol in {r["protocol_key"] for r in results}:
-        kinds = {r["kind"]: r for r in results if r["protocol_key"] == protocol}
+    for protocol in {measurement(r) for r in results}:
+        kinds = {r["kind"]: r for r in results if measurement(r) == protocol}
         if set(kinds) == set(KINDS) and all(
             r["native_bf16"] is True and r["images"] >= MIN_IMAGES and r["rule"]["passes"] for r in kinds.values()
         ):
@@ -143,10 +156,7 @@ def summary(args) -> None:
     table = []
     for kind, protocol in sorted({(kind, protocol) for kind, protocol, _, _ in results}, key=str):
         pairs = [(f, b) for k, p, f, b in results if (k, p) == (kind, protocol)]
-        entry = {"kind": kind, "protocol": dict(zip(PROTOCOL, protocol))}
-        # what the kinds of one measurement share: all but p, which is each kind's paper p
-        entry["protocol_key"] = str({key: value for key, value in entry["protocol"].items() if key != "p"})
-        table.append(entry | compare(pairs))
+        table.append({"kind": kind, "protocol": dict(zip(PROTOCOL, protocol))} | compare(pairs))
     print(
         f"{'noise':<16} {'crop/steps':<10} {'seeding':<7} {'dev':<5} {'native':<6} {'fp32 PSNR':>9} "
         f"{'bf16 PSNR':>9} {'worst':>7} {'Δ SSIM':>8} {'s fp32':>7} {'s bf16':>7} {'speed-up':>8}  rule (bf16 − fp32)"

@@ -41,6 +41,7 @@ from common import (
     paired_rule,
     read_lines,
     rule_line,
+    seeding_of,
     steps_list,
 )
 
@@ -92,7 +93,7 @@ def run(args) -> None:
     torch.set_num_threads(args.threads)
     pieces = Path(args.pieces)
     pieces.parent.mkdir(parents=True, exist_ok=True)
-    done = {(r["dataset"], r["image_id"], seed_label(r), r.get("seeding", "run")) for r in read_lines(pieces)}
+    done = {(r["dataset"], r["image_id"], seed_label(r), seeding_of(r)) for r in read_lines(pieces)}
     run_settings = RunSettings(seeding=args.seeding)
     cold_steps, warm_steps = steps_list(args.cold_steps), steps_list(args.warm_steps)
     for kind in args.kinds:

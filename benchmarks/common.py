@@ -28,12 +28,17 @@ def read_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
+def seeding_of(row: dict) -> str:
+    """How a piece's images were seeded: "image" (each its own, as a run does since docs/variance.md's
+    seeding rule) or "run" (one seed for every image; rows from before the field recorded none)."""
+    return row.get("seeding", "run")
+
+
 def one_seeding(rows: list[dict]) -> tuple[list[dict], str]:
-    """The rows of one seeding protocol, for a summary that pairs rows by image: those that trained each
-    image at its own seed ("image", as a run does since docs/variance.md's seeding rule) where there
-    are any, else those that trained every image at one seed ("run"; rows from before it recorded none)."""
-    seeding = "image" if any(row.get("seeding") == "image" for row in rows) else "run"
-    return [row for row in rows if row.get("seeding", "run") == seeding], seeding
+    """The rows of one seeding protocol, for a summary that pairs rows by image: the per-image one
+    where there are any such rows, else the one-seed one."""
+    seeding = "image" if any(seeding_of(row) == "image" for row in rows) else "run"
+    return [row for row in rows if seeding_of(row) == seeding], seeding
 
 
 def centre_crop(image: np.ndarray, side: int) -> np.ndarray:
