@@ -4,11 +4,12 @@ Once, with the project's own training (model.denoiser.denoise_at_steps): for eac
 (CBSD68 σ = 25, PolyU real noise), its first --images images as centre crops of --side, every p
 of 0.30..0.95 by 0.05, one training to the largest --steps per (image, p), read out at each of
 --steps with --passes passes (s2s_sweep.sweep.TrainImages: what a sweep trial evaluates): PSNR, SSIM
-and the no-reference held-out PSNR (s2s_sweep.metrics.calculate_heldout_psnr).
-λ_IQA 0 (the real IQA weights are not to be had
-offline), bf16, seed 0. Each (image, p) training appends its rows to the kind's Parquet file as
-soon as it is done and a rerun skips what is there: run it in the background, one process per
-kind, in pieces. `summary` reports how well the held-out score ranks (p, steps) as PSNR does.
+and the no-reference held-out PSNR (s2s_sweep.metrics.calculate_heldout_psnr). λ_IQA 0 (the real
+IQA weights are not to be had offline), bf16 (--precision; each image's p grid at one precision),
+seed 0. Each (image, p) training appends its rows to the kind's Parquet file as soon as it is done
+and a rerun skips what is there: run it in the background, in pieces, one process per kind or
+several on one kind (--shard I/N: each takes every N-th p; writes are locked). `summary` reports
+how well the held-out score ranks (p, steps) as PSNR does.
 
     python benchmarks/bench_landscape.py run --data-root ../shared/data --kinds cbsd68-25 &
     python benchmarks/bench_landscape.py run --data-root ../shared/data --kinds polyu &
@@ -18,8 +19,11 @@ kind, in pieces. `summary` reports how well the held-out score ranks (p, steps) 
                GROUP BY ALL ORDER BY 4 DESC LIMIT 5"
 """
 
+import argparse
+import fcntl
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -66,45 +70,77 @@ def curve_rows(
     ]
 
 
+def check_protocol(table: pa.Table | None, image_id: str, settings: dict, path: Path) -> None:
+    """A piece of another protocol must not join the table: side, passes and steps are the table's;
+    precision is each image's own (an image's p grid is compared within itself, so one image may be
+    fp32 beside another at bf16, and the summary says which)."""
+    if table is None:
+        return
+    found = {name: pc.max(table[name]).as_py() for name in ("side", "passes", "steps")}
+    image = table.filter(pc.equal(table["image_id"], image_id))
+    if image.num_rows:
+        found["precision"] = image["precision"][0].as_py()
+    wanted = {name: settings[name] for name in found}
+    if found != wanted:
+        raise SystemExit(f"{path}: built with {found}, not {wanted} ({image_id}); use those settings or another --out")
+
+
+@contextmanager
+def locked_table(path: Path):
+    """The kind's table as it is on disk now, held under a lock: processes sharing a kind (--shard)
+    each append to the file the other wrote, never to a stale copy of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield pq.read_table(path) if path.exists() else None
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def run(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
     steps = steps_list(args.steps)
+    settings = {"side": args.side, "passes": args.passes, "precision": args.precision, "steps": max(steps)}
+    shard, shards = args.shard
     for kind in args.kinds:
         path = Path(args.out) / f"{kind}.parquet"
-        table = pq.read_table(path) if path.exists() else None
-        if table is not None:  # a piece of another protocol must not join the table
-            settings = {"side": args.side, "passes": args.passes, "precision": args.precision, "steps": max(steps)}
-            found = {
-                "side": pc.max(table["side"]).as_py(),
-                "passes": pc.max(table["passes"]).as_py(),
-                "precision": table["precision"][0].as_py(),
-                "steps": pc.max(table["steps"]).as_py(),
-            }
-            if found != settings:
-                raise SystemExit(f"{path}: built with {found}, not {settings}; use those settings or another --out")
-        done = set() if table is None else set(zip(table["image_id"].to_pylist(), table["p"].to_pylist()))
         dataset = open_dataset(kind, args.data_root)
         for image_id in dataset.ids[: args.images]:  # image by image: a partial table holds whole images
+            with locked_table(path) as table:  # the shards' p are disjoint: what is done now stays theirs
+                image_rows = None if table is None else table.filter(pc.equal(table["image_id"], image_id))
+                done = set() if image_rows is None else set(image_rows["p"].to_pylist())
+                todo = [p for p in P_GRID[shard::shards] if p not in done]
+                if todo:
+                    check_protocol(table, image_id, settings, path)
+            if not todo:
+                continue
             noisy, clean = (centre_crop(image, args.side) for image in dataset.load(image_id))
-            for p in P_GRID:
-                if (image_id, p) in done:
-                    continue
+            for p in todo:
                 config = S2SConfig(p=p, lambda_iqa=0.0, precision=args.precision, device=args.device, seed=0)
                 rows = pa.Table.from_pylist(
                     curve_rows(kind, image_id, noisy, clean, config, steps, args.passes), schema=LANDSCAPE
                 )
-                table = rows if table is None else pa.concat_tables([table, rows])
-                path.parent.mkdir(parents=True, exist_ok=True)
-                pq.write_table(table, path.with_suffix(".tmp"))
-                path.with_suffix(".tmp").replace(path)  # a kill never leaves half a file
+                with locked_table(path) as table:
+                    table = rows if table is None else pa.concat_tables([table, rows])
+                    pq.write_table(table, path.with_suffix(".tmp"))
+                    path.with_suffix(".tmp").replace(path)  # a kill never leaves half a file
                 best = max(rows.to_pylist(), key=lambda row: row["psnr"])
                 print(
                     f"{kind} {image_id} p {p}: best {best['psnr']:.2f} dB at {best['steps']} "
                     f"({rows['seconds'][0].as_py():.0f} s)",
                     flush=True,
                 )
+
+
+def shard_of(text: str) -> tuple[int, int]:
+    """--shard I/N: this process takes every N-th p of the grid from the I-th (0-based)."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/2")
+    return int(index), int(count)
 
 
 def summary(args) -> None:
@@ -186,6 +222,9 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     parser.add_argument("--out", default="benchmarks/results/landscape", help="folder of the per-kind Parquet files")
     parser.add_argument("--json", default="benchmarks/results/bench_landscape.json")
+    parser.add_argument(
+        "--shard", type=shard_of, default=(0, 1), help="I/N: process I of N sharing a kind (each takes every N-th p)"
+    )
     args = parser.parse_args()
     run(args) if args.command == "run" else summary(args)
 
