@@ -12,6 +12,10 @@ scored on the second (held out). Strategies:
                shipped count is sweep.TPE_STARTUP_TRIALS), to choose that count;
 - grid:        every p on every search image, the best by best_config;
 - paper:       the kind's paper p at the table's largest step count, no search.
+- validation:  the sweep's self-validation (s2s_sweep/sweep/validation.py) on random three-way
+               splits of the kind's images (validation_replay): does what `--config best` runs stay
+               at or above the paper's configuration on images neither the search nor the
+               validation saw? (Needs 4 + 2 images of the whole p grid.)
 Regret: the grid's optimum (the largest mean PSNR over the search images of any (p, steps)) minus
 the mean PSNR over the search images of the configuration a strategy saves. Compute: the training
 steps it runs (images trained x the largest checkpoint), as a fraction of the grid's. Each search
@@ -39,6 +43,7 @@ from ray import tune
 from model.config import PAPER_DEFAULTS
 from s2s_sweep.configs import ConfigError, load_space
 from s2s_sweep.errors import NoTrialFinished
+from s2s_sweep.rule import RULE_MARGIN_DB
 from s2s_sweep.sweep import (
     CURVE_SCHEMA,
     ReplayLandscape,
@@ -50,6 +55,7 @@ from s2s_sweep.sweep import (
     sweep_tables,
     tpe_sampler,
 )
+from s2s_sweep.sweep.validation import MIN_IMAGES, paired_verdict
 
 SPACE = Path(__file__).with_name("bench_sweep_space.yaml")
 GOAL_REGRET_DB, GOAL_COMPUTE = 0.1, 0.3  # the issue's goal: median regret <= 0.1 dB at <= 30% of the grid's compute
@@ -252,6 +258,68 @@ def bench_kind(kind: str, table: pa.Table, space, args, storage: str) -> dict:
             {"compute_fraction": f, "tpe_asha": regret_at(tpe, f), "random_asha": regret_at(random, f)}
             for f in fractions
         ],
+        "validation": validation_replay(kind, table, space, args, storage),
+    }
+
+
+def validation_replay(kind: str, table: pa.Table, space, args, storage: str) -> dict | None:
+    """The sweep's self-validation (s2s_sweep/sweep/validation.py) replayed: per seed, the kind's images
+    shuffled into validation (MIN_IMAGES, as a sweep's `subset.heldout`), search and test (the rest,
+    halved); the shipped search (TPE + ASHA) on the search images, the sweep's own verdict
+    (paired_verdict: the rule) of its best against the paper point on the validation images, and on
+    the test images — seen by neither — the gain over the paper point of the best and of what
+    `--config best` runs (the best where the verdict shows it, else the paper's: a gain of 0)."""
+    image_ids = sorted(set(table["image_id"].to_pylist()))
+    if len(image_ids) < MIN_IMAGES + 2:
+        print(f"{kind}: {len(image_ids)} images; validation needs {MIN_IMAGES} + one to search + one to test")
+        return None
+    frame = table.to_pandas()
+    psnr = frame.set_index(["image_id", frame["p"].round(6), "steps"])["psnr"]
+    checkpoints = sorted(set(table["steps"].to_pylist()))
+    paper = {"p": PAPER_DEFAULTS[kind.split("-")[0]]["p"], "steps": checkpoints[-1]}
+
+    def scores(ids: list[str], settings: dict) -> list[float]:
+        return [float(psnr[(image_id, round(settings["p"], 6), settings["steps"])]) for image_id in ids]
+
+    runs = []
+    for seed in range(args.seeds):
+        order = [image_ids[index] for index in np.random.default_rng(seed).permutation(len(image_ids))]
+        validate_ids, rest = order[:MIN_IMAGES], order[MIN_IMAGES:]
+        search_ids, test_ids = rest[: (len(rest) + 1) // 2], rest[(len(rest) + 1) // 2 :]
+        searched = replace(space, paper={**space.paper, "p": paper["p"]}, subset_size=len(search_ids))
+        evaluation = ReplayLandscape(table, search_ids, checkpoints)
+        _, best = replay(searched, evaluation, tpe_sampler(seed), seed, args.trials or space.trials, storage)[-1]
+        verdict = paired_verdict(scores(validate_ids, best), scores(validate_ids, paper))
+        test_gain = float(np.mean(scores(test_ids, best)) - np.mean(scores(test_ids, paper)))
+        runs.append(
+            {
+                "search": search_ids,
+                "validate": validate_ids,
+                "test": test_ids,
+                "best": {"p": best["p"], "steps": best["steps"]},
+                **verdict,
+                "test_gain_best_db": test_gain,
+                "test_gain_run_db": test_gain if verdict["shown"] else 0.0,
+            }
+        )
+    print(f"  validated: {args.seeds} seeds replayed", flush=True)
+
+    def spread(name: str) -> dict:
+        values = np.array([run[name] for run in runs])
+        return {
+            "mean": float(values.mean()),
+            "min": float(values.min()),
+            "below_margin": int((values < -RULE_MARGIN_DB).sum()),
+        }
+
+    return {
+        "images": {"validate": MIN_IMAGES, "search": len(runs[0]["search"]), "test": len(runs[0]["test"])},
+        "paper": paper,
+        "seeds": args.seeds,
+        "shown": sum(run["shown"] for run in runs),
+        "test_gain_best_db": spread("test_gain_best_db"),
+        "test_gain_run_db": spread("test_gain_run_db"),
+        "runs": runs,
     }
 
 
@@ -288,6 +356,15 @@ def report(kinds: dict, trials: int) -> None:
             f"{result['paper_p']}): {gain:+.3f} dB median"
             + ("" if gain > 0 else " — not a result: the search did not generalise")
         )
+        checked = result["validation"]
+        if checked is not None:
+            best, run = checked["test_gain_best_db"], checked["test_gain_run_db"]
+            print(
+                f"{kind}: self-validation over {checked['seeds']} shuffles ({checked['images']} images): best "
+                f"shown on {checked['shown']}; on the test images, best − paper: mean {best['mean']:+.3f}, worst "
+                f"{best['min']:+.3f} dB ({best['below_margin']} below −{RULE_MARGIN_DB}); what `--config best` runs: "
+                f"mean {run['mean']:+.3f}, worst {run['min']:+.3f} dB ({run['below_margin']} below −{RULE_MARGIN_DB})"
+            )
 
 
 def plot(kinds: dict, path: str) -> None:
