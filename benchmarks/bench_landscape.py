@@ -147,8 +147,12 @@ def summary(args) -> None:
     """Per kind: how the held-out score ranks (p, steps) against PSNR, and what picking each
     image's configuration by it instead of by PSNR would cost."""
     frame = read_landscape(args.out).to_pandas()
+    whole = frame.groupby(["dataset", "image_id"])["p"].transform("nunique") == len(P_GRID)
+    if not whole.all():  # a table still being built: its unfinished images would skew the means over images
+        partial = sorted(set(frame.loc[~whole, "image_id"]))
+        print(f"left out, not yet the whole p grid: {', '.join(partial)}")
     result = {}
-    for kind, rows in frame.groupby("dataset"):
+    for kind, rows in frame[whole].groupby("dataset"):
         ranks = objective_spearman(rows)
         picks = {}
         for image_id, curve in rows.groupby("image_id"):
@@ -165,6 +169,7 @@ def summary(args) -> None:
         )  # as a sweep would pick: the mean over its images
         result[kind] = {
             "images": len(picks),
+            "images_by_precision": rows.groupby("precision")["image_id"].nunique().to_dict(),
             "p_values": int(rows["p"].nunique()),
             "steps": sorted(map(int, rows["steps"].unique())),
             "noisy_psnr": float(rows.groupby("image_id")["noisy_psnr"].first().mean()),
@@ -182,7 +187,8 @@ def summary(args) -> None:
         }
         print(
             f"\n{KINDS.get(kind, kind)}: {len(picks)} images x {rows['p'].nunique()} p x {rows['steps'].nunique()} "
-            f"read-outs; noisy {result[kind]['noisy_psnr']:.2f} dB"
+            f"read-outs ({', '.join(f'{n} at {name}' for name, n in result[kind]['images_by_precision'].items())}); "
+            f"noisy {result[kind]['noisy_psnr']:.2f} dB"
         )
         print(f"  best mean: p {best[0]}, {best[1]} steps, {means['psnr'].max():.2f} dB")
         print(
