@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from common import KINDS, centre_crop, kinds_parser, objective_spearman, spearman, steps_list
+from common import KINDS, centre_crop, kinds_parser, objective_spearman, spearman, steps_list, whole_grid
 
 from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
@@ -147,7 +147,7 @@ def summary(args) -> None:
     """Per kind: how the held-out score ranks (p, steps) against PSNR, and what picking each
     image's configuration by it instead of by PSNR would cost."""
     frame = read_landscape(args.out).to_pandas()
-    whole = frame.groupby(["dataset", "image_id"])["p"].transform("nunique") == len(P_GRID)
+    whole = whole_grid(frame, len(P_GRID))
     if not whole.all():  # a table still being built: its unfinished images would skew the means over images
         partial = sorted(set(frame.loc[~whole, "image_id"]))
         print(f"left out, not yet the whole p grid: {', '.join(partial)}")

@@ -37,7 +37,7 @@ import optuna
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
-from common import KINDS, objective_spearman
+from common import KINDS, objective_spearman, whole_grid
 from ray import tune
 
 from model.config import PAPER_DEFAULTS
@@ -194,10 +194,10 @@ def complete_images(landscape: pa.Table, p_grid: list[float]) -> dict[str, pa.Ta
     """Per kind, the rows of the images that have the whole p grid (a table still being built has
     some that do not); kinds with fewer than two such images (nothing to hold out) are left out."""
     frame = landscape.to_pandas()
-    counts = frame.groupby(["dataset", "image_id"])["p"].nunique()
+    whole = frame[whole_grid(frame, len(p_grid))]
     tables = {}
     for kind in sorted(frame["dataset"].unique()):
-        images = [image_id for (k, image_id), count in counts.items() if k == kind and count == len(p_grid)]
+        images = sorted(set(whole.loc[whole["dataset"] == kind, "image_id"]))
         if len(images) < 2:
             print(
                 f"{kind}: {len(images)} image(s) with the whole p grid; two or more are needed (one to search on, one "
@@ -276,7 +276,7 @@ def validation_replay(kind: str, table: pa.Table, space, args, storage: str) -> 
     frame = table.to_pandas()
     psnr = frame.set_index(["image_id", frame["p"].round(6), "steps"])["psnr"]
     checkpoints = sorted(set(table["steps"].to_pylist()))
-    paper = {"p": PAPER_DEFAULTS[kind.split("-")[0]]["p"], "steps": checkpoints[-1]}
+    paper = {"p": space.paper["p"], "steps": checkpoints[-1]}  # bench_kind set the kind's paper p
 
     def scores(ids: list[str], settings: dict) -> list[float]:
         return [float(psnr[(image_id, round(settings["p"], 6), settings["steps"])]) for image_id in ids]
@@ -286,7 +286,7 @@ def validation_replay(kind: str, table: pa.Table, space, args, storage: str) -> 
         order = [image_ids[index] for index in np.random.default_rng(seed).permutation(len(image_ids))]
         validate_ids, rest = order[:MIN_IMAGES], order[MIN_IMAGES:]
         search_ids, test_ids = rest[: (len(rest) + 1) // 2], rest[(len(rest) + 1) // 2 :]
-        searched = replace(space, paper={**space.paper, "p": paper["p"]}, subset_size=len(search_ids))
+        searched = replace(space, subset_size=len(search_ids))
         evaluation = ReplayLandscape(table, search_ids, checkpoints)
         _, best = replay(searched, evaluation, tpe_sampler(seed), seed, args.trials or space.trials, storage)[-1]
         verdict = paired_verdict(scores(validate_ids, best), scores(validate_ids, paper))

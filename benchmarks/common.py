@@ -106,3 +106,9 @@ def kinds_parser(description: str, images: int, side: int) -> argparse.ArgumentP
     )
     parser.add_argument("--device", default="cpu")
     return parser
+
+
+def whole_grid(frame, p_count: int):
+    """Per row of a landscape frame: whether its image has the whole p grid (`p_count` values of p);
+    a table still being built has images that do not, which the summary and the replay leave out."""
+    return frame.groupby(["dataset", "image_id"])["p"].transform("nunique") == p_count
