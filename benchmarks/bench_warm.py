@@ -99,7 +99,9 @@ def run(args) -> None:
     for kind in args.kinds:
         dataset = open_dataset(kind, args.data_root)
         seed_ids = [
-            "+".join(dataset.ids[int(index)] for index in spec.split("+")) for spec in args.seed_images.split(",")
+            "+".join(dataset.ids[int(index)] for index in spec.split("+"))
+            for spec in args.seed_images.split(",")
+            if spec  # --seed-images "": only the matched seeds
         ]
         config = S2SConfig(
             p=PAPER_DEFAULTS[kind.split("-")[0]]["p"],
@@ -267,7 +269,7 @@ def main() -> None:
         "--seed-images",
         default="10,11",
         help="seeds, by the indices of the images each trains on (not evaluated): 10,11 = two seeds; "
-        "10+21 = one seed trained on both",
+        "10+21 = one seed trained on both; \"\" = none (with --matched-pool: the matched seeds alone)",
     )
     parser.add_argument(
         "--matched-pool",
