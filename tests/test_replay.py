@@ -13,29 +13,36 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import REPO
 
+sys.path.insert(0, str(REPO / "benchmarks"))
+from common import whole_grid  # noqa: E402
+
 from s2s_sweep.configs import ConfigError
 from s2s_sweep.sweep import LANDSCAPE, ReplayLandscape, read_landscape
 
 LANDSCAPE_DIR = REPO / "benchmarks" / "results" / "landscape"
 
 
+# one landscape read-out (an image at p after some steps); the tests below vary what they need
+BASE_ROW = {
+    "dataset": "demo",
+    "image_id": "x",
+    "p": 0.4,
+    "steps": 4,
+    "psnr": 30.0,
+    "ssim": 0.9,
+    "heldout_psnr": 20.0,
+    "noisy_psnr": 20.0,
+    "side": 96,
+    "passes": 50,
+    "precision": "fp32",
+    "device": "cpu",
+    "seed": 0,
+    "seconds": 1.0,
+}
+
+
 def test_a_replay_asking_for_a_configuration_the_table_lacks_names_it():
-    row = {
-        "dataset": "demo",
-        "image_id": "x",
-        "p": 0.4,
-        "steps": 4,
-        "psnr": 30.0,
-        "ssim": 0.9,
-        "heldout_psnr": 20.0,
-        "noisy_psnr": 20.0,
-        "side": 64,
-        "passes": 2,
-        "precision": "fp32",
-        "device": "cpu",
-        "seed": 0,
-        "seconds": 1.0,
-    }
+    row = BASE_ROW
     replay = ReplayLandscape(pa.Table.from_pylist([row], schema=LANDSCAPE), ["x"], [4])
     assert list(replay.curves({"p": 0.4})) == [("x", {"psnr": [30.0], "ssim": [0.9], "heldout_psnr": [20.0]})]
     with pytest.raises(ConfigError, match=r"landscape: no curve for image x at p 0.5 and steps \[4\]"):
@@ -44,8 +51,8 @@ def test_a_replay_asking_for_a_configuration_the_table_lacks_names_it():
 
 def complete_kinds(table: pd.DataFrame) -> set[str]:
     """Kinds with two or more images of the whole p grid (0.30..0.95 by 0.05): one to search on, one to hold out."""
-    complete = table.groupby(["dataset", "image_id"])["p"].nunique().eq(14).groupby("dataset").sum()
-    return set(complete[complete >= 2].index)
+    images = table[whole_grid(table, 14)].groupby("dataset")["image_id"].nunique()
+    return set(images[images >= 2].index)
 
 
 @pytest.mark.slow
@@ -102,21 +109,13 @@ def made_up_landscape(folder, kind: str, prefers: dict[str, float]) -> None:
     """A landscape of `kind` where image X peaks at p prefers[X] (4 dB per unit of p away from it) and
     gains a little with the steps: the search's choice on some images may hurt others."""
     rows = [
-        {
+        BASE_ROW
+        | {
             "dataset": kind,
             "image_id": image_id,
             "p": round(0.30 + 0.05 * index, 2),
             "steps": steps,
             "psnr": 30.0 - 4 * abs(0.30 + 0.05 * index - peak) + steps / 1600,
-            "ssim": 0.9,
-            "heldout_psnr": 20.0,
-            "noisy_psnr": 20.0,
-            "side": 96,
-            "passes": 50,
-            "precision": "fp32",
-            "device": "cpu",
-            "seed": 0,
-            "seconds": 1.0,
         }
         for image_id, peak in prefers.items()
         for index in range(14)
