@@ -19,7 +19,6 @@ how well the held-out score ranks (p, steps) as PSNR does.
                GROUP BY ALL ORDER BY 4 DESC LIMIT 5"
 """
 
-import argparse
 import fcntl
 import json
 import time
@@ -30,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from common import KINDS, centre_crop, kinds_parser, objective_spearman, spearman, steps_list, whole_grid
+from common import KINDS, centre_crop, kinds_parser, objective_spearman, shard_of, spearman, steps_list, whole_grid
 
 from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
@@ -133,14 +132,6 @@ def run(args) -> None:
                     f"({rows['seconds'][0].as_py():.0f} s)",
                     flush=True,
                 )
-
-
-def shard_of(text: str) -> tuple[int, int]:
-    """--shard I/N: this process takes every N-th p of the grid from the I-th (0-based)."""
-    index, _, count = text.partition("/")
-    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
-        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/2")
-    return int(index), int(count)
 
 
 def summary(args) -> None:

@@ -15,7 +15,8 @@ and the summary takes one seeding: "image" where the file has any), seed network
   the wrong level may be what keeps warm starts from reaching the cold result. The summary treats
   "matched" as one more seed.
 Each curve is appended to --pieces as soon as it is done and a rerun skips what is there, so it
-runs in the background, in pieces (one process per kind on a 2-core machine); seeds are kept in
+runs in the background, in pieces (one process per kind on a 2-core machine, or several on one kind:
+--shard I/N, each taking every N-th image; each row is one appended line); seeds are kept in
 --seed-cache. The summary gives per kind the mean curves, the warm steps at which the mean warm
 PSNR equals the cold one at each horizon (per seed image, and their spread), the worst image at
 half the steps, and the dataset's total-steps ratio.
@@ -42,6 +43,7 @@ from common import (
     read_lines,
     rule_line,
     seeding_of,
+    shard_of,
     steps_list,
 )
 
@@ -117,7 +119,8 @@ def run(args) -> None:
             )
             for index in (args.matched_pool.split(",") if args.matched_pool else [])
         }
-        for image_id in dataset.ids[: args.images]:
+        shard, shards = args.shard
+        for image_id in dataset.ids[: args.images][shard::shards]:
             noisy, clean = (centre_crop(image, args.side) for image in dataset.load(image_id))
             sigma = estimate_noise_sigma(noisy)
             starts = [(None, False), *((seed_id, False) for seed_id in seed_ids)]  # None: cold
@@ -269,7 +272,7 @@ def main() -> None:
         "--seed-images",
         default="10,11",
         help="seeds, by the indices of the images each trains on (not evaluated): 10,11 = two seeds; "
-        "10+21 = one seed trained on both; \"\" = none (with --matched-pool: the matched seeds alone)",
+        '10+21 = one seed trained on both; "" = none (with --matched-pool: the matched seeds alone)',
     )
     parser.add_argument(
         "--matched-pool",
@@ -283,6 +286,12 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=50)
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     add_seeding_option(parser)
+    parser.add_argument(
+        "--shard",
+        type=shard_of,
+        default=(0, 1),
+        help="I/N: process I of N sharing a kind (each takes every N-th image)",
+    )
     parser.add_argument("--seed-cache", default="~/.cache/s2s-sweep/warm_seeds")
     parser.add_argument("--pieces", default=str(RESULTS / "bench_warm.jsonl"))
     parser.add_argument("--json", default=str(RESULTS / "bench_warm.json"))

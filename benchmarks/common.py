@@ -108,6 +108,15 @@ def kinds_parser(description: str, images: int, side: int) -> argparse.ArgumentP
     return parser
 
 
+def shard_of(text: str) -> tuple[int, int]:
+    """--shard I/N: this process takes every N-th item of its work (a p, an image) from the I-th (0-based),
+    so that N processes share one kind on a machine of N cores."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/2")
+    return int(index), int(count)
+
+
 def whole_grid(frame, p_count: int):
     """Per row of a landscape frame: whether its image has the whole p grid (`p_count` values of p);
     a table still being built has images that do not, which the summary and the replay leave out."""

@@ -274,3 +274,12 @@ def test_a_benchmark_summary_pairs_rows_of_one_seeding_the_per_image_one_where_t
     entry = summarise_kind(old + new)
     (horizon,) = [h for h in entry["horizons"] if h["cold_steps"] == 800]
     assert entry["seeding"] == "image" and horizon["rule_per_seed"]["s"]["mean_db"] == pytest.approx(0.2)
+
+
+def test_processes_sharing_a_kind_take_every_nth_item_and_a_bad_shard_is_named():
+    from common import shard_of
+
+    assert shard_of("1/3") == (1, 3)  # process 1 of 3: items 1, 4, 7, ... of its work
+    for text in ("2/2", "1", "a/2", "-1/2"):
+        with pytest.raises(argparse.ArgumentTypeError, match=rf"--shard '{text}': expected I/N"):
+            shard_of(text)
