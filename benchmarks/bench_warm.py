@@ -44,6 +44,7 @@ from common import (
     rule_line,
     seeding_of,
     shard_of,
+    spearman,
     steps_list,
 )
 
@@ -236,10 +237,38 @@ def summarise_kind(rows: list[dict]) -> dict:
     }
 
 
+def noise_levels(kind: str, rows: list[dict], args) -> dict:
+    """How well the estimated σ that chose the matched seeds tracks the true one (noisy minus clean,
+    which a run does not have): for each evaluated image and its seed, and as Spearman over every
+    crop of the kind. 0..255 scale."""
+    dataset = open_dataset(kind, args.data_root)
+
+    def sigmas(image_id: str) -> tuple[float, float]:
+        noisy, clean = (centre_crop(image, args.side) for image in dataset.load(image_id))
+        return estimate_noise_sigma(noisy), 255.0 * float(np.std(noisy.astype(np.float64) - clean))
+
+    every = {image_id: sigmas(image_id) for image_id in dataset.ids}
+    estimated, true = zip(*every.values())
+    matched = {r["image_id"]: r["seed_image"] for r in rows if r.get("matched")}
+    return {
+        "crops": len(every),
+        "side": args.side,
+        "spearman_estimated_true": spearman(estimated, true),
+        "images": {
+            image_id: {"estimated": every[image_id][0], "true": every[image_id][1], "seed": seed}
+            | {"seed_estimated": every[seed][0], "seed_true": every[seed][1]}
+            for image_id, seed in matched.items()
+        },
+    }
+
+
 def summary(args) -> None:
     rows = read_lines(Path(args.pieces))
     table = {kind: summarise_kind([r for r in rows if r["dataset"] == kind]) for kind in KINDS}
     table = {kind: entry for kind, entry in table.items() if entry}
+    for kind, entry in table.items():  # with --data-root: the matched seeds' σ against the true one
+        if args.data_root and "matched" in entry["seed_images"]:
+            entry["noise_levels"] = noise_levels(kind, [r for r in rows if r["dataset"] == kind], args)
     for kind, t in table.items():
         print(
             f"\n{KINDS[kind]}: {t['images']} images (seeding {t['seeding']}), noisy {t['noisy_psnr']:.2f} dB, seeds "
@@ -262,6 +291,17 @@ def summary(args) -> None:
                 print(
                     f"    rule, warm {seed} at {h['cold_steps'] // 2} against cold {h['cold_steps']}: {rule_line(rule)}"
                 )
+        if "noise_levels" in t:
+            levels = t["noise_levels"]
+            print(
+                f"  matched seeds, σ estimated (true): Spearman {levels['spearman_estimated_true']:.2f} over "
+                f"{levels['crops']} crops; "
+                + "; ".join(
+                    f"{image} {v['estimated']:.2f} ({v['true']:.2f}) from {v['seed']} {v['seed_estimated']:.2f} "
+                    f"({v['seed_true']:.2f})"
+                    for image, v in levels["images"].items()
+                )
+            )
     Path(args.json).write_text(json.dumps({"kinds": table, "within_db": WITHIN_DB, "worst_db": WORST_DB}, indent=2))
     print(f"wrote {args.json}")
 

@@ -283,3 +283,27 @@ def test_processes_sharing_a_kind_take_every_nth_item_and_a_bad_shard_is_named()
     for text in ("2/2", "1", "a/2", "-1/2"):
         with pytest.raises(argparse.ArgumentTypeError, match=rf"--shard '{text}': expected I/N"):
             shard_of(text)
+
+
+def test_bench_warm_measures_the_estimated_noise_that_chose_a_seed_against_the_true_one(tmp_path):
+    from argparse import Namespace
+
+    from bench_warm import noise_levels
+    from PIL import Image
+
+    folder = tmp_path / "PolyU" / "CroppedImages"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    clean = np.full((48, 48, 3), 128.0) + np.linspace(-20, 20, 48)[None, :, None]  # smooth, far from clipping
+    for name, sigma in {"a": 3.0, "b": 6.0, "c": 12.0, "d": 24.0}.items():  # PNG data: lossless, opened by content
+        Image.fromarray(clean.astype(np.uint8)).save(folder / f"{name}_mean.JPG", format="PNG")
+        noisy = np.clip(np.round(clean + rng.normal(0, sigma, clean.shape)), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(folder / f"{name}_real.JPG", format="PNG")
+    rows = [{"dataset": "polyu", "image_id": "a", "seed_image": "b", "matched": True}]
+    rows += [{"dataset": "polyu", "image_id": "c", "seed_image": None, "matched": False}]  # cold: no seed
+    levels = noise_levels("polyu", rows, Namespace(data_root=str(tmp_path), side=32))
+    assert levels["crops"] == 4 and levels["spearman_estimated_true"] == pytest.approx(1.0)
+    (image,) = levels["images"].items()
+    assert image[0] == "a" and image[1]["seed"] == "b"
+    assert image[1]["true"] == pytest.approx(3.0, rel=0.15) and image[1]["seed_true"] == pytest.approx(6.0, rel=0.15)
+    assert image[1]["estimated"] == pytest.approx(3.0, rel=0.3)  # on white Gaussian noise the wavelet estimate holds
