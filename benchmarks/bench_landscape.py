@@ -29,7 +29,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from common import KINDS, centre_crop, kinds_parser, objective_spearman, shard_of, spearman, steps_list, whole_grid
+from common import (
+    KINDS,
+    add_shard_option,
+    centre_crop,
+    kinds_parser,
+    objective_spearman,
+    spearman,
+    steps_list,
+    whole_grid,
+)
 
 from model.config import S2SConfig
 from s2s_sweep.datasets import open_dataset
@@ -219,9 +228,7 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     parser.add_argument("--out", default="benchmarks/results/landscape", help="folder of the per-kind Parquet files")
     parser.add_argument("--json", default="benchmarks/results/bench_landscape.json")
-    parser.add_argument(
-        "--shard", type=shard_of, default=(0, 1), help="I/N: process I of N sharing a kind (each takes every N-th p)"
-    )
+    add_shard_option(parser, "p")
     args = parser.parse_args()
     run(args) if args.command == "run" else summary(args)
 

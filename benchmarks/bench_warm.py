@@ -36,6 +36,7 @@ import numpy as np
 from common import (
     KINDS,
     add_seeding_option,
+    add_shard_option,
     centre_crop,
     kinds_parser,
     one_seeding,
@@ -43,7 +44,6 @@ from common import (
     read_lines,
     rule_line,
     seeding_of,
-    shard_of,
     spearman,
     steps_list,
 )
@@ -326,12 +326,7 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=50)
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     add_seeding_option(parser)
-    parser.add_argument(
-        "--shard",
-        type=shard_of,
-        default=(0, 1),
-        help="I/N: process I of N sharing a kind (each takes every N-th image)",
-    )
+    add_shard_option(parser, "image")
     parser.add_argument("--seed-cache", default="~/.cache/s2s-sweep/warm_seeds")
     parser.add_argument("--pieces", default=str(RESULTS / "bench_warm.jsonl"))
     parser.add_argument("--json", default=str(RESULTS / "bench_warm.json"))

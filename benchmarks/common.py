@@ -117,6 +117,16 @@ def shard_of(text: str) -> tuple[int, int]:
     return int(index), int(count)
 
 
+def add_shard_option(parser: argparse.ArgumentParser, item: str) -> None:
+    """--shard I/N (shard_of), for a benchmark whose work on a kind splits by `item` ("p", "image")."""
+    parser.add_argument(
+        "--shard",
+        type=shard_of,
+        default=(0, 1),
+        help=f"I/N: process I of N sharing a kind (each takes every N-th {item})",
+    )
+
+
 def whole_grid(frame, p_count: int):
     """Per row of a landscape frame: whether its image has the whole p grid (`p_count` values of p);
     a table still being built has images that do not, which the summary and the replay leave out."""
