@@ -237,38 +237,41 @@ def summarise_kind(rows: list[dict]) -> dict:
     }
 
 
-def noise_levels(kind: str, rows: list[dict], args) -> dict:
+def noise_levels(kind: str, rows: list[dict], data_root: str | None) -> dict:
     """How well the estimated σ that chose the matched seeds tracks the true one (noisy minus clean,
     which a run does not have): for each evaluated image and its seed, and as Spearman over every
-    crop of the kind. 0..255 scale."""
-    dataset = open_dataset(kind, args.data_root)
+    crop of the kind, at the crop side the matched rows were run at. 0..255 scale."""
+    matched = [r for r in rows if r.get("matched")]
+    (side,) = {r["side"] for r in matched}
+    dataset = open_dataset(kind, data_root)
 
     def sigmas(image_id: str) -> tuple[float, float]:
-        noisy, clean = (centre_crop(image, args.side) for image in dataset.load(image_id))
+        noisy, clean = (centre_crop(image, side) for image in dataset.load(image_id))
         return estimate_noise_sigma(noisy), 255.0 * float(np.std(noisy.astype(np.float64) - clean))
 
     every = {image_id: sigmas(image_id) for image_id in dataset.ids}
     estimated, true = zip(*every.values())
-    matched = {r["image_id"]: r["seed_image"] for r in rows if r.get("matched")}
+    seeds = {r["image_id"]: r["seed_image"] for r in matched}
     return {
         "crops": len(every),
-        "side": args.side,
+        "side": side,
         "spearman_estimated_true": spearman(estimated, true),
         "images": {
             image_id: {"estimated": every[image_id][0], "true": every[image_id][1], "seed": seed}
             | {"seed_estimated": every[seed][0], "seed_true": every[seed][1]}
-            for image_id, seed in matched.items()
+            for image_id, seed in seeds.items()
         },
     }
 
 
 def summary(args) -> None:
     rows = read_lines(Path(args.pieces))
-    table = {kind: summarise_kind([r for r in rows if r["dataset"] == kind]) for kind in KINDS}
+    rows_of = {kind: [r for r in rows if r["dataset"] == kind] for kind in KINDS}
+    table = {kind: summarise_kind(rows_of[kind]) for kind in KINDS}
     table = {kind: entry for kind, entry in table.items() if entry}
     for kind, entry in table.items():  # with --data-root: the matched seeds' σ against the true one
         if args.data_root and "matched" in entry["seed_images"]:
-            entry["noise_levels"] = noise_levels(kind, [r for r in rows if r["dataset"] == kind], args)
+            entry["noise_levels"] = noise_levels(kind, rows_of[kind], args.data_root)
     for kind, t in table.items():
         print(
             f"\n{KINDS[kind]}: {t['images']} images (seeding {t['seeding']}), noisy {t['noisy_psnr']:.2f} dB, seeds "

@@ -286,8 +286,6 @@ def test_processes_sharing_a_kind_take_every_nth_item_and_a_bad_shard_is_named()
 
 
 def test_bench_warm_measures_the_estimated_noise_that_chose_a_seed_against_the_true_one(tmp_path):
-    from argparse import Namespace
-
     from bench_warm import noise_levels
     from PIL import Image
 
@@ -299,10 +297,10 @@ def test_bench_warm_measures_the_estimated_noise_that_chose_a_seed_against_the_t
         Image.fromarray(clean.astype(np.uint8)).save(folder / f"{name}_mean.JPG", format="PNG")
         noisy = np.clip(np.round(clean + rng.normal(0, sigma, clean.shape)), 0, 255).astype(np.uint8)
         Image.fromarray(noisy).save(folder / f"{name}_real.JPG", format="PNG")
-    rows = [{"dataset": "polyu", "image_id": "a", "seed_image": "b", "matched": True}]
-    rows += [{"dataset": "polyu", "image_id": "c", "seed_image": None, "matched": False}]  # cold: no seed
-    levels = noise_levels("polyu", rows, Namespace(data_root=str(tmp_path), side=32))
-    assert levels["crops"] == 4 and levels["spearman_estimated_true"] == pytest.approx(1.0)
+    rows = [{"dataset": "polyu", "image_id": "a", "seed_image": "b", "matched": True, "side": 32}]
+    rows += [{"dataset": "polyu", "image_id": "c", "seed_image": None, "matched": False, "side": 32}]  # cold
+    levels = noise_levels("polyu", rows, str(tmp_path))
+    assert levels["crops"] == 4 and levels["side"] == 32 and levels["spearman_estimated_true"] == pytest.approx(1.0)
     (image,) = levels["images"].items()
     assert image[0] == "a" and image[1]["seed"] == "b"
     assert image[1]["true"] == pytest.approx(3.0, rel=0.15) and image[1]["seed_true"] == pytest.approx(6.0, rel=0.15)
