@@ -58,8 +58,15 @@ from s2s_sweep.sweep import (
 from s2s_sweep.sweep.validation import MIN_IMAGES, paired_verdict
 
 SPACE = Path(__file__).with_name("bench_sweep_space.yaml")
+
 GOAL_REGRET_DB, GOAL_COMPUTE = 0.1, 0.3  # the issue's goal: median regret <= 0.1 dB at <= 30% of the grid's compute
 SAMPLERS = {"tpe_asha": tpe_sampler, "random_asha": lambda seed: optuna.samplers.RandomSampler(seed=seed)}
+
+
+def repo_relative(path: str) -> str:
+    """`path` relative to the repository root where it lies inside it, else as given."""
+    root, resolved = SPACE.parents[1].resolve(), Path(path).resolve()
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else path
 
 
 def mean_psnr(frame, image_ids: list[str]):
@@ -456,7 +463,7 @@ def main() -> None:
         json.dumps(
             {
                 "landscape": args.landscape,
-                "space": args.space,
+                "space": repo_relative(args.space),  # not the folder this copy of the repository ran in
                 "seeds": args.seeds,
                 "trials": args.trials or space.trials,
                 **headline,

@@ -87,6 +87,7 @@ def test_bench_sweep_replays_seeds_on_the_committed_landscape(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert set(result["kinds"]) == set(result["heldout_gain_db"]) == set(result["objective_spearman"]) == {kind}
+    assert result["space"] == "benchmarks/bench_sweep_space.yaml"  # where it lies in any checkout
     for kind in result["kinds"].values():
         strategies = kind["strategies"]
         assert set(strategies) == {"tpe_asha", "random_asha", "grid", "paper"}
