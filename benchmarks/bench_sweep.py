@@ -23,6 +23,8 @@ runs --trials trials one at a time (reproducible from its seed), and its best af
 gives the regret-vs-compute curve (--plot).
 
     python benchmarks/bench_sweep.py [--seeds 20] [--trials 7] [--json benchmarks/results/bench_sweep.json]
+    python benchmarks/bench_sweep.py --kinds polyu --grace-images 2 \\
+        --json benchmarks/results/bench_sweep_polyu_grace2.json --plot benchmarks/results/bench_sweep_polyu_grace2.png
 """
 
 import argparse
@@ -431,12 +433,19 @@ def main() -> None:
         default=[],
         help="also replay TPE with these start-up trial counts, e.g. 2,4",
     )
+    parser.add_argument(
+        "--grace-images",
+        type=int,
+        help="ASHA's grace in images instead of the space file's (early_stopping.grace_images), e.g. 2",
+    )
     parser.add_argument("--json", default="benchmarks/results/bench_sweep.json")
     parser.add_argument("--plot", default="benchmarks/results/bench_sweep.png")
     args = parser.parse_args()
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's `group`, once per replay
     space = load_space(args.space)
+    if args.grace_images:
+        space = replace(space, grace_images=args.grace_images)
     try:
         landscape = read_landscape(args.landscape)
     except ConfigError as error:  # no table there: one line, not a traceback
@@ -466,6 +475,7 @@ def main() -> None:
                 "space": repo_relative(args.space),  # not the folder this copy of the repository ran in
                 "seeds": args.seeds,
                 "trials": args.trials or space.trials,
+                "grace_images": space.grace_images,
                 **headline,
                 "kinds": kinds,
             },

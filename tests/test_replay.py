@@ -74,6 +74,8 @@ def test_bench_sweep_replays_seeds_on_the_committed_landscape(tmp_path):
         "2",
         "--trials",
         "4",
+        "--grace-images",
+        "2",  # the space file says 1
         "--json",
         str(out),
         "--plot",
@@ -88,6 +90,7 @@ def test_bench_sweep_replays_seeds_on_the_committed_landscape(tmp_path):
     result = json.loads(out.read_text())
     assert set(result["kinds"]) == set(result["heldout_gain_db"]) == set(result["objective_spearman"]) == {kind}
     assert result["space"] == "benchmarks/bench_sweep_space.yaml"  # where it lies in any checkout
+    assert result["grace_images"] == 2
     for kind in result["kinds"].values():
         strategies = kind["strategies"]
         assert set(strategies) == {"tpe_asha", "random_asha", "grid", "paper"}

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import mlflow
 import numpy as np
@@ -86,6 +87,13 @@ def test_subset_checkpoints_and_paper_point(space_file):
     assert paper_point(space) == {"p": 0.4}
     full = load_space(SPACES_DIR / "cbsd68.yaml")
     assert paper_point(full) == {"p": 0.4, "use_iqa": True, "lambda_iqa": 2e-8}
+
+
+def test_a_subset_smaller_than_asha_grace_is_searched_without_early_stops(space_file, tmp_path):
+    space = replace(load_space(space_file), grace_images=2)  # polyu.yaml's grace, on a one-image subset
+    run_config = tune.RunConfig(name="small", storage_path=str(tmp_path), verbose=0)
+    tuner = make_tuner(lambda config: None, space, 2, 1, 0, run_config)  # ASHA asserted grace <= max_t here
+    assert isinstance(tuner, tune.Tuner)
 
 
 def test_the_search_never_suggests_a_configuration_twice_and_ends_when_the_grid_is_exhausted(space_file):

@@ -129,7 +129,7 @@ def make_tuner(
     scheduler = ASHAScheduler(
         time_attr="images_done",
         max_t=subset_size,
-        grace_period=space.grace_images,
+        grace_period=min(space.grace_images, subset_size),  # a subset smaller than the grace: no early stop
         reduction_factor=space.reduction_factor,
     )
     tune_config = tune.TuneConfig(
