@@ -60,9 +60,15 @@ from s2s_sweep.sweep import (
 from s2s_sweep.sweep.validation import MIN_IMAGES, paired_verdict
 
 SPACE = Path(__file__).with_name("bench_sweep_space.yaml")
-
 GOAL_REGRET_DB, GOAL_COMPUTE = 0.1, 0.3  # the issue's goal: median regret <= 0.1 dB at <= 30% of the grid's compute
 SAMPLERS = {"tpe_asha": tpe_sampler, "random_asha": lambda seed: optuna.samplers.RandomSampler(seed=seed)}
+
+
+def grace_of(text: str) -> int:
+    """--grace-images N: ASHA's grace, at least one image (as the space file's early_stopping.grace_images)."""
+    if not (text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"--grace-images {text!r}: expected an integer >= 1")
+    return int(text)
 
 
 def repo_relative(path: str) -> str:
@@ -435,7 +441,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--grace-images",
-        type=int,
+        type=grace_of,
         help="ASHA's grace in images instead of the space file's (early_stopping.grace_images), e.g. 2",
     )
     parser.add_argument("--json", default="benchmarks/results/bench_sweep.json")
@@ -444,7 +450,7 @@ def main() -> None:
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's `group`, once per replay
     space = load_space(args.space)
-    if args.grace_images:
+    if args.grace_images is not None:
         space = replace(space, grace_images=args.grace_images)
     try:
         landscape = read_landscape(args.landscape)

@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from argparse import Namespace
+from argparse import ArgumentTypeError, Namespace
 from dataclasses import replace
 
 import pandas as pd
@@ -110,6 +110,15 @@ def test_bench_sweep_replays_seeds_on_the_committed_landscape(tmp_path):
         assert -1 <= kind["objective_spearman"] <= 1 and "heldout_gain_db" in kind
     assert "held-out images the sweep's best" in done.stdout and (tmp_path / "plot.png").stat().st_size > 0
     assert "self-validation over 2 shuffles" in done.stdout  # its figures: the test below
+
+
+def test_a_bad_grace_is_named():
+    from bench_sweep import grace_of
+
+    assert grace_of("2") == 2
+    for text in ("0", "-1", "two"):
+        with pytest.raises(ArgumentTypeError, match=rf"--grace-images '{text}': expected an integer >= 1"):
+            grace_of(text)
 
 
 def made_up_landscape(folder, kind: str, prefers: dict[str, float]) -> None:
